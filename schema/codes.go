@@ -1,0 +1,57 @@
+package schema
+
+// Code describes one diagnostic code. Codes are stable: tools may match on them.
+type Code struct {
+	Name     string
+	Severity Severity
+	Meaning  string
+}
+
+// Codes lists every diagnostic code Load can report.
+var Codes = []Code{
+	{"yaml-syntax", SeverityError, "the file is not valid YAML"},
+	{"duplicate-key", SeverityError, "a field is set twice in one mapping"},
+	{"invalid-key", SeverityError, "a mapping key is not a plain word"},
+	{"unsupported-yaml", SeverityError, "a YAML feature tlsd does not accept (merge keys)"},
+	{"not-a-mapping", SeverityError, "a document is a list or a single value instead of a mapping"},
+	{"document-too-large", SeverityError, "a document has more than 10,000 values or 64 levels, aliases expanded"},
+	{"file-unreadable", SeverityError, "a configuration or referenced file cannot be read"},
+	{"unknown-field", SeverityError, "a field the schema does not define (with a did-you-mean)"},
+	{"missing-field", SeverityError, "a required field is absent"},
+	{"wrong-type", SeverityError, "a value has the wrong type, e.g. min_version: 1.3 instead of \"1.3\""},
+	{"invalid-value", SeverityError, "a value is not one of the allowed ones (apiVersion, kind, terminate_at, ...)"},
+	{"empty-value", SeverityError, "a string or list that must not be empty is"},
+	{"invalid-name", SeverityError, "a name, agent or issuer is not a DNS label"},
+	{"invalid-domain", SeverityError, "domain is not a host name or a one-label wildcard"},
+	{"invalid-listen", SeverityError, "listen is not host:port or :port"},
+	{"invalid-upstream", SeverityError, "upstream is not host:port or unix:PATH"},
+	{"invalid-url", SeverityError, "an ACME directory is not an https:// URL"},
+	{"invalid-email", SeverityError, "an ACME email is not an email address"},
+	{"duplicate-name", SeverityError, "two endpoints, or two issuers, have the same name"},
+	{"duplicate-domain", SeverityError, "two endpoints serve the same domain on the same listener"},
+	{"field-not-allowed", SeverityError, "a TLS setting the endpoint's terminate_at does not allow"},
+	{"certificate-required", SeverityError, "agent without tls.certificate, or edge with neither certificate nor issuer"},
+	{"certificate-and-issuer", SeverityError, "an edge endpoint gives both tls.certificate and tls.issuer"},
+	{"unknown-issuer", SeverityError, "tls.issuer names no Issuer document and is not \"internal\""},
+	{"reserved-name", SeverityError, "an Issuer is named \"internal\", the built-in CA's name"},
+	{"unused-issuer", SeverityWarning, "no endpoint uses this Issuer"},
+	{"file-missing", SeverityError, "a referenced certificate, key or CA file does not exist"},
+	{"invalid-pem", SeverityError, "a referenced file does not hold the PEM it should"},
+	{"key-mismatch", SeverityError, "the private key is not the certificate's"},
+	{"certificate-name-mismatch", SeverityError, "the certificate does not cover the endpoint's domain"},
+	{"certificate-expired", SeverityError, "the certificate has expired"},
+	{"certificate-not-yet-valid", SeverityError, "the certificate is not valid yet"},
+	{"certificate-expiring", SeverityWarning, "the certificate expires within 14 days"},
+	{"not-a-ca", SeverityError, "a client CA file holds no CA certificate"},
+	{"key-permissions", SeverityWarning, "a private key file is readable by group or others"},
+	{"schema", SeverityError, "any other schema violation"},
+}
+
+func isKnownCode(name string) bool {
+	for _, c := range Codes {
+		if c.Name == name {
+			return true
+		}
+	}
+	return false
+}

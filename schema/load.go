@@ -1,0 +1,268 @@
+package schema
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"time"
+)
+
+// maxFileSize bounds one configuration file; endpoint files are a few hundred bytes each.
+const maxFileSize = 8 << 20
+
+// Result is what Load found.
+type Result struct {
+	// Config is the loaded configuration, or nil when Diagnostics holds an error.
+	Config      *Config
+	Diagnostics Diagnostics
+	// Counts for summaries, including documents that had errors.
+	Files, Endpoints, Issuers int
+}
+
+// Load reads the configuration at paths (directories, searched recursively, or files) and
+// validates it: schema, semantics and, unless opts.SkipFiles, the files it references.
+// The error is only for paths that cannot be read at all; everything wrong with the
+// content is a Diagnostic.
+func Load(opts Options, paths ...string) (*Result, error) {
+	files, err := configFiles(paths)
+	if err != nil {
+		return nil, err
+	}
+	l, err := newLoader(opts)
+	if err != nil {
+		return nil, err
+	}
+	for _, f := range files {
+		data, err := readConfigFile(f)
+		if err != nil {
+			l.diags = append(l.diags, diagAt(Pos{File: f, Line: 1, Column: 1}, "", SeverityError, "file-unreadable", "%v", err))
+			l.files = append(l.files, f)
+			continue
+		}
+		l.addFile(f, data)
+	}
+	return l.finish(), nil
+}
+
+// LoadData validates one file's content as if read from name. References to other files
+// are resolved against name's directory.
+func LoadData(opts Options, name string, data []byte) (*Result, error) {
+	l, err := newLoader(opts)
+	if err != nil {
+		return nil, err
+	}
+	l.addFile(name, data)
+	return l.finish(), nil
+}
+
+func readConfigFile(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(data) > maxFileSize {
+		return nil, fmt.Errorf("read %s: file is larger than %d MiB", path, maxFileSize>>20)
+	}
+	return data, nil
+}
+
+// loader accumulates documents of all files, then runs the checks that span documents.
+type loader struct {
+	opts      Options
+	v         *validator
+	diags     Diagnostics
+	files     []string
+	endpoints []*endpointDoc
+	issuers   []*issuerDoc
+	// names of every Issuer document, valid or not, so that a broken issuer does not
+	// also make every endpoint using it report "unknown issuer".
+	issuerNames map[string]bool
+	nEndpoints  int
+	refs        *fileCache
+}
+
+type endpointDoc struct {
+	ep         *Endpoint
+	doc        *document
+	modeFailed bool // the schema's terminate_at rules failed
+}
+
+type issuerDoc struct {
+	is  *Issuer
+	doc *document
+}
+
+func newLoader(opts Options) (*loader, error) {
+	v, err := compiled()
+	if err != nil {
+		return nil, err
+	}
+	if opts.Now.IsZero() {
+		opts.Now = time.Now()
+	}
+	return &loader{opts: opts, v: v, issuerNames: map[string]bool{}, refs: newFileCache()}, nil
+}
+
+func (l *loader) addFile(name string, data []byte) {
+	l.files = append(l.files, name)
+	docs, diags := parseDocuments(name, data)
+	l.diags = append(l.diags, diags...)
+	for _, d := range docs {
+		l.addDocument(d)
+	}
+}
+
+func (l *loader) addDocument(d *document) {
+	m, _ := d.instance.(map[string]any)
+	kind, _ := m["kind"].(string)
+	name, _ := m["name"].(string)
+	switch kind {
+	case "Endpoint":
+		l.nEndpoints++
+	case "Issuer":
+		l.issuerNames[name] = true
+	}
+	diags, modeFailed := l.v.check(d)
+	l.diags = append(l.diags, diags...)
+	if diags.HasErrors() {
+		return
+	}
+	switch kind {
+	case "Endpoint":
+		l.endpoints = append(l.endpoints, &endpointDoc{ep: buildEndpoint(d, m), doc: d, modeFailed: modeFailed})
+	case "Issuer":
+		l.issuers = append(l.issuers, &issuerDoc{is: buildIssuer(d, m), doc: d})
+	}
+}
+
+func (l *loader) finish() *Result {
+	l.checkIssuers()
+	l.checkEndpoints()
+	l.diags = dedupe(l.diags)
+	l.diags.Sort()
+	r := &Result{Diagnostics: l.diags, Files: len(l.files), Endpoints: l.nEndpoints, Issuers: len(l.issuerNames)}
+	if r.Diagnostics == nil {
+		r.Diagnostics = Diagnostics{}
+	}
+	if !l.diags.HasErrors() {
+		r.Config = &Config{Files: l.files}
+		for _, e := range l.endpoints {
+			r.Config.Endpoints = append(r.Config.Endpoints, e.ep)
+		}
+		for _, i := range l.issuers {
+			r.Config.Issuers = append(r.Config.Issuers, i.is)
+		}
+	}
+	return r
+}
+
+func dedupe(ds Diagnostics) Diagnostics {
+	type key struct {
+		file      string
+		line, col int
+		code, msg string
+	}
+	seen := make(map[key]bool, len(ds))
+	out := ds[:0]
+	for _, d := range ds {
+		k := key{d.File, d.Line, d.Column, d.Code, d.Message}
+		if !seen[k] {
+			seen[k] = true
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+func str(m map[string]any, key string) string {
+	s, _ := m[key].(string)
+	return s
+}
+
+func obj(m map[string]any, key string) map[string]any {
+	o, _ := m[key].(map[string]any)
+	return o
+}
+
+func strs(m map[string]any, key string) []string {
+	list, _ := m[key].([]any)
+	out := make([]string, 0, len(list))
+	for _, v := range list {
+		s, _ := v.(string)
+		out = append(out, s)
+	}
+	return out
+}
+
+// buildEndpoint makes the typed endpoint of a schema-valid document, applying defaults
+// and resolving file paths against the document's file.
+func buildEndpoint(d *document, m map[string]any) *Endpoint {
+	ep := &Endpoint{
+		Name:                  str(m, "name"),
+		Domain:                toLowerASCII(str(m, "domain")),
+		Listen:                str(m, "listen"),
+		Upstream:              str(m, "upstream"),
+		TerminateAt:           str(m, "terminate_at"),
+		Agent:                 str(m, "agent"),
+		UpstreamProxyProtocol: str(m, "upstream_proxy_protocol"),
+		Pos:                   d.nodePos(d.root),
+	}
+	if ep.TerminateAt == "" {
+		ep.TerminateAt = TerminateUpstream
+	}
+	if p, ok := cutUnix(ep.Upstream); ok {
+		ep.Upstream = "unix:" + resolvePath(d.file, p)
+	}
+	t := obj(m, "tls")
+	ep.TLS.MinVersion = str(t, "min_version")
+	if ep.TLS.MinVersion == "" && ep.TerminateAt != TerminateUpstream {
+		ep.TLS.MinVersion = "1.2" // the agent's is always 1.2; the upstream's is not tlsd's to say
+	}
+	ep.TLS.Issuer = str(t, "issuer")
+	if c := obj(t, "certificate"); c != nil {
+		ep.TLS.Certificate = &CertificateFiles{Crt: resolvePath(d.file, str(c, "crt")), Key: resolvePath(d.file, str(c, "key"))}
+	}
+	if mt := obj(t, "mutual_tls"); mt != nil {
+		cas := strs(mt, "certificate_authorities")
+		for i := range cas {
+			cas[i] = resolvePath(d.file, cas[i])
+		}
+		ep.TLS.MutualTLS = &MutualTLS{CertificateAuthorities: cas}
+	}
+	return ep
+}
+
+func buildIssuer(d *document, m map[string]any) *Issuer {
+	a := obj(m, "acme")
+	roots := strs(a, "ca_roots")
+	for i := range roots {
+		roots[i] = resolvePath(d.file, roots[i])
+	}
+	return &Issuer{
+		Name: str(m, "name"),
+		ACME: ACME{Directory: str(a, "directory"), Email: str(a, "email"), CARoots: roots},
+		Pos:  d.nodePos(d.root),
+	}
+}
+
+func cutUnix(upstream string) (string, bool) {
+	if len(upstream) > 5 && upstream[:5] == "unix:" {
+		return upstream[5:], true
+	}
+	return "", false
+}
+
+func toLowerASCII(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if c >= 'A' && c <= 'Z' {
+			b[i] = c + 'a' - 'A'
+		}
+	}
+	return string(b)
+}

@@ -1,0 +1,43 @@
+package schema
+
+import (
+	"bytes"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestGitHubEscaping(t *testing.T) {
+	r := &Result{Files: 1, Diagnostics: Diagnostics{{File: "a,b:c.yaml", Line: 2, Column: 3, Code: "x",
+		Severity: SeverityWarning, Message: "100% sure\nsecond line"}}}
+	var b bytes.Buffer
+	must(t, WriteReport(&b, r, ReportOptions{Format: FormatGitHub}))
+	want := "::warning file=a%2Cb%3Ac.yaml,line=2,col=3,title=tlsd x::100%25 sure%0Asecond line\n"
+	if !strings.HasPrefix(b.String(), want) {
+		t.Errorf("got %q\nwant prefix %q", b.String(), want)
+	}
+}
+
+// TestTextReportGolden shows the text format as a user sees it, source lines and carets
+// included (tabs kept so the caret lines up).
+func TestTextReportGolden(t *testing.T) {
+	dir := filepath.Join("testdata", "report")
+	res, err := Load(Options{Now: fixedNow}, filepath.Join(dir, "input"))
+	must(t, err)
+	var b bytes.Buffer
+	must(t, WriteReport(&b, res, ReportOptions{Format: FormatText}))
+	golden(t, filepath.Join(dir, "want.txt"), b.Bytes())
+}
+
+func TestReportUnknownFormat(t *testing.T) {
+	if err := WriteReport(&bytes.Buffer{}, &Result{}, ReportOptions{Format: "xml"}); err == nil {
+		t.Error("unknown format accepted")
+	}
+}
+
+func TestSummaryPlurals(t *testing.T) {
+	r := &Result{Files: 1, Endpoints: 2, Diagnostics: Diagnostics{{Severity: SeverityError}, {Severity: SeverityWarning}, {Severity: SeverityWarning}}}
+	if got, want := r.Summary(), "1 file, 2 endpoints: 1 error, 2 warnings"; got != want {
+		t.Errorf("Summary() = %q, want %q", got, want)
+	}
+}

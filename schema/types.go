@@ -1,0 +1,90 @@
+package schema
+
+import "time"
+
+// APIVersion is the only configuration language version tlsd reads.
+const APIVersion = "tlsd/v1"
+
+// Where TLS is terminated.
+const (
+	TerminateEdge     = "edge"
+	TerminateAgent    = "agent"
+	TerminateUpstream = "upstream"
+)
+
+// InternalIssuer names the built-in local CA; no Issuer document may take this name.
+const InternalIssuer = "internal"
+
+// Pos is where a value came from.
+type Pos struct {
+	File   string
+	Line   int // 1-based
+	Column int // 1-based
+}
+
+// Config is a loaded, valid configuration: every endpoint and issuer of a directory.
+type Config struct {
+	Files     []string // every file read, in load order
+	Endpoints []*Endpoint
+	Issuers   []*Issuer
+}
+
+// Endpoint is one Endpoint document with defaults applied and paths made absolute-or-
+// relative-to-cwd (resolved against the document's file).
+type Endpoint struct {
+	Name                  string
+	Domain                string // lower case
+	Listen                string // "" means the daemon's --listen
+	Upstream              string // "host:port" or "unix:PATH"
+	TerminateAt           string // edge | agent | upstream
+	Agent                 string
+	UpstreamProxyProtocol string // "", "v1" or "v2"
+	TLS                   EndpointTLS
+
+	Pos Pos // the document's first line
+}
+
+// EndpointTLS holds the TLS settings of an endpoint that tlsd terminates.
+type EndpointTLS struct {
+	MinVersion  string // "1.2" or "1.3" where tlsd terminates; "" for upstream
+	Certificate *CertificateFiles
+	Issuer      string
+	MutualTLS   *MutualTLS
+}
+
+// CertificateFiles names a PEM certificate chain and its key.
+type CertificateFiles struct {
+	Crt string
+	Key string
+}
+
+// MutualTLS lists the CA files that client certificates must chain to.
+type MutualTLS struct {
+	CertificateAuthorities []string
+}
+
+// Issuer is one Issuer document.
+type Issuer struct {
+	Name string
+	ACME ACME
+	Pos  Pos
+}
+
+// ACME configures an ACME certificate authority.
+type ACME struct {
+	Directory string
+	Email     string
+	CARoots   []string
+}
+
+// Options tune Load.
+type Options struct {
+	// SkipFiles checks everything but the files that documents reference (certificates,
+	// keys, CA bundles): for CI, where secrets are not in the repository.
+	SkipFiles bool
+	// Now is the clock for certificate expiry checks; zero means time.Now.
+	Now time.Time
+}
+
+// ExpiryWarning is how close to its expiry a certificate draws a warning.
+const ExpiryWarning = 14 * 24 * time.Hour
