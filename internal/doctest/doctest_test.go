@@ -1,4 +1,4 @@
-package examples
+package doctest
 
 import (
 	"encoding/json"
@@ -27,14 +27,19 @@ func TestGenerateDemoCerts(t *testing.T) {
 	until := from.AddDate(20, 0, 0)
 	ca, err := testpki.NewCA("tlsd quickstart demo CA (DEMO ONLY)", from, until)
 	must(t, err)
-	must(t, ca.WriteFiles("quickstart/certs/demo-ca.crt", ""))
+	must(t, ca.WriteFiles(ex("quickstart/certs/demo-ca.crt"), ""))
 	leaf, err := ca.Issue(testpki.Options{CommonName: "agent.localhost", DNSNames: []string{"agent.localhost"}, NotBefore: from, NotAfter: until})
 	must(t, err)
-	must(t, leaf.WriteFiles("quickstart/certs/agent.localhost.crt", "quickstart/certs/agent.localhost.key", ca))
+	must(t, leaf.WriteFiles(ex("quickstart/certs/agent.localhost.crt"), ex("quickstart/certs/agent.localhost.key"), ca))
 	partners, err := testpki.NewCA("Example partners CA (DEMO ONLY)", from, until)
 	must(t, err)
-	must(t, partners.WriteFiles("production/certs/partners-ca.pem", ""))
+	must(t, partners.WriteFiles(ex("production/certs/partners-ca.pem"), ""))
 }
+
+// examplesDir is where the examples live, relative to this package.
+const examplesDir = "../../examples"
+
+func ex(p string) string { return filepath.Join(examplesDir, p) }
 
 func must(t *testing.T, err error) {
 	t.Helper()
@@ -56,8 +61,8 @@ func chmodKeys(t *testing.T, root string) {
 
 // TestExamplesAreValid: every example directory validates with no error and no warning.
 func TestExamplesAreValid(t *testing.T) {
-	chmodKeys(t, ".")
-	dirs, err := filepath.Glob("*")
+	chmodKeys(t, examplesDir)
+	dirs, err := filepath.Glob(ex("*"))
 	must(t, err)
 	n := 0
 	for _, dir := range dirs {
@@ -65,7 +70,7 @@ func TestExamplesAreValid(t *testing.T) {
 			continue
 		}
 		n++
-		t.Run(dir, func(t *testing.T) {
+		t.Run(filepath.Base(dir), func(t *testing.T) {
 			res, err := schema.Load(schema.Options{}, dir)
 			must(t, err)
 			for _, d := range res.Diagnostics {
@@ -83,8 +88,8 @@ func TestExamplesAreValid(t *testing.T) {
 
 // TestQuickstartHasAllModes keeps the quickstart a tour of the three termination modes.
 func TestQuickstartHasAllModes(t *testing.T) {
-	chmodKeys(t, "quickstart")
-	res, err := schema.Load(schema.Options{}, "quickstart")
+	chmodKeys(t, ex("quickstart"))
+	res, err := schema.Load(schema.Options{}, ex("quickstart"))
 	must(t, err)
 	modes := map[string]bool{}
 	for _, ep := range res.Config.Endpoints {
@@ -102,7 +107,7 @@ func TestQuickstartHasAllModes(t *testing.T) {
 
 // TestEveryExampleFileNamesTheSchema: editors find the schema through this first line.
 func TestEveryExampleFileNamesTheSchema(t *testing.T) {
-	files, err := filepath.Glob("*/*.yaml")
+	files, err := filepath.Glob(ex("*/*.yaml"))
 	must(t, err)
 	for _, f := range files {
 		data, err := os.ReadFile(f)
@@ -115,7 +120,7 @@ func TestEveryExampleFileNamesTheSchema(t *testing.T) {
 
 func readme(t *testing.T) string {
 	t.Helper()
-	data, err := os.ReadFile("../README.md")
+	data, err := os.ReadFile("../../README.md")
 	must(t, err)
 	return string(data)
 }
