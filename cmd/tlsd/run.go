@@ -1,0 +1,127 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsd/tlsd/internal/localca"
+	"github.com/tlsd/tlsd/runtime"
+	"github.com/tlsd/tlsd/schema"
+)
+
+type runFlags struct {
+	listen           string
+	stateDir         string
+	handshakeTimeout time.Duration
+	shutdownTimeout  time.Duration
+	logFormat        string
+	logLevel         string
+}
+
+func newRunCmd() *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{
+		Use:   "run [flags] PATH...",
+		Short: "Serve the endpoints of a configuration directory",
+		Long: `Run serves every endpoint of the configuration: it accepts TLS connections, reads
+each ClientHello's SNI, and routes the connection to its endpoint's upstream —
+passing the encrypted bytes through (terminate_at: upstream), or terminating TLS
+itself (edge, agent) and forwarding plaintext.
+
+It refuses to start on an invalid configuration, printing the same diagnostics as
+"tlsd validate". SIGTERM or SIGINT stops accepting at once and waits for open
+connections to finish, for at most --shutdown-timeout.
+
+Each connection is logged when it ends: endpoint, mode, client address, SNI, TLS
+version, client identity (mutual TLS), bytes each way, duration, and for failures
+the reason.`,
+		Example: `  tlsd run examples/quickstart
+  tlsd run --listen :443 --log-format json /etc/tlsd/endpoints`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return runDaemon(cmd, f, args)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
+	fl.StringVar(&f.stateDir, "state-dir", ".tlsd", "directory for tlsd's state: the internal issuer's CA")
+	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a client has to send its ClientHello and finish the TLS handshake (and an upstream to answer)")
+	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
+	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
+	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	return cmd
+}
+
+func runDaemon(cmd *cobra.Command, f runFlags, args []string) error {
+	logger, err := newLogger(cmd.ErrOrStderr(), f.logFormat, f.logLevel)
+	if err != nil {
+		return &exitError{exitUsage, err}
+	}
+	res, err := schema.Load(schema.Options{}, args...)
+	if err != nil {
+		return &exitError{exitUsage, err}
+	}
+	if res.Diagnostics.HasErrors() {
+		schema.WriteReport(cmd.ErrOrStderr(), res, schema.ReportOptions{Format: schema.FormatText})
+		return &exitError{exitInvalid, fmt.Errorf("refusing to start: the configuration has errors")}
+	}
+	for _, d := range res.Diagnostics {
+		logger.Warn("configuration warning", "at", fmt.Sprintf("%s:%d:%d", d.File, d.Line, d.Column), "code", d.Code, "message", d.Message)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	opts := runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger}
+	if err := runtime.Run(ctx, res.Config, opts, f.shutdownTimeout); err != nil {
+		return &exitError{exitInvalid, err}
+	}
+	return nil
+}
+
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level: %q is not one of debug, info, warn, error", level)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch strings.ToLower(format) {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
+}
+
+func newCACmd() *cobra.Command {
+	var stateDir string
+	cmd := &cobra.Command{
+		Use:   "ca",
+		Short: "Print the root certificate of the built-in internal issuer",
+		Long: `Ca prints, as PEM, the root certificate of the local CA that issues certificates for
+endpoints with "issuer: internal", creating the CA in --state-dir if it does not
+exist yet. Give it to clients to trust, e.g.
+
+  tlsd ca > tlsd-root.crt
+  curl --cacert tlsd-root.crt https://edge.localhost:8443/`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ca, err := localca.Open(stateDir, nil)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			_, err = cmd.OutOrStdout().Write(ca.RootPEM())
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&stateDir, "state-dir", ".tlsd", "tlsd's state directory (as given to tlsd run)")
+	return cmd
+}

@@ -1,0 +1,74 @@
+package edge
+
+import (
+	"crypto/tls"
+	"fmt"
+	"strings"
+
+	"github.com/tlsd/tlsd/internal/proxy"
+)
+
+// Route is what the edge does with connections for one domain.
+type Route struct {
+	Endpoint string // for logs
+	Mode     string // edge | agent | upstream, for logs
+	Domain   string // lower case; "*.example.com" matches exactly one label
+	// TLS, when set, makes the edge terminate TLS and hand plaintext to Handler; when nil
+	// the Handler gets the raw connection with the ClientHello peeked (passthrough, or
+	// termination further along).
+	TLS     *tls.Config
+	Handler proxy.Handler
+}
+
+// Table maps server names to routes. It is immutable once built, so a listener can swap
+// tables atomically while connections keep the route they were accepted with.
+type Table struct {
+	exact    map[string]*Route
+	wildcard map[string]*Route // keyed by the suffix after "*."
+}
+
+// NewTable indexes routes by domain; a domain may appear once.
+func NewTable(routes []*Route) (*Table, error) {
+	t := &Table{exact: map[string]*Route{}, wildcard: map[string]*Route{}}
+	for _, r := range routes {
+		domain := strings.ToLower(r.Domain)
+		m, key := t.exact, domain
+		if suffix, ok := strings.CutPrefix(domain, "*."); ok {
+			m, key = t.wildcard, suffix
+		}
+		if prev, dup := m[key]; dup {
+			return nil, fmt.Errorf("route table: domain %s of endpoint %s is already routed to endpoint %s", r.Domain, r.Endpoint, prev.Endpoint)
+		}
+		m[key] = r
+	}
+	return t, nil
+}
+
+// Lookup finds the route for a server name: an exact name first, then a wildcard one
+// label up. Names compare case-insensitively.
+func (t *Table) Lookup(serverName string) *Route {
+	if t == nil || serverName == "" {
+		return nil
+	}
+	name := lowerASCII(strings.TrimSuffix(serverName, "."))
+	if r := t.exact[name]; r != nil {
+		return r
+	}
+	if i := strings.IndexByte(name, '.'); i > 0 {
+		return t.wildcard[name[i+1:]]
+	}
+	return nil
+}
+
+// Len is the number of routes.
+func (t *Table) Len() int { return len(t.exact) + len(t.wildcard) }
+
+// lowerASCII avoids an allocation for names that are already lower case, the usual case.
+func lowerASCII(s string) string {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= 'A' && c <= 'Z' {
+			return strings.ToLower(s)
+		}
+	}
+	return s
+}

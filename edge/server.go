@@ -1,0 +1,233 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tlsd/tlsd/internal/proxy"
+)
+
+// Config tunes a Server.
+type Config struct {
+	// HandshakeTimeout bounds the ClientHello peek, the TLS handshake and the upstream
+	// dial of every connection, so slow or silent clients cost a goroutine and a file
+	// descriptor for that long at most. Zero means 10 s.
+	HandshakeTimeout time.Duration
+	Logger           *slog.Logger // nil: slog.Default()
+}
+
+// Server accepts connections on one listener and routes each by its SNI through the
+// current Table.
+type Server struct {
+	ln      net.Listener
+	table   atomic.Pointer[Table]
+	cfg     Config
+	log     *slog.Logger
+	ctx     context.Context // cancelled when open connections must end now
+	cancel  context.CancelFunc
+	conns   sync.WaitGroup
+	closing sync.Once
+
+	mu   sync.Mutex // guards the following fields
+	open map[net.Conn]struct{}
+}
+
+// NewServer serves ln with table; call Serve to start.
+func NewServer(ln net.Listener, table *Table, cfg Config) *Server {
+	if cfg.HandshakeTimeout <= 0 {
+		cfg.HandshakeTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{ln: ln, cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, open: map[net.Conn]struct{}{}}
+	s.table.Store(table)
+	return s
+}
+
+// SetTable switches the routes for new connections; open ones keep theirs.
+func (s *Server) SetTable(t *Table) { s.table.Store(t) }
+
+// Addr is the listener's address.
+func (s *Server) Addr() net.Addr { return s.ln.Addr() }
+
+// Serve accepts connections until Close or Shutdown. Temporary errors, such as running
+// out of file descriptors, back off and retry instead of ending the listener.
+func (s *Server) Serve() error {
+	var backoff time.Duration
+	for {
+		s.conns.Add(1) // taken before Accept so Shutdown cannot miss a connection
+		c, err := s.ln.Accept()
+		if err != nil {
+			s.conns.Done()
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			backoff = nextBackoff(backoff)
+			s.log.Warn("accept failed; retrying", "listener", s.ln.Addr().String(), "error", err, "retry_in", backoff)
+			select {
+			case <-time.After(backoff):
+				continue
+			case <-s.ctx.Done():
+				return nil
+			}
+		}
+		backoff = 0
+		s.track(c, true)
+		go s.handle(c)
+	}
+}
+
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*d, time.Second)
+}
+
+func (s *Server) track(c net.Conn, add bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if add {
+		s.open[c] = struct{}{}
+	} else {
+		delete(s.open, c)
+	}
+}
+
+// Close stops accepting; open connections carry on.
+func (s *Server) Close() error {
+	var err error
+	s.closing.Do(func() { err = s.ln.Close() })
+	return err
+}
+
+// Shutdown stops accepting and waits for open connections to end; when ctx is done first
+// it closes them and reports how many it cut.
+func (s *Server) Shutdown(ctx context.Context) (cut int, err error) {
+	s.Close()
+	done := make(chan struct{})
+	go func() { s.conns.Wait(); close(done) }()
+	select {
+	case <-done:
+		s.cancel()
+		return 0, nil
+	case <-ctx.Done():
+	}
+	s.cancel()
+	s.mu.Lock()
+	cut = len(s.open)
+	for c := range s.open {
+		c.Close()
+	}
+	s.mu.Unlock()
+	<-done
+	return cut, ctx.Err()
+}
+
+// Active is the number of open connections.
+func (s *Server) Active() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.open)
+}
+
+func (s *Server) handle(c net.Conn) {
+	defer s.conns.Done()
+	defer s.track(c, false)
+	info := &proxy.Info{Client: c.RemoteAddr(), Start: time.Now()}
+	defer s.logEnd(info)
+	deadline := info.Start.Add(s.cfg.HandshakeTimeout)
+	c.SetDeadline(deadline)
+	hello, peeked, err := PeekClientHello(c)
+	if err != nil {
+		info.Fail(peekFailure(err, len(peeked)))
+		c.Close()
+		return
+	}
+	info.SNI = hello.ServerName
+	route := s.table.Load().Lookup(hello.ServerName)
+	if route == nil {
+		info.Fail(unknownSNI(hello.ServerName))
+		sendAlert(c, alertUnrecognizedName)
+		c.Close()
+		return
+	}
+	info.Endpoint, info.Mode = route.Endpoint, route.Mode
+	pc := &proxy.Conn{Conn: c, Peeked: peeked, Hello: hello, Deadline: deadline, Info: info}
+	if route.TLS != nil {
+		tc, err := proxy.Terminate(s.ctx, pc, route.TLS)
+		if err != nil {
+			return
+		}
+		pc = &proxy.Conn{Conn: tc, Hello: hello, Deadline: deadline, Info: info}
+	}
+	route.Handler.Serve(s.ctx, pc)
+}
+
+func unknownSNI(name string) string {
+	if name == "" {
+		return "client sent no SNI; tlsd routes by server name and has no default route"
+	}
+	return "unknown SNI " + name
+}
+
+func peekFailure(err error, n int) string {
+	var ne net.Error
+	switch {
+	case errors.As(err, &ne) && ne.Timeout():
+		return "no complete ClientHello before the handshake timeout"
+	case errors.Is(err, io.EOF) && n == 0:
+		return "client closed the connection without sending anything"
+	case errors.Is(err, io.EOF):
+		return "client closed the connection in the middle of its ClientHello"
+	case errors.Is(err, errHelloTooLarge):
+		return err.Error()
+	}
+	return "client did not start with a TLS ClientHello (" + err.Error() + ")"
+}
+
+const alertUnrecognizedName = 112
+
+// sendAlert writes a fatal TLS alert record. Before any handshake, the record is in the
+// clear, so this works whatever version the client wanted.
+func sendAlert(c net.Conn, desc byte) {
+	c.Write([]byte{21, 3, 3, 0, 2, 2, desc}) // alert, TLS 1.2 record version, length 2, fatal
+}
+
+func (s *Server) logEnd(info *proxy.Info) {
+	var attrs []any
+	if info.Endpoint != "" {
+		attrs = append(attrs, "endpoint", info.Endpoint, "mode", info.Mode)
+	}
+	attrs = append(attrs, "client", addrString(info.Client), "sni", info.SNI,
+		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration", time.Since(info.Start).Round(time.Microsecond))
+	if info.TLSVersion != 0 {
+		attrs = append(attrs, "tls_version", proxy.VersionName(info.TLSVersion))
+	}
+	if info.ClientIdentity != "" {
+		attrs = append(attrs, "client_identity", info.ClientIdentity)
+	}
+	if info.Upstream != "" {
+		attrs = append(attrs, "upstream", info.Upstream)
+	}
+	if info.Reason != "" {
+		s.log.Warn("connection failed", append(attrs, "reason", info.Reason)...)
+		return
+	}
+	s.log.Info("connection closed", attrs...)
+}
+
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}

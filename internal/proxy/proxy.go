@@ -1,0 +1,72 @@
+// Package proxy holds what the edge and the agent share on the data plane: the connection
+// a handler receives (with the bytes already peeked from it), the record of what happened
+// to it for the log line, the copy loop with half-close, and TLS termination with
+// failure reasons a human understands.
+package proxy
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"io"
+	"net"
+	"time"
+)
+
+// Handler takes a client connection to its destination. It owns c and must close it.
+type Handler interface {
+	Serve(ctx context.Context, c *Conn)
+}
+
+// Conn is a client connection on its way through tlsd.
+type Conn struct {
+	// Conn is the client side: the raw socket (then Peeked holds bytes already read from
+	// it, to be replayed first) or the plaintext of a TLS connection tlsd terminated.
+	net.Conn
+	Peeked []byte
+	// Hello is the client's ClientHello, as peeked.
+	Hello *tls.ClientHelloInfo
+	// Deadline ends the handshake phase (peek, TLS handshake, upstream dial); whoever
+	// starts copying clears it.
+	Deadline time.Time
+	Info     *Info
+}
+
+// Replay returns a net.Conn that reads Peeked before the rest of the connection. Use it
+// only where a TLS handshake follows anyway: passthrough writes Peeked itself and copies
+// from the raw socket, so that the kernel can splice.
+func (c *Conn) Replay() net.Conn {
+	if len(c.Peeked) == 0 {
+		return c.Conn
+	}
+	return &prefixConn{Conn: c.Conn, r: io.MultiReader(bytes.NewReader(c.Peeked), c.Conn)}
+}
+
+type prefixConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
+
+// Info records one connection for its log line.
+type Info struct {
+	Endpoint       string
+	Mode           string // edge | agent | upstream
+	Client         net.Addr
+	SNI            string
+	TLSVersion     uint16 // where tlsd terminated
+	ClientIdentity string // verified client certificate subject (mutual TLS)
+	Upstream       string
+	BytesIn        int64 // client -> upstream
+	BytesOut       int64 // upstream -> client
+	Start          time.Time
+	Reason         string // why it failed, for humans; "" when it did not
+}
+
+// Fail records why the connection failed, keeping the first reason.
+func (i *Info) Fail(reason string) {
+	if i.Reason == "" {
+		i.Reason = reason
+	}
+}

@@ -1,0 +1,108 @@
+package proxy
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Terminate completes a TLS handshake with the client of c, replaying its peeked
+// ClientHello, and returns the connection that carries plaintext. The handshake must end
+// by c.Deadline. On failure c.Info says why in words and the client is closed.
+func Terminate(ctx context.Context, c *Conn, cfg *tls.Config) (*tls.Conn, error) {
+	if !c.Deadline.IsZero() {
+		c.Conn.SetDeadline(c.Deadline)
+	}
+	tc := tls.Server(c.Replay(), cfg)
+	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Info.Fail(HandshakeFailure(err, c.Hello, cfg))
+		c.Conn.Close()
+		return nil, err
+	}
+	st := tc.ConnectionState()
+	c.Info.TLSVersion = st.Version
+	if len(st.PeerCertificates) > 0 {
+		c.Info.ClientIdentity = Identity(st.PeerCertificates[0])
+	}
+	return tc, nil
+}
+
+// Identity names a verified client certificate: its subject, and its first DNS name or
+// email address when it has one.
+func Identity(cert *x509.Certificate) string {
+	id := cert.Subject.String()
+	switch {
+	case len(cert.DNSNames) > 0:
+		id += " (DNS:" + cert.DNSNames[0] + ")"
+	case len(cert.EmailAddresses) > 0:
+		id += " (email:" + cert.EmailAddresses[0] + ")"
+	}
+	return id
+}
+
+// HandshakeFailure explains a failed server handshake in words an operator can act on.
+func HandshakeFailure(err error, hello *tls.ClientHelloInfo, cfg *tls.Config) string {
+	var unknownCA x509.UnknownAuthorityError
+	var invalid x509.CertificateInvalidError
+	var netErr net.Error
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "unsupported versions") || strings.Contains(msg, "protocol version not supported"):
+		return fmt.Sprintf("client offered %s, endpoint requires %s", offeredVersions(hello), VersionName(cfg.MinVersion))
+	case strings.Contains(msg, "didn't provide a certificate"):
+		return "client sent no certificate; this endpoint requires mutual TLS"
+	case errors.As(err, &unknownCA):
+		return fmt.Sprintf("client certificate %q signed by unknown authority %q", unknownCA.Cert.Subject.CommonName,
+			unknownCA.Cert.Issuer.CommonName)
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return fmt.Sprintf("client certificate %q expired or not yet valid (valid %s to %s)", invalid.Cert.Subject.CommonName,
+			invalid.Cert.NotBefore.UTC().Format(time.DateOnly), invalid.Cert.NotAfter.UTC().Format(time.DateOnly))
+	case errors.As(err, &invalid):
+		return fmt.Sprintf("client certificate %q rejected: %s", invalid.Cert.Subject.CommonName, invalid.Error())
+	case strings.Contains(msg, "no cipher suite supported by both"):
+		return "no cipher suite in common with the client (tlsd offers only AEAD suites with TLS 1.2)"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "handshake not finished before the handshake timeout"
+	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed):
+		return "client closed the connection during the TLS handshake"
+	case strings.Contains(msg, "remote error"):
+		return "client rejected the handshake: " + strings.TrimPrefix(msg, "remote error: tls: ")
+	}
+	return "TLS handshake failed: " + strings.TrimPrefix(msg, "tls: ")
+}
+
+func offeredVersions(hello *tls.ClientHelloInfo) string {
+	var real []uint16
+	if hello != nil {
+		real = slices.DeleteFunc(slices.Clone(hello.SupportedVersions), isGREASE)
+	}
+	if len(real) == 0 {
+		return "no TLS version it can use"
+	}
+	return VersionName(slices.Max(real)) + " at most"
+}
+
+// isGREASE spots the reserved values clients send to keep servers tolerant (RFC 8701).
+func isGREASE(v uint16) bool { return v&0x0f0f == 0x0a0a && v>>8 == v&0xff }
+
+// VersionName spells a TLS version as people do ("TLS 1.2").
+func VersionName(v uint16) string {
+	switch v {
+	case 0:
+		return "TLS 1.2" // crypto/tls's server default minimum
+	case tls.VersionTLS10, tls.VersionTLS11, tls.VersionTLS12, tls.VersionTLS13:
+		return tls.VersionName(v)
+	}
+	if v == 0x0300 {
+		return "SSL 3.0"
+	}
+	return fmt.Sprintf("TLS version 0x%04x", v)
+}
