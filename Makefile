@@ -15,19 +15,27 @@ test: lint ## gofmt check, go vet, and every test with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
 lint: ## gofmt check and go vet
-	@unformatted=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	@unformatted=$$(gofmt -l .); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
 
 fmt: ## format the code
-	gofmt -w $$(git ls-files '*.go')
+	gofmt -w .
 
-run: build ## validate and show the quickstart example (the data plane comes next)
+run: build ## serve examples/quickstart beside a demo upstream (Ctrl-C stops both)
 	@chmod 600 examples/quickstart/certs/*.key
-	./$(BIN) validate examples/quickstart
+	@$(GO) build -o bin/demo-upstream ./internal/cmd/demo-upstream
+	@mkdir -p .tlsd && ./$(BIN) ca --state-dir .tlsd > .tlsd/root.crt
+	@echo "tlsd serves examples/quickstart on :8443. In another terminal:"
+	@echo "  curl --cacert .tlsd/root.crt https://edge.localhost:8443/                                # terminated at the edge (internal CA)"
+	@echo "  curl --cacert examples/quickstart/certs/demo-ca.crt https://agent.localhost:8443/         # terminated at the agent"
+	@echo "  curl --cacert .tlsd/demo-upstream/ca.crt https://passthrough.localhost:8443/             # zero-knowledge passthrough"
+	@echo "  openssl s_client -connect 127.0.0.1:8443 -servername passthrough.localhost -CAfile .tlsd/demo-upstream/ca.crt -brief </dev/null  # the upstream's own certificate"
+	@echo "  curl -k https://unknown.localhost:8443/                                                  # refused: unrecognized_name"
 	@echo
-	@echo "The quickstart is valid. Serving it (tlsd run) arrives with the data plane;"
-	@echo "try a broken file meanwhile:  printf 'apiVersion: tlsd/v1\nkind: Endpoint\nname: x\ntls:\n  min_version: 1.3\n' > /tmp/x.yaml && ./$(BIN) validate /tmp/x.yaml"
+	@./bin/demo-upstream --state-dir .tlsd/demo-upstream & demo=$$!; \
+	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
+	./$(BIN) run --state-dir .tlsd examples/quickstart
 
 validate-examples: build ## tlsd validate every example
 	@chmod 600 examples/*/certs/*.key

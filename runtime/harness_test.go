@@ -47,7 +47,7 @@ func (l *logBuffer) String() string {
 }
 
 // waitFor polls the log until it contains every part, or fails after a few seconds.
-func (l *logBuffer) waitFor(t *testing.T, parts ...string) string {
+func (l *logBuffer) waitFor(t testing.TB, parts ...string) string {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for {
@@ -74,7 +74,7 @@ func containsAll(s string, parts []string) bool {
 
 // env is one test's world: a PKI, upstreams, and a running tlsd.
 type env struct {
-	t        *testing.T
+	t        testing.TB
 	dir      string
 	log      *logBuffer
 	d        *Daemon
@@ -85,7 +85,7 @@ type env struct {
 	clientCA   *testpki.Pair // signs client certificates for mutual TLS
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	e := &env{t: t, dir: t.TempDir(), log: &logBuffer{}}
 	e.stateDir = filepath.Join(e.dir, "state")
@@ -191,7 +191,7 @@ type echoServer struct {
 	wrap func(net.Conn) net.Conn
 }
 
-func newEchoServer(t *testing.T, wrap func(net.Conn) net.Conn) *echoServer {
+func newEchoServer(t testing.TB, wrap func(net.Conn) net.Conn) *echoServer {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -284,4 +284,14 @@ func yamlEndpoint(name, domain, upstream, mode, tlsBlock string) string {
 		s += "tls:\n" + tlsBlock
 	}
 	return s
+}
+
+// internalCAFile writes the internal issuer's root to a file for outside clients.
+func (e *env) internalCAFile() (string, error) {
+	ca, err := localca.Open(e.stateDir, nil)
+	if err != nil {
+		return "", err
+	}
+	p := e.path("internal-root.crt")
+	return p, os.WriteFile(p, ca.RootPEM(), 0o644)
 }

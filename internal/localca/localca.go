@@ -53,11 +53,10 @@ func Open(stateDir string, now func() time.Time) (*CA, error) {
 	if now == nil {
 		now = time.Now
 	}
-	ca, err := load(stateDir, now)
-	if errors.Is(err, fs.ErrNotExist) {
+	if _, err := os.Stat(RootFile(stateDir)); errors.Is(err, fs.ErrNotExist) {
 		return create(stateDir, now)
 	}
-	return ca, err
+	return load(stateDir, now)
 }
 
 func load(stateDir string, now func() time.Time) (*CA, error) {
@@ -67,7 +66,7 @@ func load(stateDir string, now func() time.Time) (*CA, error) {
 	}
 	keyPEM, err := os.ReadFile(KeyFile(stateDir))
 	if err != nil {
-		return nil, fmt.Errorf("local CA: root certificate exists but its key does not: %w", err)
+		return nil, fmt.Errorf("local CA: cannot read the key of %s: %v", RootFile(stateDir), err)
 	}
 	chain, err := certs.ParseCertificates(crtPEM)
 	if err != nil {
@@ -118,10 +117,15 @@ func create(stateDir string, now func() time.Time) (*CA, error) {
 	// The key first, exclusively: two processes racing to create the CA must not end
 	// up with one's certificate and the other's key.
 	if err := writeExclusive(KeyFile(stateDir), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		if errors.Is(err, fs.ErrExist) {
-			return Open(stateDir, now)
+		if !errors.Is(err, fs.ErrExist) {
+			return nil, err
 		}
-		return nil, err
+		// Another process is creating the CA: give it a moment to write the root.
+		time.Sleep(100 * time.Millisecond)
+		if _, serr := os.Stat(RootFile(stateDir)); serr != nil {
+			return nil, fmt.Errorf("local CA: %s exists without %s; remove it to create a new CA", KeyFile(stateDir), RootFile(stateDir))
+		}
+		return load(stateDir, now)
 	}
 	if err := os.WriteFile(RootFile(stateDir), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)

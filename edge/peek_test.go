@@ -1,0 +1,267 @@
+package edge
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/binary"
+	"errors"
+	"flag"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+var updateHellos = flag.Bool("update-hellos", false, "capture OpenSSL's and curl's ClientHellos into testdata/clienthello")
+
+// bytesConn is a read-only net.Conn over fixed bytes, for driving the parser alone.
+type bytesConn struct {
+	net.Conn
+	r *bytes.Reader
+}
+
+func (c *bytesConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
+func (c *bytesConn) Write(p []byte) (int, error)      { return 0, errors.New("read-only") }
+func (c *bytesConn) Close() error                     { return nil }
+func (c *bytesConn) SetDeadline(time.Time) error      { return nil }
+func (c *bytesConn) SetReadDeadline(time.Time) error  { return nil }
+func (c *bytesConn) SetWriteDeadline(time.Time) error { return nil }
+func (c *bytesConn) LocalAddr() net.Addr              { return &net.TCPAddr{} }
+func (c *bytesConn) RemoteAddr() net.Addr             { return &net.TCPAddr{} }
+
+// captureGoHello records the first flight of a crypto/tls client with cfg.
+func captureGoHello(t testing.TB, cfg *tls.Config) []byte {
+	t.Helper()
+	client, server := net.Pipe()
+	go func() {
+		tls.Client(client, cfg).Handshake()
+		client.Close()
+	}()
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	hello, peeked, err := PeekClientHello(server)
+	server.Close()
+	if err != nil || hello == nil {
+		t.Fatalf("peek Go ClientHello: %v", err)
+	}
+	return peeked
+}
+
+// goHellos are the ClientHellos of Go's client in its main shapes: default (with a
+// post-quantum X25519MLKEM768 key share, well over a kilobyte), TLS 1.2 only, no SNI.
+func goHellos(t testing.TB) map[string][]byte {
+	return map[string][]byte{
+		"go-default-pq":  captureGoHello(t, &tls.Config{ServerName: "pq.example.com", InsecureSkipVerify: true}),
+		"go-tls12":       captureGoHello(t, &tls.Config{ServerName: "old.example.com", MaxVersion: tls.VersionTLS12, InsecureSkipVerify: true}),
+		"go-x25519-only": captureGoHello(t, &tls.Config{ServerName: "x.example.com", CurvePreferences: []tls.CurveID{tls.X25519}, InsecureSkipVerify: true}),
+		"go-no-sni":      captureGoHello(t, &tls.Config{InsecureSkipVerify: true}),
+	}
+}
+
+// withGREASE adds a GREASE cipher suite and a GREASE extension (RFC 8701) to a single-
+// record ClientHello, as browsers send them, fixing up every length on the way.
+func withGREASE(t testing.TB, rec []byte) []byte {
+	t.Helper()
+	body := rec[9:] // record header (5) + handshake header (4)
+	p := 2 + 32
+	p += 1 + int(body[p]) // session id
+	suitesLen := int(binary.BigEndian.Uint16(body[p:]))
+	suitesAt := p
+	p += 2 + suitesLen
+	p += 1 + int(body[p]) // compression methods
+	extLen := int(binary.BigEndian.Uint16(body[p:]))
+	var out []byte
+	out = append(out, body[:suitesAt]...)
+	out = binary.BigEndian.AppendUint16(out, uint16(suitesLen+2))
+	out = append(out, 0x1a, 0x1a)
+	out = append(out, body[suitesAt+2:p]...)
+	out = binary.BigEndian.AppendUint16(out, uint16(extLen+4))
+	out = append(out, 0x0a, 0x0a, 0, 0)
+	out = append(out, body[p+2:]...)
+	hs := append([]byte{1, 0, 0, 0}, out...)
+	hs[1], hs[2], hs[3] = byte(len(out)>>16), byte(len(out)>>8), byte(len(out))
+	record := append([]byte{22, 3, 1, 0, 0}, hs...)
+	binary.BigEndian.PutUint16(record[3:], uint16(len(hs)))
+	return record
+}
+
+func readHelloFiles(t testing.TB) map[string][]byte {
+	files, _ := filepath.Glob(filepath.Join("testdata", "clienthello", "*.bin"))
+	out := map[string][]byte{}
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[strings.TrimSuffix(filepath.Base(f), ".bin")] = data
+	}
+	return out
+}
+
+func TestPeekRealClientHellos(t *testing.T) {
+	hellos := goHellos(t)
+	hellos["go-grease"] = withGREASE(t, hellos["go-tls12"])
+	for name, data := range readHelloFiles(t) {
+		hellos[name] = data
+	}
+	if len(hellos) < 7 {
+		t.Fatalf("only %d ClientHellos; testdata/clienthello should hold OpenSSL's and curl's", len(hellos))
+	}
+	for name, data := range hellos {
+		t.Run(name, func(t *testing.T) {
+			trailing := []byte("application bytes after the hello")
+			hello, peeked, err := PeekClientHello(&bytesConn{r: bytes.NewReader(append(bytes.Clone(data), trailing...))})
+			if err != nil {
+				t.Fatalf("peek: %v", err)
+			}
+			want := referenceSNI(data)
+			if want == "" && !strings.Contains(name, "no-sni") {
+				t.Fatalf("reference parser found no SNI in %s", name)
+			}
+			if hello.ServerName != want {
+				t.Errorf("SNI = %q, reference parser says %q", hello.ServerName, want)
+			}
+			if !bytes.HasPrefix(append(bytes.Clone(data), trailing...), peeked) || len(peeked) < len(data) {
+				t.Errorf("peeked %d bytes that are not the input's first ones (hello is %d)", len(peeked), len(data))
+			}
+		})
+	}
+}
+
+func TestPeekRejections(t *testing.T) {
+	cases := map[string][]byte{
+		"http":      []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+		"empty":     nil,
+		"truncated": goHellos(t)["go-tls12"][:40],
+		"sslv2":     {0x80, 0x2e, 0x01, 0x00, 0x02},
+		"huge record": append([]byte{22, 3, 1, 0xff, 0xff, 1, 0xff, 0xff, 0xff},
+			bytes.Repeat([]byte{0}, 70_000)...),
+	}
+	for name, data := range cases {
+		t.Run(name, func(t *testing.T) {
+			hello, peeked, err := PeekClientHello(&bytesConn{r: bytes.NewReader(data)})
+			if err == nil || hello != nil {
+				t.Fatalf("accepted %q", name)
+			}
+			if len(peeked) > MaxClientHello {
+				t.Errorf("read %d bytes, more than the %d limit", len(peeked), MaxClientHello)
+			}
+		})
+	}
+}
+
+// TestCaptureClientHellos records OpenSSL's and curl's first flights with -update-hellos.
+func TestCaptureClientHellos(t *testing.T) {
+	if !*updateHellos {
+		t.Skip("run with -update-hellos to capture ClientHellos from openssl and curl")
+	}
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join("testdata", "clienthello"), 0o755))
+	capture := func(name string, args ...string) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		must(err)
+		defer ln.Close()
+		cmd := exec.Command(args[0], append(args[1:], ln.Addr().String())...)
+		cmd.Stdin = strings.NewReader("")
+		must(cmd.Start())
+		defer cmd.Process.Kill()
+		c, err := ln.Accept()
+		must(err)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, peeked, err := PeekClientHello(c)
+		must(err)
+		c.Close()
+		cmd.Wait()
+		must(os.WriteFile(filepath.Join("testdata", "clienthello", name+".bin"), peeked, 0o644))
+	}
+	capture("openssl-tls13", "openssl", "s_client", "-servername", "openssl.example.com", "-connect")
+	capture("openssl-tls12", "openssl", "s_client", "-tls1_2", "-servername", "openssl12.example.com", "-connect")
+	capture("curl", "sh", "-c", `curl -sk --max-time 2 --resolve curl.example.com:${0##*:}:127.0.0.1 https://curl.example.com:${0##*:}/`)
+}
+
+// referenceSNI is an independent, minimal parser of the server_name extension of a
+// ClientHello in one record, to check the peek against.
+func referenceSNI(rec []byte) string {
+	if len(rec) < 9 || rec[0] != 22 || rec[5] != 1 {
+		return ""
+	}
+	b := rec[9:]
+	read := func(n int) []byte {
+		if len(b) < n {
+			b = nil
+			return nil
+		}
+		out := b[:n]
+		b = b[n:]
+		return out
+	}
+	u8 := func() int {
+		v := read(1)
+		if v == nil {
+			return 0
+		}
+		return int(v[0])
+	}
+	u16 := func() int {
+		v := read(2)
+		if v == nil {
+			return 0
+		}
+		return int(binary.BigEndian.Uint16(v))
+	}
+	read(34)
+	read(u8())
+	read(u16())
+	read(u8())
+	exts := read(u16())
+	for len(exts) >= 4 {
+		typ, n := binary.BigEndian.Uint16(exts), int(binary.BigEndian.Uint16(exts[2:]))
+		if len(exts) < 4+n {
+			return ""
+		}
+		data := exts[4 : 4+n]
+		exts = exts[4+n:]
+		if typ == 0 && len(data) >= 5 && data[2] == 0 {
+			l := int(binary.BigEndian.Uint16(data[3:]))
+			if len(data) >= 5+l {
+				return string(data[5 : 5+l])
+			}
+		}
+	}
+	return ""
+}
+
+// FuzzClientHello: the peek never panics, never reads past its bound or invents bytes,
+// and when it and the reference parser both find a server name, they agree.
+func FuzzClientHello(f *testing.F) {
+	hellos := goHellos(f)
+	hellos["go-grease"] = withGREASE(f, hellos["go-tls12"])
+	for name, data := range readHelloFiles(f) {
+		hellos[name] = data
+	}
+	for _, h := range hellos {
+		f.Add(h)
+	}
+	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		hello, peeked, err := PeekClientHello(&bytesConn{r: bytes.NewReader(data)})
+		if len(peeked) > MaxClientHello || !bytes.HasPrefix(data, peeked) {
+			t.Fatalf("peeked %d bytes, not a prefix of the %d-byte input within the bound", len(peeked), len(data))
+		}
+		if (hello == nil) == (err == nil) {
+			t.Fatalf("hello = %v with err = %v", hello != nil, err)
+		}
+		if hello != nil {
+			if ref := referenceSNI(data); ref != "" && ref != hello.ServerName {
+				t.Fatalf("SNI %q, reference %q", hello.ServerName, ref)
+			}
+		}
+	})
+}
