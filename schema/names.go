@@ -134,15 +134,7 @@ func listenProblem(s string) string {
 	if err != nil {
 		return `write "host:port" or ":port", e.g. ":443" or "127.0.0.1:8443"`
 	}
-	if p := portProblem(port); p != "" {
-		return p
-	}
-	if strings.HasPrefix(s, "[") {
-		if _, err := netip.ParseAddr(host); err != nil {
-			return fmt.Sprintf("%q in brackets is not an IPv6 address", host)
-		}
-	}
-	return ""
+	return hostPortProblem(s, host, port)
 }
 
 // upstreamProblem says what is wrong with an upstream, or "".
@@ -160,6 +152,11 @@ func upstreamProblem(s string) string {
 	if host == "" {
 		return `the host is missing; write "127.0.0.1:` + port + `" for this machine`
 	}
+	return hostPortProblem(s, host, port)
+}
+
+// hostPortProblem checks the parts of an address that net.SplitHostPort accepted.
+func hostPortProblem(s, host, port string) string {
 	if p := portProblem(port); p != "" {
 		return p
 	}
