@@ -32,12 +32,12 @@ func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 	c.Info.Upstream = u.Addr
 	up, err := u.dial(ctx, c.Deadline)
 	if err != nil {
-		c.Info.Fail(err.Error())
+		failWith(c, err)
 		c.Conn.Close()
 		return
 	}
 	if err := u.writePreamble(up, c); err != nil {
-		c.Info.Fail(fmt.Sprintf("writing to upstream %s: %v", u.Addr, err))
+		c.Info.Fail("upstream_broken", fmt.Sprintf("writing to upstream %s: %v", u.Addr, err))
 		up.Close()
 		c.Conn.Close()
 		return
@@ -45,7 +45,7 @@ func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 	c.Conn.SetDeadline(time.Time{})
 	if u.FirstByteTimeout > 0 {
 		if err := relayFirstByte(c, up, u.FirstByteTimeout); err != nil {
-			c.Info.Fail(err.Error())
+			failWith(c, err)
 			up.Close()
 			c.Conn.Close()
 			return
@@ -55,7 +55,7 @@ func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 	c.Info.BytesIn += in
 	c.Info.BytesOut += out
 	if err != nil {
-		c.Info.Fail("connection broken: " + err.Error())
+		c.Info.Fail("broken", "connection broken: "+err.Error())
 	}
 }
 
@@ -72,13 +72,31 @@ func (u *Upstream) dial(ctx context.Context, deadline time.Time) (net.Conn, erro
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return nil, fmt.Errorf("upstream %s refused the connection", u.Addr)
+		return nil, failuref("upstream_refused", "upstream %s refused the connection", u.Addr)
 	case errors.As(err, &ne) && ne.Timeout():
-		return nil, fmt.Errorf("upstream %s did not accept the connection before the handshake timeout", u.Addr)
+		return nil, failuref("upstream_timeout", "upstream %s did not accept the connection before the handshake timeout", u.Addr)
 	case errors.Is(err, syscall.ENOENT):
-		return nil, fmt.Errorf("upstream socket %s does not exist", addr)
+		return nil, failuref("upstream_refused", "upstream socket %s does not exist", addr)
 	}
-	return nil, fmt.Errorf("dial upstream %s: %v", u.Addr, err)
+	return nil, failuref("upstream_unreachable", "dial upstream %s: %v", u.Addr, err)
+}
+
+// failure is an error with the stable code that metrics count it under.
+type failure struct{ code, msg string }
+
+func (f *failure) Error() string { return f.msg }
+
+func failuref(code, format string, args ...any) error {
+	return &failure{code: code, msg: fmt.Sprintf(format, args...)}
+}
+
+func failWith(c *proxy.Conn, err error) {
+	var f *failure
+	if errors.As(err, &f) {
+		c.Info.Fail(f.code, f.msg)
+		return
+	}
+	c.Info.Fail("upstream_broken", err.Error())
 }
 
 // writePreamble sends what the upstream must read before the client's own bytes.
@@ -108,7 +126,7 @@ func relayFirstByte(c *proxy.Conn, up net.Conn, timeout time.Duration) error {
 	up.SetReadDeadline(time.Time{})
 	if n > 0 {
 		if _, werr := c.Conn.Write(buf[:n]); werr != nil {
-			return fmt.Errorf("client went away before the upstream's reply: %v", werr)
+			return failuref("client_closed", "client went away before the upstream's reply: %v", werr)
 		}
 		c.Info.BytesOut += int64(n)
 	}
@@ -117,9 +135,9 @@ func relayFirstByte(c *proxy.Conn, up net.Conn, timeout time.Duration) error {
 	case err == nil:
 		return nil
 	case errors.As(err, &ne) && ne.Timeout():
-		return fmt.Errorf("upstream %s sent nothing within %s of the ClientHello", c.Info.Upstream, timeout)
+		return failuref("upstream_silent", "upstream %s sent nothing within %s of the ClientHello", c.Info.Upstream, timeout)
 	case n == 0:
-		return fmt.Errorf("upstream %s closed the connection without answering", c.Info.Upstream)
+		return failuref("upstream_closed", "upstream %s closed the connection without answering", c.Info.Upstream)
 	}
 	return nil // data and an error: the copy reports the error
 }

@@ -60,6 +60,18 @@ func (t *Table) Lookup(serverName string) *Route {
 	return nil
 }
 
+// Has reports whether r itself (not an equal copy) is one of the table's routes.
+func (t *Table) Has(r *Route) bool {
+	if t == nil {
+		return false
+	}
+	domain := lowerASCII(r.Domain)
+	if suffix, ok := strings.CutPrefix(domain, "*."); ok {
+		return t.wildcard[suffix] == r
+	}
+	return t.exact[domain] == r
+}
+
 // Len is the number of routes.
 func (t *Table) Len() int { return len(t.exact) + len(t.wildcard) }
 

@@ -20,6 +20,11 @@ type Config struct {
 	// descriptor for that long at most. Zero means 10 s.
 	HandshakeTimeout time.Duration
 	Logger           *slog.Logger // nil: slog.Default()
+	// OnRouted, if set, is called when a connection has found its route; OnEnd when any
+	// accepted connection ends, with what happened to it. Both run on the connection's
+	// goroutine and must not block.
+	OnRouted func(*proxy.Info)
+	OnEnd    func(*proxy.Info)
 }
 
 // Server accepts connections on one listener and routes each by its SNI through the
@@ -35,7 +40,7 @@ type Server struct {
 	closing sync.Once
 
 	mu   sync.Mutex // guards the following fields
-	open map[net.Conn]struct{}
+	open map[net.Conn]*Route // nil until the connection is routed
 }
 
 // NewServer serves ln with table; call Serve to start.
@@ -47,7 +52,7 @@ func NewServer(ln net.Listener, table *Table, cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ln: ln, cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, open: map[net.Conn]struct{}{}}
+	s := &Server{ln: ln, cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, open: map[net.Conn]*Route{}}
 	s.table.Store(table)
 	return s
 }
@@ -96,10 +101,48 @@ func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
-		s.open[c] = struct{}{}
+		s.open[c] = nil
 	} else {
 		delete(s.open, c)
 	}
+}
+
+func (s *Server) setRoute(c net.Conn, r *Route) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.open[c]; ok {
+		s.open[c] = r
+	}
+}
+
+// CloseStale closes the open connections whose route is no longer in the current table
+// (their endpoint was removed or changed) and returns how many: the end of a bounded
+// drain. Connections of unchanged endpoints share the current route and are untouched.
+func (s *Server) CloseStale() int {
+	t := s.table.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for c, r := range s.open {
+		if r != nil && !t.Has(r) {
+			c.Close()
+			n++
+		}
+	}
+	return n
+}
+
+// ActiveByEndpoint counts open connections per endpoint name, old routes included.
+func (s *Server) ActiveByEndpoint() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[string]int{}
+	for _, r := range s.open {
+		if r != nil {
+			out[r.Endpoint]++
+		}
+	}
+	return out
 }
 
 // Close stops accepting; open connections carry on.
@@ -143,7 +186,7 @@ func (s *Server) handle(c net.Conn) {
 	defer s.conns.Done()
 	defer s.track(c, false)
 	info := &proxy.Info{Client: c.RemoteAddr(), Start: time.Now()}
-	defer s.logEnd(info)
+	defer s.end(info)
 	deadline := info.Start.Add(s.cfg.HandshakeTimeout)
 	c.SetDeadline(deadline)
 	hello, peeked, err := PeekClientHello(c)
@@ -161,6 +204,10 @@ func (s *Server) handle(c net.Conn) {
 		return
 	}
 	info.Endpoint, info.Mode = route.Endpoint, route.Mode
+	s.setRoute(c, route)
+	if s.cfg.OnRouted != nil {
+		s.cfg.OnRouted(info)
+	}
 	pc := &proxy.Conn{Conn: c, Peeked: peeked, Hello: hello, Deadline: deadline, Info: info}
 	if route.TLS != nil {
 		tc, err := proxy.Terminate(s.ctx, pc, route.TLS)
@@ -172,26 +219,26 @@ func (s *Server) handle(c net.Conn) {
 	route.Handler.Serve(s.ctx, pc)
 }
 
-func unknownSNI(name string) string {
+func unknownSNI(name string) (code, reason string) {
 	if name == "" {
-		return "client sent no SNI; tlsd routes by server name and has no default route"
+		return "no_sni", "client sent no SNI; tlsd routes by server name and has no default route"
 	}
-	return "unknown SNI " + name
+	return "unknown_sni", "unknown SNI " + name
 }
 
-func peekFailure(err error, n int) string {
+func peekFailure(err error, n int) (code, reason string) {
 	var ne net.Error
 	switch {
 	case errors.As(err, &ne) && ne.Timeout():
-		return "no complete ClientHello before the handshake timeout"
+		return "hello_timeout", "no complete ClientHello before the handshake timeout"
 	case errors.Is(err, io.EOF) && n == 0:
-		return "client closed the connection without sending anything"
+		return "client_closed", "client closed the connection without sending anything"
 	case errors.Is(err, io.EOF):
-		return "client closed the connection in the middle of its ClientHello"
+		return "client_closed", "client closed the connection in the middle of its ClientHello"
 	case errors.Is(err, errHelloTooLarge):
-		return err.Error()
+		return "not_tls", err.Error()
 	}
-	return "client did not start with a TLS ClientHello (" + err.Error() + ")"
+	return "not_tls", "client did not start with a TLS ClientHello (" + err.Error() + ")"
 }
 
 const alertUnrecognizedName = 112
@@ -200,6 +247,13 @@ const alertUnrecognizedName = 112
 // clear, so this works whatever version the client wanted.
 func sendAlert(c net.Conn, desc byte) {
 	c.Write([]byte{21, 3, 3, 0, 2, 2, desc}) // alert, TLS 1.2 record version, length 2, fatal
+}
+
+func (s *Server) end(info *proxy.Info) {
+	if s.cfg.OnEnd != nil {
+		s.cfg.OnEnd(info)
+	}
+	s.logEnd(info)
 }
 
 func (s *Server) logEnd(info *proxy.Info) {

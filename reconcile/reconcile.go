@@ -1,7 +1,270 @@
 // Package reconcile computes what must change to go from the running configuration to the
-// desired one: Diff(running, desired) -> Plan, an ordered list of actions with a
-// human-readable String(). It is pure: no I/O and no goroutines. `tlsd plan` prints it.
-//
-// The diff itself arrives with hot reload; this package holds its place in the layout
-// (cmd/tlsd -> runtime -> reconcile -> schema).
+// desired one: Diff(running, desired) is a Plan of endpoint and listener changes, each
+// saying what happens to live connections, with a String() that reads like `terraform
+// plan` and a JSON form. It is pure: no I/O and no goroutines.
 package reconcile
+
+import (
+	"cmp"
+	"slices"
+
+	"github.com/tlsd/tlsd/schema"
+)
+
+// Action is what happens to an endpoint, issuer or listener.
+type Action string
+
+const (
+	Add    Action = "add"
+	Remove Action = "remove"
+	Change Action = "change"
+	Keep   Action = "keep"
+	Open   Action = "open"  // listeners
+	Close  Action = "close" // listeners
+)
+
+// What happens to live connections, in words.
+const (
+	ConnsNew           = "new connections are accepted at once"
+	ConnsUntouched     = "untouched"
+	ConnsKeepOld       = "open connections keep the old settings until they end; new ones get the new"
+	ConnsDrain         = "open connections drain; new ones are refused"
+	ConnsListenerDrain = "stops accepting; its open connections drain"
+)
+
+// Plan is the difference between two configurations. Endpoints lists every endpoint of
+// either side, unchanged ones included (Action Keep), sorted by name.
+type Plan struct {
+	Endpoints []EndpointChange `json:"endpoints"`
+	Issuers   []IssuerChange   `json:"issuers"`
+	Listeners []ListenerChange `json:"listeners"`
+}
+
+// EndpointChange is one endpoint's fate.
+type EndpointChange struct {
+	Name        string        `json:"name"`
+	Action      Action        `json:"action"`
+	Domain      string        `json:"domain"`
+	Listen      string        `json:"listen"` // as configured: "" is the default listener
+	Fields      []FieldChange `json:"fields,omitempty"`
+	Connections string        `json:"connections"`
+}
+
+// FieldChange is one field that differs. Old or New is empty when the field is unset.
+type FieldChange struct {
+	Field string `json:"field"`
+	Old   string `json:"old,omitempty"`
+	New   string `json:"new,omitempty"`
+}
+
+// IssuerChange is one issuer's fate.
+type IssuerChange struct {
+	Name   string        `json:"name"`
+	Action Action        `json:"action"`
+	Fields []FieldChange `json:"fields,omitempty"`
+}
+
+// ListenerChange is one listen address's fate.
+type ListenerChange struct {
+	Listen      string `json:"listen"` // "" is the default listener
+	Action      Action `json:"action"`
+	Connections string `json:"connections"`
+}
+
+// Diff computes the plan that turns running into desired. Either may be nil (nothing).
+func Diff(running, desired *schema.Config) Plan {
+	old, cur := endpointsByName(running), endpointsByName(desired)
+	var p Plan
+	for _, name := range unionKeys(old, cur) {
+		p.Endpoints = append(p.Endpoints, diffEndpoint(name, old[name], cur[name]))
+	}
+	p.Issuers = diffIssuers(running, desired)
+	p.Listeners = diffListeners(old, cur)
+	return p
+}
+
+func endpointsByName(c *schema.Config) map[string]*schema.Endpoint {
+	m := map[string]*schema.Endpoint{}
+	if c != nil {
+		for _, e := range c.Endpoints {
+			m[e.Name] = e
+		}
+	}
+	return m
+}
+
+func unionKeys[V any](a, b map[string]V) []string {
+	keys := make([]string, 0, len(a)+len(b))
+	for k := range a {
+		keys = append(keys, k)
+	}
+	for k := range b {
+		if _, ok := a[k]; !ok {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	return keys
+}
+
+func diffEndpoint(name string, old, cur *schema.Endpoint) EndpointChange {
+	switch {
+	case old == nil:
+		return EndpointChange{Name: name, Action: Add, Domain: cur.Domain, Listen: cur.Listen,
+			Fields: endpointFields(&schema.Endpoint{}, cur), Connections: ConnsNew}
+	case cur == nil:
+		return EndpointChange{Name: name, Action: Remove, Domain: old.Domain, Listen: old.Listen, Connections: ConnsDrain}
+	}
+	fields := endpointFields(old, cur)
+	if len(fields) == 0 {
+		return EndpointChange{Name: name, Action: Keep, Domain: cur.Domain, Listen: cur.Listen, Connections: ConnsUntouched}
+	}
+	return EndpointChange{Name: name, Action: Change, Domain: cur.Domain, Listen: cur.Listen, Fields: fields, Connections: ConnsKeepOld}
+}
+
+// endpointFields lists the fields that differ, in the order of the configuration reference.
+func endpointFields(a, b *schema.Endpoint) []FieldChange {
+	var out []FieldChange
+	add := func(field, x, y string) {
+		if x != y {
+			out = append(out, FieldChange{Field: field, Old: x, New: y})
+		}
+	}
+	add("domain", a.Domain, b.Domain)
+	add("listen", a.Listen, b.Listen)
+	add("upstream", a.Upstream, b.Upstream)
+	add("terminate_at", a.TerminateAt, b.TerminateAt)
+	add("agent", a.Agent, b.Agent)
+	add("upstream_proxy_protocol", a.UpstreamProxyProtocol, b.UpstreamProxyProtocol)
+	add("tls.min_version", a.TLS.MinVersion, b.TLS.MinVersion)
+	ca, cb := certFiles(a.TLS.Certificate), certFiles(b.TLS.Certificate)
+	add("tls.certificate.crt", ca.Crt, cb.Crt)
+	add("tls.certificate.key", ca.Key, cb.Key)
+	if ca.Crt == cb.Crt && ca.Key == cb.Key && ca.SHA256 != cb.SHA256 && ca.Crt != "" {
+		out = append(out, FieldChange{Field: "tls.certificate", Old: "content " + short(ca.SHA256), New: "content " + short(cb.SHA256)})
+	}
+	add("tls.issuer", a.TLS.Issuer, b.TLS.Issuer)
+	ma, mb := mutual(a.TLS.MutualTLS), mutual(b.TLS.MutualTLS)
+	add("tls.mutual_tls.certificate_authorities", joinList(ma.CertificateAuthorities), joinList(mb.CertificateAuthorities))
+	if slices.Equal(ma.CertificateAuthorities, mb.CertificateAuthorities) && ma.SHA256 != mb.SHA256 && len(ma.CertificateAuthorities) > 0 {
+		out = append(out, FieldChange{Field: "tls.mutual_tls", Old: "content " + short(ma.SHA256), New: "content " + short(mb.SHA256)})
+	}
+	return out
+}
+
+func certFiles(c *schema.CertificateFiles) schema.CertificateFiles {
+	if c == nil {
+		return schema.CertificateFiles{}
+	}
+	return *c
+}
+
+func mutual(m *schema.MutualTLS) schema.MutualTLS {
+	if m == nil {
+		return schema.MutualTLS{}
+	}
+	return *m
+}
+
+func joinList(l []string) string {
+	if len(l) == 0 {
+		return ""
+	}
+	out := "[" + l[0]
+	for _, s := range l[1:] {
+		out += ", " + s
+	}
+	return out + "]"
+}
+
+// short abbreviates a content hash for humans; "" stays "unknown" (files not read).
+func short(sum string) string {
+	if sum == "" {
+		return "unknown"
+	}
+	return sum[:min(12, len(sum))]
+}
+
+func diffIssuers(running, desired *schema.Config) []IssuerChange {
+	byName := func(c *schema.Config) map[string]*schema.Issuer {
+		m := map[string]*schema.Issuer{}
+		if c != nil {
+			for _, i := range c.Issuers {
+				m[i.Name] = i
+			}
+		}
+		return m
+	}
+	old, cur := byName(running), byName(desired)
+	var out []IssuerChange
+	for _, name := range unionKeys(old, cur) {
+		a, b := old[name], cur[name]
+		switch {
+		case a == nil:
+			out = append(out, IssuerChange{Name: name, Action: Add})
+		case b == nil:
+			out = append(out, IssuerChange{Name: name, Action: Remove})
+		default:
+			var f []FieldChange
+			if a.ACME.Directory != b.ACME.Directory {
+				f = append(f, FieldChange{"acme.directory", a.ACME.Directory, b.ACME.Directory})
+			}
+			if a.ACME.Email != b.ACME.Email {
+				f = append(f, FieldChange{"acme.email", a.ACME.Email, b.ACME.Email})
+			}
+			if !slices.Equal(a.ACME.CARoots, b.ACME.CARoots) {
+				f = append(f, FieldChange{"acme.ca_roots", joinList(a.ACME.CARoots), joinList(b.ACME.CARoots)})
+			}
+			action := Keep
+			if len(f) > 0 {
+				action = Change
+			}
+			out = append(out, IssuerChange{Name: name, Action: action, Fields: f})
+		}
+	}
+	return out
+}
+
+func diffListeners(old, cur map[string]*schema.Endpoint) []ListenerChange {
+	listens := func(m map[string]*schema.Endpoint) map[string]bool {
+		out := map[string]bool{}
+		for _, e := range m {
+			out[e.Listen] = true
+		}
+		return out
+	}
+	a, b := listens(old), listens(cur)
+	var out []ListenerChange
+	for _, l := range unionKeys(a, b) {
+		switch {
+		case !a[l]:
+			out = append(out, ListenerChange{Listen: l, Action: Open, Connections: ConnsNew})
+		case !b[l]:
+			out = append(out, ListenerChange{Listen: l, Action: Close, Connections: ConnsListenerDrain})
+		default:
+			out = append(out, ListenerChange{Listen: l, Action: Keep, Connections: ConnsUntouched})
+		}
+	}
+	slices.SortStableFunc(out, func(x, y ListenerChange) int { return cmp.Compare(x.Listen, y.Listen) })
+	return out
+}
+
+// Changed reports whether applying the plan changes anything.
+func (p Plan) Changed() bool {
+	for _, e := range p.Endpoints {
+		if e.Action != Keep {
+			return true
+		}
+	}
+	for _, i := range p.Issuers {
+		if i.Action != Keep {
+			return true
+		}
+	}
+	for _, l := range p.Listeners {
+		if l.Action != Keep {
+			return true
+		}
+	}
+	return false
+}

@@ -3,19 +3,22 @@ package runtime
 import (
 	"context"
 	"crypto/rsa"
+	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
-	"sort"
+	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/certs"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/localca"
+	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -24,176 +27,401 @@ type Options struct {
 	Listen           string // the listener of endpoints that name none
 	StateDir         string // the local CA and other state
 	HandshakeTimeout time.Duration
-	Logger           *slog.Logger
+	// DrainTimeout bounds how long connections of removed or changed endpoints, and of
+	// closed listeners, may continue after a reload. Zero means until they end.
+	DrainTimeout time.Duration
+	Logger       *slog.Logger
 }
 
-// Daemon serves one configuration: a listener per address, each routing by SNI.
+// generation is one applied configuration. It is never modified once published.
+type generation struct {
+	n         uint64
+	config    *schema.Config
+	appliedAt time.Time
+	routes    map[string]*builtRoute // by endpoint name
+	listeners map[string]string      // configured listen ("" = default) -> bound address key
+}
+
+// builtRoute is an endpoint ready to serve, with what status reports about it.
+type builtRoute struct {
+	ep    *schema.Endpoint
+	route *edge.Route
+	tls   *tls.Config              // where tlsd terminates, else nil
+	leaf  func() *x509.Certificate // the certificate tlsd presents now, or nil
+}
+
+// Daemon serves a configuration and applies new ones as whole generations: everything is
+// built and every new listener bound before anything is switched, and a failure leaves
+// the running generation as it was.
 type Daemon struct {
+	opts    Options
 	log     *slog.Logger
-	listen  string                  // the default listener's configured address
-	servers map[string]*edge.Server // by listen address as configured
+	metrics *metrics
 	tickets *ticketKeys
+	gen     atomic.Pointer[generation]
+	ctx     context.Context // ends background work at Shutdown
 	cancel  context.CancelFunc
-	wg      sync.WaitGroup
+	bg      sync.WaitGroup // background goroutines: serving, draining, ticket rotation
+
+	mu       sync.Mutex // serialises Apply and Shutdown; guards the following fields
+	servers  map[string]*edge.Server
+	draining map[*edge.Server]struct{}
+	ca       *localca.CA
+	attempt  Attempt
+	closed   bool
 }
 
-// Start builds everything cfg needs — certificates loaded, TLS configs built, every
-// listener bound — and only then starts serving. Any failure releases what was built.
-func Start(cfg *schema.Config, opts Options) (*Daemon, error) {
+// New makes a daemon serving nothing; Apply gives it a configuration.
+func New(opts Options) *Daemon {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
-	b := &builder{opts: opts, tickets: newTicketKeys()}
-	tables, err := b.routes(cfg)
-	if err != nil {
-		return nil, err
-	}
-	listeners, err := bindAll(tables)
-	if err != nil {
-		return nil, err
-	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{log: opts.Logger, listen: opts.Listen, servers: map[string]*edge.Server{}, tickets: b.tickets, cancel: cancel}
-	for addr, ln := range listeners {
-		s := edge.NewServer(ln, tables[addr], edge.Config{HandshakeTimeout: opts.HandshakeTimeout, Logger: opts.Logger})
-		d.servers[addr] = s
-		d.wg.Add(1)
-		go func() { defer d.wg.Done(); s.Serve() }()
-		d.log.Info("listening", "address", ln.Addr().String(), "routes", tables[addr].Len())
+	d := &Daemon{opts: opts, log: opts.Logger, tickets: newTicketKeys(), ctx: ctx, cancel: cancel,
+		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}}
+	d.metrics = newMetrics(d)
+	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
+	d.bg.Add(1)
+	go func() { defer d.bg.Done(); d.tickets.run(ctx, ticketRotation) }()
+	return d
+}
+
+// Start is New followed by a first Apply that must succeed.
+func Start(cfg *schema.Config, opts Options) (*Daemon, error) {
+	d := New(opts)
+	if _, err := d.Apply(cfg); err != nil {
+		d.Shutdown(context.Background())
+		return nil, err
 	}
-	d.wg.Add(1)
-	go func() { defer d.wg.Done(); d.tickets.run(ctx, ticketRotation) }()
 	return d, nil
 }
+
+// Generation is the number of the configuration being served (0 before the first).
+func (d *Daemon) Generation() uint64 { return d.gen.Load().n }
 
 // Addr returns the bound address of the listener configured as listen ("" is the
 // default listener), or nil.
 func (d *Daemon) Addr(listen string) net.Addr {
-	if listen == "" {
-		listen = d.listen
+	key, ok := d.gen.Load().listeners[listen]
+	if !ok {
+		return nil
 	}
-	if s := d.servers[listen]; s != nil {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if s := d.servers[key]; s != nil {
 		return s.Addr()
 	}
 	return nil
 }
 
-// Shutdown stops accepting at once and waits for open connections to finish; when ctx
-// ends first it cuts the rest and says how many.
+// Apply makes cfg the served configuration and returns what changed. An unchanged
+// configuration is a no-op: the generation stays. On error nothing changed.
+func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.closed {
+		return reconcile.Plan{}, errors.New("apply: the daemon is shutting down")
+	}
+	cur := d.gen.Load()
+	plan := reconcile.Diff(cur.config, cfg)
+	if cur.n > 0 && !plan.Changed() {
+		d.recordLocked(true, nil, nil)
+		d.metrics.reloads.WithLabelValues("unchanged").Inc()
+		return plan, nil
+	}
+	next, err := d.buildLocked(cur, cfg, plan)
+	if err == nil {
+		err = d.switchLocked(cur, next)
+	}
+	if err != nil {
+		d.recordLocked(false, nil, err)
+		d.metrics.reloads.WithLabelValues("failed").Inc()
+		return plan, err
+	}
+	d.recordLocked(true, nil, nil)
+	d.metrics.reloads.WithLabelValues("applied").Inc()
+	return plan, nil
+}
+
+// buildLocked prepares generation N+1: unchanged endpoints keep their route (and so
+// their tls.Config and session tickets); the others are built anew.
+func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile.Plan) (*generation, error) {
+	keep := map[string]bool{}
+	for _, e := range plan.Endpoints {
+		if e.Action == reconcile.Keep {
+			keep[e.Name] = true
+		}
+	}
+	next := &generation{n: cur.n + 1, config: cfg, appliedAt: time.Now(),
+		routes: make(map[string]*builtRoute, len(cfg.Endpoints)), listeners: map[string]string{}}
+	b := &builder{opts: d.opts, log: d.log, internalCA: d.internalCALocked}
+	for _, ep := range cfg.Endpoints {
+		if old := cur.routes[ep.Name]; keep[ep.Name] && old != nil {
+			next.routes[ep.Name] = &builtRoute{ep: ep, route: old.route, tls: old.tls, leaf: old.leaf}
+			continue
+		}
+		br, err := b.route(ep)
+		if err != nil {
+			return nil, err
+		}
+		next.routes[ep.Name] = br
+	}
+	for _, ep := range cfg.Endpoints {
+		next.listeners[ep.Listen] = d.listenAddr(ep.Listen)
+	}
+	return next, nil
+}
+
+func (d *Daemon) listenAddr(listen string) string {
+	if listen == "" {
+		return d.opts.Listen
+	}
+	return listen
+}
+
+func (d *Daemon) internalCALocked() (*localca.CA, error) {
+	if d.ca == nil {
+		ca, err := localca.Open(d.opts.StateDir, nil)
+		if err != nil {
+			return nil, err
+		}
+		d.log.Info("internal issuer ready: clients must trust its root (tlsd ca prints it)", "root", localca.RootFile(d.opts.StateDir))
+		d.ca = ca
+	}
+	return d.ca, nil
+}
+
+// switchLocked binds the new listeners, then publishes every table at once. A listener
+// that cannot be bound discards the whole generation.
+func (d *Daemon) switchLocked(cur, next *generation) error {
+	tables, err := tablesFor(next)
+	if err != nil {
+		return err
+	}
+	fresh := map[string]net.Listener{}
+	for _, addr := range slices.Sorted(mapKeys(tables)) {
+		if d.servers[addr] != nil {
+			continue
+		}
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			for _, l := range fresh {
+				l.Close()
+			}
+			return fmt.Errorf("listen on %s: %w", addr, err)
+		}
+		fresh[addr] = ln
+	}
+	// Nothing can fail from here on: the commit.
+	d.tickets.retain(next.tlsConfigs()) // new TLS configs get keys before their first handshake
+	for addr, t := range tables {
+		if s := d.servers[addr]; s != nil {
+			s.SetTable(t)
+		}
+	}
+	for addr, ln := range fresh {
+		d.serveLocked(addr, ln, tables[addr])
+	}
+	for addr, s := range d.servers {
+		if tables[addr] == nil {
+			delete(d.servers, addr)
+			d.drainLocked(s)
+			d.log.Info("listener closed; its open connections drain", "address", addr)
+		}
+	}
+	d.gen.Store(next)
+	d.metrics.generationApplied(next)
+	d.logApplied(cur, next)
+	if d.opts.DrainTimeout > 0 {
+		d.bg.Add(1)
+		go func() {
+			defer d.bg.Done()
+			select {
+			case <-time.After(d.opts.DrainTimeout):
+				d.closeStale()
+			case <-d.ctx.Done():
+			}
+		}()
+	}
+	return nil
+}
+
+func mapKeys[V any](m map[string]V) func(func(string) bool) {
+	return func(yield func(string) bool) {
+		for k := range m {
+			if !yield(k) {
+				return
+			}
+		}
+	}
+}
+
+// tablesFor builds a route table per bound address.
+func tablesFor(g *generation) (map[string]*edge.Table, error) {
+	byAddr := map[string][]*edge.Route{}
+	for _, br := range g.routes {
+		addr := g.listeners[br.ep.Listen]
+		byAddr[addr] = append(byAddr[addr], br.route)
+	}
+	tables := map[string]*edge.Table{}
+	for addr, routes := range byAddr {
+		t, err := edge.NewTable(routes)
+		if err != nil {
+			return nil, fmt.Errorf("listener %s: %w", addr, err)
+		}
+		tables[addr] = t
+	}
+	return tables, nil
+}
+
+func (g *generation) tlsConfigs() []*tls.Config {
+	var out []*tls.Config
+	for _, br := range g.routes {
+		if br.tls != nil {
+			out = append(out, br.tls)
+		}
+	}
+	return out
+}
+
+func (d *Daemon) serveLocked(addr string, ln net.Listener, t *edge.Table) {
+	s := edge.NewServer(ln, t, edge.Config{HandshakeTimeout: d.opts.HandshakeTimeout, Logger: d.log,
+		OnRouted: d.metrics.routed, OnEnd: d.metrics.ended})
+	d.servers[addr] = s
+	d.bg.Add(1)
+	go func() { defer d.bg.Done(); s.Serve() }()
+	d.log.Info("listening", "address", ln.Addr().String(), "routes", t.Len())
+}
+
+// drainLocked stops s accepting and lets its connections finish (bounded by DrainTimeout).
+func (d *Daemon) drainLocked(s *edge.Server) {
+	s.Close()
+	d.draining[s] = struct{}{}
+	d.bg.Add(1)
+	go func() {
+		defer d.bg.Done()
+		ctx, cancel := d.drainContext()
+		defer cancel()
+		if cut, _ := s.Shutdown(ctx); cut > 0 {
+			d.log.Warn("drain timeout: closed connections of a closed listener", "address", s.Addr().String(), "closed", cut)
+		}
+		d.mu.Lock()
+		delete(d.draining, s)
+		d.mu.Unlock()
+	}()
+}
+
+func (d *Daemon) drainContext() (context.Context, context.CancelFunc) {
+	if d.opts.DrainTimeout > 0 {
+		return context.WithTimeout(d.ctx, d.opts.DrainTimeout)
+	}
+	return context.WithCancel(d.ctx)
+}
+
+// closeStale ends the drain of removed and changed endpoints on listeners that stayed.
+func (d *Daemon) closeStale() {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for addr, s := range d.servers {
+		if n := s.CloseStale(); n > 0 {
+			d.log.Warn("drain timeout: closed connections of removed or changed endpoints", "address", addr, "closed", n)
+		}
+	}
+}
+
+func (d *Daemon) logApplied(cur, next *generation) {
+	p := reconcile.Diff(cur.config, next.config)
+	var add, change, remove int
+	for _, e := range p.Endpoints {
+		switch e.Action {
+		case reconcile.Add:
+			add++
+		case reconcile.Change:
+			change++
+		case reconcile.Remove:
+			remove++
+		}
+		if e.Action != reconcile.Keep {
+			d.log.Info("endpoint "+string(e.Action), "generation", next.n, "name", e.Name, "domain", e.Domain, "fields", fieldNames(e.Fields))
+		}
+	}
+	d.log.Info("generation applied", "generation", next.n, "endpoints", len(next.routes), "added", add, "changed", change, "removed", remove)
+}
+
+func fieldNames(fs []reconcile.FieldChange) []string {
+	out := make([]string, len(fs))
+	for i, f := range fs {
+		out[i] = f.Field
+	}
+	return out
+}
+
+// Shutdown stops accepting everywhere at once and waits for open connections to finish;
+// when ctx ends first it cuts the rest and says how many.
 func (d *Daemon) Shutdown(ctx context.Context) error {
-	var cut int
-	var errs []error
-	var mu sync.Mutex
-	var wg sync.WaitGroup
+	d.mu.Lock()
+	d.closed = true
+	all := make([]*edge.Server, 0, len(d.servers)+len(d.draining))
 	for _, s := range d.servers {
+		all = append(all, s)
+	}
+	for s := range d.draining {
+		all = append(all, s)
+	}
+	d.mu.Unlock()
+	for _, s := range all {
 		s.Close()
 	}
-	for _, s := range d.servers {
+	var cut int
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, s := range all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			n, err := s.Shutdown(ctx)
+			n, _ := s.Shutdown(ctx)
 			mu.Lock()
 			cut += n
-			errs = append(errs, err)
 			mu.Unlock()
 		}()
 	}
 	wg.Wait()
 	d.cancel()
-	d.wg.Wait()
+	d.bg.Wait()
 	if cut > 0 {
-		return fmt.Errorf("shutdown timeout: closed %d open connections: %w", cut, errors.Join(errs...))
+		return fmt.Errorf("shutdown timeout: closed %d open connections", cut)
 	}
 	return nil
 }
 
-// Run serves cfg until ctx ends, then drains for at most shutdownTimeout.
-func Run(ctx context.Context, cfg *schema.Config, opts Options, shutdownTimeout time.Duration) error {
-	d, err := Start(cfg, opts)
-	if err != nil {
-		return err
-	}
-	<-ctx.Done()
-	d.log.Info("shutting down: no new connections; waiting for open ones", "timeout", shutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
-	defer cancel()
-	if err := d.Shutdown(sctx); err != nil {
-		return err
-	}
-	d.log.Info("stopped: every connection finished")
-	return nil
-}
-
-// builder turns endpoints into route tables.
+// builder turns endpoints into routes.
 type builder struct {
-	opts    Options
-	tickets *ticketKeys
-	ca      *localca.CA
+	opts       Options
+	log        *slog.Logger
+	internalCA func() (*localca.CA, error)
 }
 
-func (b *builder) internalCA() (*localca.CA, error) {
-	if b.ca == nil {
-		ca, err := localca.Open(b.opts.StateDir, nil)
-		if err != nil {
-			return nil, err
-		}
-		b.log().Info("internal issuer ready: clients must trust its root (tlsd ca prints it)", "root", localca.RootFile(b.opts.StateDir))
-		b.ca = ca
-	}
-	return b.ca, nil
-}
-
-func (b *builder) log() *slog.Logger { return b.opts.Logger }
-
-// routes builds a route table per listen address.
-func (b *builder) routes(cfg *schema.Config) (map[string]*edge.Table, error) {
-	byListen := map[string][]*edge.Route{}
-	for _, ep := range cfg.Endpoints {
-		r, err := b.route(ep)
-		if err != nil {
-			return nil, err
-		}
-		listen := ep.Listen
-		if listen == "" {
-			listen = b.opts.Listen
-		}
-		byListen[listen] = append(byListen[listen], r)
-		b.log().Info("endpoint", "name", ep.Name, "domain", ep.Domain, "terminate_at", ep.TerminateAt, "listen", listen, "upstream", ep.Upstream)
-	}
-	tables := map[string]*edge.Table{}
-	for listen, routes := range byListen {
-		t, err := edge.NewTable(routes)
-		if err != nil {
-			return nil, fmt.Errorf("listener %s: %w", listen, err)
-		}
-		tables[listen] = t
-	}
-	return tables, nil
-}
-
-func (b *builder) route(ep *schema.Endpoint) (*edge.Route, error) {
+func (b *builder) route(ep *schema.Endpoint) (*builtRoute, error) {
 	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
 	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: up}
 	if ep.TerminateAt == schema.TerminateUpstream {
 		up.FirstByteTimeout = b.opts.HandshakeTimeout
-		return r, nil
+		return &builtRoute{ep: ep, route: r}, nil
 	}
 	cfg, leaf, err := serverTLSConfig(ep, b.internalCA)
 	if err != nil {
 		return nil, err
 	}
-	b.tickets.add(cfg)
-	b.warnCostlyKey(ep, leaf)
+	b.warnCostlyKey(ep, leaf())
 	if ep.TerminateAt == schema.TerminateEdge {
 		r.TLS = cfg
 	} else {
 		r.Handler = &agent.Terminator{TLS: cfg, Next: up}
 	}
-	return r, nil
+	return &builtRoute{ep: ep, route: r, tls: cfg, leaf: leaf}, nil
 }
 
 // warnCostlyKey: an RSA signature costs Go several times an ECDSA P-256 one, and it
@@ -203,7 +431,7 @@ func (b *builder) warnCostlyKey(ep *schema.Endpoint, leaf *x509.Certificate) {
 		return
 	}
 	if _, ok := leaf.PublicKey.(*rsa.PublicKey); ok {
-		b.log().Warn("endpoint uses an RSA certificate; handshakes cost several times the CPU of ECDSA P-256",
+		b.log.Warn("endpoint uses an RSA certificate; handshakes cost several times the CPU of ECDSA P-256",
 			"endpoint", ep.Name, "key", certs.KeyAlgorithm(leaf))
 	}
 }
@@ -216,25 +444,4 @@ func proxyVersion(v string) byte {
 		return 2
 	}
 	return 0
-}
-
-// bindAll binds every listener or none.
-func bindAll(tables map[string]*edge.Table) (map[string]net.Listener, error) {
-	addrs := make([]string, 0, len(tables))
-	for a := range tables {
-		addrs = append(addrs, a)
-	}
-	sort.Strings(addrs)
-	out := map[string]net.Listener{}
-	for _, a := range addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			for _, l := range out {
-				l.Close()
-			}
-			return nil, fmt.Errorf("listen on %s: %w", a, err)
-		}
-		out[a] = ln
-	}
-	return out, nil
 }

@@ -27,11 +27,24 @@ func newTicketKeys() *ticketKeys {
 	return &ticketKeys{keys: map[*tls.Config][][32]byte{}}
 }
 
-// add gives cfg its first key; call it before cfg serves a handshake.
-func (t *ticketKeys) add(cfg *tls.Config) {
+// retain makes configs the rotated set: a config new to it gets its first key (before
+// it serves a handshake), configs no longer served are forgotten, and the others keep
+// their keys, so sessions survive a reload.
+func (t *ticketKeys) retain(configs []*tls.Config) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	t.rotateLocked(cfg)
+	keep := make(map[*tls.Config]bool, len(configs))
+	for _, c := range configs {
+		keep[c] = true
+		if _, ok := t.keys[c]; !ok {
+			t.rotateLocked(c)
+		}
+	}
+	for c := range t.keys {
+		if !keep[c] {
+			delete(t.keys, c)
+		}
+	}
 }
 
 func (t *ticketKeys) rotateLocked(cfg *tls.Config) {

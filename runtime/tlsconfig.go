@@ -22,15 +22,10 @@ var aeadSuites = []uint16{
 	tls.TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
 }
 
-// certSource gives the certificates of the built-in issuers.
-type certSource interface {
-	Certificate(domain string) (*tls.Certificate, error)
-}
-
 // serverTLSConfig builds the tls.Config of an endpoint tlsd terminates. It is never
 // modified after it is built, apart from the session ticket keys that crypto/tls lets
 // a server rotate.
-func serverTLSConfig(ep *schema.Endpoint, internal func() (*localca.CA, error)) (*tls.Config, *x509.Certificate, error) {
+func serverTLSConfig(ep *schema.Endpoint, internal func() (*localca.CA, error)) (*tls.Config, func() *x509.Certificate, error) {
 	cfg := &tls.Config{
 		MinVersion:   tls.VersionTLS12,
 		CipherSuites: aeadSuites,
@@ -38,7 +33,7 @@ func serverTLSConfig(ep *schema.Endpoint, internal func() (*localca.CA, error)) 
 	if ep.TerminateAt == schema.TerminateEdge && ep.TLS.MinVersion == "1.3" {
 		cfg.MinVersion = tls.VersionTLS13
 	}
-	var leaf *x509.Certificate
+	var leaf func() *x509.Certificate
 	switch {
 	case ep.TLS.Certificate != nil:
 		pair, err := tls.LoadX509KeyPair(ep.TLS.Certificate.Crt, ep.TLS.Certificate.Key)
@@ -46,19 +41,23 @@ func serverTLSConfig(ep *schema.Endpoint, internal func() (*localca.CA, error)) 
 			return nil, nil, fmt.Errorf("endpoint %s: load certificate %s and key %s: %w", ep.Name, ep.TLS.Certificate.Crt, ep.TLS.Certificate.Key, err)
 		}
 		cfg.Certificates = []tls.Certificate{pair}
-		leaf = pair.Leaf
+		leaf = func() *x509.Certificate { return pair.Leaf }
 	case ep.TLS.Issuer == schema.InternalIssuer:
 		ca, err := internal()
 		if err != nil {
 			return nil, nil, err
 		}
-		first, err := ca.Certificate(ep.Domain)
-		if err != nil {
+		if _, err := ca.Certificate(ep.Domain); err != nil {
 			return nil, nil, fmt.Errorf("endpoint %s: %w", ep.Name, err)
 		}
-		leaf = first.Leaf
 		domain := ep.Domain
 		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return ca.Certificate(domain) }
+		leaf = func() *x509.Certificate {
+			if c, err := ca.Certificate(domain); err == nil {
+				return c.Leaf
+			}
+			return nil
+		}
 	default:
 		return nil, nil, fmt.Errorf("endpoint %s: issuer %q: automatic ACME certificates are not available in this version of tlsd; use tls.certificate or issuer: internal",
 			ep.Name, ep.TLS.Issuer)

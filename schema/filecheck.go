@@ -2,6 +2,8 @@ package schema
 
 import (
 	"crypto"
+	"crypto/sha256"
+	"encoding/hex"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -22,12 +24,14 @@ type fileCache struct {
 
 type certsResult struct {
 	certs []*x509.Certificate
+	sum   [32]byte // sha256 of the file
 	err   error // already worded for a diagnostic; code in errCode
 	code  string
 }
 
 type keyResult struct {
 	key  crypto.Signer
+	sum  [32]byte
 	mode fs.FileMode
 	err  error
 	code string
@@ -48,7 +52,7 @@ func (c *fileCache) certificates(path string) certsResult {
 	} else if cs, err := certs.ParseCertificates(data); err != nil {
 		r = certsResult{err: fmt.Errorf("%s: %w", path, err), code: "invalid-pem"}
 	} else {
-		r = certsResult{certs: cs}
+		r = certsResult{certs: cs, sum: sha256.Sum256(data)}
 	}
 	c.certs[path] = r
 	return r
@@ -65,7 +69,7 @@ func (c *fileCache) privateKey(path string) keyResult {
 	} else if k, err := certs.ParsePrivateKey(data); err != nil {
 		r = keyResult{err: fmt.Errorf("%s: %w", path, err), code: "invalid-pem"}
 	} else {
-		r = keyResult{key: k}
+		r = keyResult{key: k, sum: sha256.Sum256(data)}
 		if fi, err := os.Stat(path); err == nil {
 			r.mode = fi.Mode().Perm()
 		}
@@ -112,9 +116,12 @@ func (l *loader) checkEndpointFiles(ed *endpointDoc) {
 		l.checkPair(ed, tls.Certificate)
 	}
 	if tls.MutualTLS != nil {
+		var sums [][32]byte
 		for i, ca := range tls.MutualTLS.CertificateAuthorities {
 			l.checkCAFile(ed.doc, fmt.Sprintf("/tls/mutual_tls/certificate_authorities/%d", i), ca, true)
+			sums = append(sums, l.refs.certificates(ca).sum)
 		}
+		tls.MutualTLS.SHA256 = combinedSum(sums...)
 	}
 }
 
@@ -135,6 +142,9 @@ func (l *loader) checkPair(ed *endpointDoc, files *CertificateFiles) {
 	if cr.err != nil {
 		return
 	}
+	if kr.err == nil {
+		ed.ep.TLS.Certificate.SHA256 = combinedSum(cr.sum, kr.sum)
+	}
 	leaf := cr.certs[0]
 	if kr.err == nil && !certs.KeyMatches(leaf, kr.key) {
 		l.add(d, keyPath, SeverityError, "key-mismatch",
@@ -145,6 +155,15 @@ func (l *loader) checkPair(ed *endpointDoc, files *CertificateFiles) {
 			"certificate %s is for %s, not for domain %q", files.Crt, nameList(leaf), ed.ep.Domain)
 	}
 	l.checkValidity(d, crtPath, files.Crt, leaf)
+}
+
+// combinedSum is the hex sha256 over the files' own sums, in order.
+func combinedSum(sums ...[32]byte) string {
+	h := sha256.New()
+	for _, s := range sums {
+		h.Write(s[:])
+	}
+	return hex.EncodeToString(h.Sum(nil))
 }
 
 func nameList(c *x509.Certificate) string {

@@ -56,11 +56,15 @@ type EndpointTLS struct {
 type CertificateFiles struct {
 	Crt string
 	Key string
+	// SHA256 covers both files' content (hex), recorded by Load so that a certificate
+	// rotated under the same file names is a change. Empty with SkipFiles.
+	SHA256 string `json:",omitempty"`
 }
 
 // MutualTLS lists the CA files that client certificates must chain to.
 type MutualTLS struct {
 	CertificateAuthorities []string
+	SHA256                 string `json:",omitempty"` // the files' content, as for CertificateFiles
 }
 
 // Issuer is one Issuer document.

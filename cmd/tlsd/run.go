@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 
 	"os/signal"
 	"strings"
@@ -20,6 +21,8 @@ import (
 
 type runFlags struct {
 	listen           string
+	admin            string
+	drainTimeout     time.Duration
 	stateDir         string
 	handshakeTimeout time.Duration
 	shutdownTimeout  time.Duration
@@ -38,8 +41,15 @@ passing the encrypted bytes through (terminate_at: upstream), or terminating TLS
 itself (edge, agent) and forwarding plaintext.
 
 It refuses to start on an invalid configuration, printing the same diagnostics as
-"tlsd validate". SIGTERM or SIGINT stops accepting at once and waits for open
-connections to finish, for at most --shutdown-timeout.
+"tlsd validate". Then it watches the configuration directories (and those of the
+certificate files they reference) and applies every valid change within about a
+second, without dropping a connection: new listeners are bound and certificates loaded
+before anything is switched, unchanged endpoints are not touched, removed ones stop
+accepting while their open connections drain. An invalid change is logged and shown
+by "tlsd status"; the running configuration stays. SIGHUP reloads at once.
+
+SIGTERM or SIGINT stops accepting at once and waits for open connections to finish,
+for at most --shutdown-timeout.
 
 Each connection is logged when it ends: endpoint, mode, client address, SNI, TLS
 version, client identity (mutual TLS), bytes each way, duration, and for failures
@@ -53,6 +63,8 @@ the reason.`,
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
+	fl.StringVar(&f.admin, "admin", "127.0.0.1:9180", "admin API address (/healthz /readyz /status /config /metrics), or off")
+	fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
 	fl.StringVar(&f.stateDir, "state-dir", ".tlsd", "directory for tlsd's state: the internal issuer's CA")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a client has to send its ClientHello and finish the TLS handshake (and an upstream to answer)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
@@ -77,10 +89,30 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string) error {
 	for _, d := range res.Diagnostics {
 		logger.Warn("configuration warning", "at", fmt.Sprintf("%s:%d:%d", d.File, d.Line, d.Column), "code", d.Code, "message", d.Message)
 	}
+	if _, _, err := runtime.CheckAdminAddr(f.admin); err != nil {
+		return &exitError{exitUsage, err}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	opts := runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger}
-	if err := runtime.Run(ctx, res.Config, opts, f.shutdownTimeout); err != nil {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	reload := make(chan struct{})
+	go func() {
+		for range hup {
+			select {
+			case reload <- struct{}{}:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	opts := runtime.RunOptions{
+		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
+			DrainTimeout: f.drainTimeout, Logger: logger},
+		Paths: args, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: reload,
+	}
+	if err := runtime.Run(ctx, res.Config, opts); err != nil {
 		return &exitError{exitInvalid, err}
 	}
 	return nil

@@ -61,12 +61,15 @@ type Info struct {
 	BytesIn        int64 // client -> upstream
 	BytesOut       int64 // upstream -> client
 	Start          time.Time
+	Handshake      string // "ok" or "failed" where tlsd ran a TLS handshake, else ""
+	Code           string // why it failed, as a short stable word for metrics
 	Reason         string // why it failed, for humans; "" when it did not
 }
 
-// Fail records why the connection failed, keeping the first reason.
-func (i *Info) Fail(reason string) {
+// Fail records why the connection failed, keeping the first reason. code is a short
+// stable word (metric label); reason is the sentence for the log.
+func (i *Info) Fail(code, reason string) {
 	if i.Reason == "" {
-		i.Reason = reason
+		i.Code, i.Reason = code, reason
 	}
 }

@@ -23,10 +23,12 @@ func Terminate(ctx context.Context, c *Conn, cfg *tls.Config) (*tls.Conn, error)
 	}
 	tc := tls.Server(c.Replay(), cfg)
 	if err := tc.HandshakeContext(ctx); err != nil {
+		c.Info.Handshake = "failed"
 		c.Info.Fail(HandshakeFailure(err, c.Hello, cfg))
 		c.Conn.Close()
 		return nil, err
 	}
+	c.Info.Handshake = "ok"
 	st := tc.ConnectionState()
 	c.Info.TLSVersion = st.Version
 	if len(st.PeerCertificates) > 0 {
@@ -48,35 +50,36 @@ func Identity(cert *x509.Certificate) string {
 	return id
 }
 
-// HandshakeFailure explains a failed server handshake in words an operator can act on.
-func HandshakeFailure(err error, hello *tls.ClientHelloInfo, cfg *tls.Config) string {
+// HandshakeFailure explains a failed server handshake in words an operator can act on,
+// with a short code for metrics.
+func HandshakeFailure(err error, hello *tls.ClientHelloInfo, cfg *tls.Config) (code, reason string) {
 	var unknownCA x509.UnknownAuthorityError
 	var invalid x509.CertificateInvalidError
 	var netErr net.Error
 	msg := err.Error()
 	switch {
 	case strings.Contains(msg, "unsupported versions") || strings.Contains(msg, "protocol version not supported"):
-		return fmt.Sprintf("client offered %s, endpoint requires %s", offeredVersions(hello), VersionName(cfg.MinVersion))
+		return "version", fmt.Sprintf("client offered %s, endpoint requires %s", offeredVersions(hello), VersionName(cfg.MinVersion))
 	case strings.Contains(msg, "didn't provide a certificate"):
-		return "client sent no certificate; this endpoint requires mutual TLS"
+		return "no_client_cert", "client sent no certificate; this endpoint requires mutual TLS"
 	case errors.As(err, &unknownCA):
-		return fmt.Sprintf("client certificate %q signed by unknown authority %q", unknownCA.Cert.Subject.CommonName,
+		return "client_cert_unknown_ca", fmt.Sprintf("client certificate %q signed by unknown authority %q", unknownCA.Cert.Subject.CommonName,
 			unknownCA.Cert.Issuer.CommonName)
 	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
-		return fmt.Sprintf("client certificate %q expired or not yet valid (valid %s to %s)", invalid.Cert.Subject.CommonName,
+		return "client_cert_expired", fmt.Sprintf("client certificate %q expired or not yet valid (valid %s to %s)", invalid.Cert.Subject.CommonName,
 			invalid.Cert.NotBefore.UTC().Format(time.DateOnly), invalid.Cert.NotAfter.UTC().Format(time.DateOnly))
 	case errors.As(err, &invalid):
-		return fmt.Sprintf("client certificate %q rejected: %s", invalid.Cert.Subject.CommonName, invalid.Error())
+		return "client_cert_invalid", fmt.Sprintf("client certificate %q rejected: %s", invalid.Cert.Subject.CommonName, invalid.Error())
 	case strings.Contains(msg, "no cipher suite supported by both"):
-		return "no cipher suite in common with the client (tlsd offers only AEAD suites with TLS 1.2)"
+		return "no_shared_cipher", "no cipher suite in common with the client (tlsd offers only AEAD suites with TLS 1.2)"
 	case errors.As(err, &netErr) && netErr.Timeout():
-		return "handshake not finished before the handshake timeout"
+		return "handshake_timeout", "handshake not finished before the handshake timeout"
 	case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, net.ErrClosed):
-		return "client closed the connection during the TLS handshake"
+		return "client_closed", "client closed the connection during the TLS handshake"
 	case strings.Contains(msg, "remote error"):
-		return "client rejected the handshake: " + strings.TrimPrefix(msg, "remote error: tls: ")
+		return "client_rejected", "client rejected the handshake: " + strings.TrimPrefix(msg, "remote error: tls: ")
 	}
-	return "TLS handshake failed: " + strings.TrimPrefix(msg, "tls: ")
+	return "handshake_failed", "TLS handshake failed: " + strings.TrimPrefix(msg, "tls: ")
 }
 
 func offeredVersions(hello *tls.ClientHelloInfo) string {

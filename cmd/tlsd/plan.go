@@ -1,0 +1,100 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsd/tlsd/reconcile"
+	"github.com/tlsd/tlsd/schema"
+)
+
+const exitChanges = 3 // tlsd plan: the configurations differ
+
+func newPlanCmd() *cobra.Command {
+	var (
+		format    string
+		skipFiles bool
+		admin     string
+	)
+	cmd := &cobra.Command{
+		Use:   "plan [flags] OLD NEW | plan --admin ADDR PATH",
+		Short: "Show what applying a configuration would change",
+		Long: `Plan compares two configurations and prints what applying the second over the first
+would do: endpoints added, removed or changed (and which fields, including certificate
+content), listeners opened or closed, and what happens to open connections.
+
+With two paths it works offline, e.g. in CI against the main branch's checkout. With
+--admin it compares PATH against what a running tlsd serves.
+
+Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I/O error.`,
+		Example: `  tlsd plan main-checkout/endpoints/ endpoints/
+  tlsd plan --admin 127.0.0.1:9180 /etc/tlsd/endpoints
+  tlsd plan --format json --skip-files old/ new/`,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if format != "text" && format != "json" {
+				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want text or json)", format)}
+			}
+			var running *schema.Config
+			var desiredPath []string
+			switch {
+			case admin != "" && len(args) == 1:
+				cfg, err := fetchRunningConfig(admin)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				running, desiredPath = cfg, args
+			case admin == "" && len(args) == 2:
+				cfg, err := loadForPlan(cmd, args[0], skipFiles)
+				if err != nil {
+					return err
+				}
+				running, desiredPath = cfg, args[1:]
+			default:
+				return &exitError{exitUsage, fmt.Errorf("give OLD and NEW paths, or --admin ADDR and one PATH")}
+			}
+			desired, err := loadForPlan(cmd, desiredPath[0], skipFiles)
+			if err != nil {
+				return err
+			}
+			p := reconcile.Diff(running, desired)
+			if err := writePlan(cmd.OutOrStdout(), p, format); err != nil {
+				return &exitError{exitUsage, err}
+			}
+			if p.Changed() {
+				return &exitError{code: exitChanges}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	cmd.Flags().BoolVar(&skipFiles, "skip-files", false, "do not read certificate, key and CA files (content changes are then not seen)")
+	cmd.Flags().StringVar(&admin, "admin", "", "compare against the configuration a running tlsd serves, via its admin address")
+	return cmd
+}
+
+// loadForPlan loads one side; an invalid configuration prints its diagnostics and ends
+// with exit status 1.
+func loadForPlan(cmd *cobra.Command, path string, skipFiles bool) (*schema.Config, error) {
+	res, err := schema.Load(schema.Options{SkipFiles: skipFiles}, path)
+	if err != nil {
+		return nil, &exitError{exitUsage, err}
+	}
+	if res.Config == nil {
+		schema.WriteReport(cmd.ErrOrStderr(), res, schema.ReportOptions{Format: schema.FormatText})
+		return nil, &exitError{exitInvalid, fmt.Errorf("%s is not a valid configuration", path)}
+	}
+	return res.Config, nil
+}
+
+func writePlan(w io.Writer, p reconcile.Plan, format string) error {
+	if format == "json" {
+		enc := json.NewEncoder(w)
+		enc.SetIndent("", "  ")
+		return enc.Encode(p)
+	}
+	_, err := io.WriteString(w, p.String())
+	return err
+}

@@ -1,0 +1,107 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsd/tlsd/runtime"
+	"github.com/tlsd/tlsd/schema"
+)
+
+func newStatusCmd() *cobra.Command {
+	var (
+		admin  string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show what a running tlsd serves",
+		Long: `Status asks a running tlsd, through its admin API, what it serves: the generation
+and when it was applied, whether the last reload worked (and if not, its
+diagnostics), and every endpoint with its open connections and certificate.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var st runtime.Status
+			if err := getJSON(admin, "/status", &st); err != nil {
+				return &exitError{exitUsage, err}
+			}
+			if asJSON {
+				enc := json.NewEncoder(cmd.OutOrStdout())
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			printStatus(cmd.OutOrStdout(), st)
+			if !st.LastAttempt.OK {
+				return &exitError{code: exitInvalid}
+			}
+			return nil
+		},
+	}
+	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9180", "the admin API address of the running tlsd")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw /status JSON")
+	return cmd
+}
+
+var adminClient = &http.Client{Timeout: 10 * time.Second}
+
+func getJSON(admin, path string, v any) error {
+	resp, err := adminClient.Get("http://" + admin + path)
+	if err != nil {
+		return fmt.Errorf("ask tlsd at %s: %w (is it running with --admin %s?)", admin, err, admin)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("ask tlsd at %s%s: %s", admin, path, resp.Status)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		return fmt.Errorf("read %s from %s: %w", path, admin, err)
+	}
+	return nil
+}
+
+// fetchRunningConfig is the configuration a running tlsd serves, for tlsd plan --admin.
+func fetchRunningConfig(admin string) (*schema.Config, error) {
+	var cfg *schema.Config
+	if err := getJSON(admin, "/config", &cfg); err != nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+func printStatus(w io.Writer, st runtime.Status) {
+	fmt.Fprintf(w, "generation %d, applied %s\n", st.Generation, st.AppliedAt.Local().Format(time.RFC3339))
+	a := st.LastAttempt
+	if a.OK {
+		fmt.Fprintf(w, "last reload: ok at %s\n", a.At.Local().Format(time.RFC3339))
+	} else {
+		fmt.Fprintf(w, "last reload: FAILED at %s: %s (still serving generation %d)\n", a.At.Local().Format(time.RFC3339), a.Error, st.Generation)
+		for _, d := range a.Diagnostics {
+			fmt.Fprintf(w, "  %s\n", d)
+		}
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ENDPOINT\tDOMAIN\tLISTEN\tTERMINATE AT\tCONNECTIONS\tCERTIFICATE")
+	for _, e := range st.Endpoints {
+		cert := "-"
+		if c := e.Certificate; c != nil {
+			cert = fmt.Sprintf("%s, expires %s (%s)", c.Issuer, c.NotAfter.Local().Format(time.DateOnly), untilDays(c.NotAfter))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Name, e.Domain, e.Listen, e.TerminateAt, e.ActiveConnections, cert)
+	}
+	tw.Flush()
+}
+
+func untilDays(t time.Time) string {
+	d := time.Until(t)
+	if d < 0 {
+		return "EXPIRED"
+	}
+	return fmt.Sprintf("in %d days", int(d.Hours()/24))
+}

@@ -1,0 +1,73 @@
+package runtime
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// AdminHandler serves /healthz, /readyz, /status, /config and /metrics.
+func (d *Daemon) AdminHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if d.Generation() == 0 {
+			http.Error(w, "no configuration applied yet", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Status()) })
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Config()) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func writeJSON(w http.ResponseWriter, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	enc.Encode(v)
+}
+
+// CheckAdminAddr validates --admin: "off", or host:port with an explicit host, so that
+// the admin API is exposed beyond this machine only by an address that says so.
+func CheckAdminAddr(addr string) (enabled, loopback bool, err error) {
+	if addr == "off" {
+		return false, false, nil
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false, false, fmt.Errorf("--admin %q: want host:port or off", addr)
+	}
+	if host == "" {
+		return false, false, fmt.Errorf("--admin %q binds every interface; write 127.0.0.1%s for this machine only, or 0.0.0.0%s to expose it", addr, addr, addr)
+	}
+	if host == "localhost" {
+		return true, true, nil
+	}
+	ip, err := netip.ParseAddr(host)
+	return true, err == nil && ip.IsLoopback(), nil
+}
+
+// serveAdmin serves the admin API on ln until ctx ends.
+func (d *Daemon) serveAdmin(ctx context.Context, ln net.Listener) error {
+	srv := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

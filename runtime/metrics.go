@@ -1,0 +1,110 @@
+package runtime
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tlsd/tlsd/internal/proxy"
+)
+
+// metrics are the daemon's Prometheus metrics, in a registry of its own.
+type metrics struct {
+	reg         *prometheus.Registry
+	connections *prometheus.CounterVec
+	handshakes  *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	bytes       *prometheus.CounterVec
+	active      *prometheus.GaugeVec
+	reloads     *prometheus.CounterVec
+	generation  prometheus.Gauge
+	lastReload  prometheus.Gauge
+}
+
+// MetricHelp documents every metric; the README lists the same names.
+var MetricHelp = map[string]string{
+	"tlsd_connections_total":                     "Connections that ended, by endpoint, mode and result (ok or failed).",
+	"tlsd_handshakes_total":                      "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
+	"tlsd_connection_failures_total":             "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
+	"tlsd_bytes_total":                           "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
+	"tlsd_active_connections":                    "Open connections by endpoint, including those of previous generations still draining.",
+	"tlsd_reloads_total":                         "Configuration applies by result: applied, unchanged (no-op) or failed.",
+	"tlsd_generation":                            "The number of the configuration generation being served.",
+	"tlsd_last_reload_success_timestamp_seconds": "When the last configuration was applied (Unix time).",
+	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
+}
+
+func newMetrics(d *Daemon) *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	counter := func(name string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: MetricHelp[name]}, labels)
+		m.reg.MustRegister(c)
+		return c
+	}
+	gauge := func(name string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: MetricHelp[name]})
+		m.reg.MustRegister(g)
+		return g
+	}
+	m.connections = counter("tlsd_connections_total", "endpoint", "mode", "result")
+	m.handshakes = counter("tlsd_handshakes_total", "endpoint", "result")
+	m.failures = counter("tlsd_connection_failures_total", "endpoint", "reason")
+	m.bytes = counter("tlsd_bytes_total", "endpoint", "direction")
+	m.reloads = counter("tlsd_reloads_total", "result")
+	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsd_active_connections", Help: MetricHelp["tlsd_active_connections"]}, []string{"endpoint"})
+	m.reg.MustRegister(m.active)
+	m.generation = gauge("tlsd_generation")
+	m.lastReload = gauge("tlsd_last_reload_success_timestamp_seconds")
+	m.reg.MustRegister(&certExpiry{d: d, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
+		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint"}, nil)})
+	return m
+}
+
+func (m *metrics) routed(i *proxy.Info) { m.active.WithLabelValues(i.Endpoint).Inc() }
+
+func (m *metrics) ended(i *proxy.Info) {
+	endpoint := i.Endpoint
+	if endpoint != "" {
+		m.active.WithLabelValues(endpoint).Dec()
+	} else {
+		endpoint = "none" // never routed: unknown SNI, not TLS, silent
+	}
+	result := "ok"
+	if i.Reason != "" {
+		result = "failed"
+		m.failures.WithLabelValues(endpoint, i.Code).Inc()
+	}
+	m.connections.WithLabelValues(endpoint, i.Mode, result).Inc()
+	if i.Handshake != "" {
+		m.handshakes.WithLabelValues(endpoint, i.Handshake).Inc()
+	}
+	if i.BytesIn > 0 {
+		m.bytes.WithLabelValues(endpoint, "in").Add(float64(i.BytesIn))
+	}
+	if i.BytesOut > 0 {
+		m.bytes.WithLabelValues(endpoint, "out").Add(float64(i.BytesOut))
+	}
+}
+
+func (m *metrics) generationApplied(g *generation) {
+	m.generation.Set(float64(g.n))
+	m.lastReload.Set(float64(g.appliedAt.UnixNano()) / 1e9)
+}
+
+// certExpiry reports, at scrape time, the certificates of the current generation (the
+// internal issuer renews its leaves on its own).
+type certExpiry struct {
+	d    *Daemon
+	desc *prometheus.Desc
+}
+
+func (c *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
+	for name, br := range c.d.gen.Load().routes {
+		if br.leaf == nil {
+			continue
+		}
+		if leaf := br.leaf(); leaf != nil {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), name)
+		}
+	}
+}

@@ -1,0 +1,109 @@
+package runtime
+
+import (
+	"cmp"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tlsd/tlsd/schema"
+)
+
+// Attempt is the outcome of the last load-and-apply.
+type Attempt struct {
+	OK          bool               `json:"ok"`
+	At          time.Time          `json:"at"`
+	Error       string             `json:"error,omitempty"`
+	Diagnostics schema.Diagnostics `json:"diagnostics"`
+}
+
+// Status is what /status reports.
+type Status struct {
+	Generation  uint64           `json:"generation"`
+	AppliedAt   time.Time        `json:"applied_at"`
+	LastAttempt Attempt          `json:"last_attempt"`
+	Endpoints   []EndpointStatus `json:"endpoints"`
+}
+
+// EndpointStatus is one endpoint of the running generation.
+type EndpointStatus struct {
+	Name              string             `json:"name"`
+	Domain            string             `json:"domain"`
+	Listen            string             `json:"listen"` // the bound address
+	TerminateAt       string             `json:"terminate_at"`
+	Upstream          string             `json:"upstream"`
+	ActiveConnections int                `json:"active_connections"`
+	Certificate       *CertificateStatus `json:"certificate,omitempty"`
+}
+
+// CertificateStatus describes the certificate tlsd presents for an endpoint.
+type CertificateStatus struct {
+	NotAfter time.Time `json:"not_after"`
+	Serial   string    `json:"serial"`
+	Issuer   string    `json:"issuer"`
+}
+
+func (d *Daemon) recordLocked(ok bool, diags schema.Diagnostics, err error) {
+	a := Attempt{OK: ok, At: time.Now(), Diagnostics: diags}
+	if a.Diagnostics == nil {
+		a.Diagnostics = schema.Diagnostics{}
+	}
+	if err != nil {
+		a.Error = err.Error()
+	}
+	d.attempt = a
+}
+
+// RecordFailedLoad notes a configuration that could not be loaded or was invalid: the
+// running generation stays, and /status and the metrics say why.
+func (d *Daemon) RecordFailedLoad(diags schema.Diagnostics, err error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if err == nil {
+		err = fmt.Errorf("configuration invalid: %d errors", countErrors(diags))
+	}
+	d.recordLocked(false, diags, err)
+	d.metrics.reloads.WithLabelValues("failed").Inc()
+}
+
+func countErrors(ds schema.Diagnostics) int {
+	n, _ := ds.Count()
+	return n
+}
+
+// Config is the configuration being served (nil before the first).
+func (d *Daemon) Config() *schema.Config { return d.gen.Load().config }
+
+// Status reports the running generation.
+func (d *Daemon) Status() Status {
+	g := d.gen.Load()
+	d.mu.Lock()
+	st := Status{Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt}
+	active := map[string]int{}
+	for _, s := range d.servers {
+		for ep, n := range s.ActiveByEndpoint() {
+			active[ep] += n
+		}
+	}
+	for s := range d.draining {
+		for ep, n := range s.ActiveByEndpoint() {
+			active[ep] += n
+		}
+	}
+	d.mu.Unlock()
+	for name, br := range g.routes {
+		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: g.listeners[br.ep.Listen],
+			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name]}
+		if br.leaf != nil {
+			if leaf := br.leaf(); leaf != nil {
+				es.Certificate = &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
+			}
+		}
+		st.Endpoints = append(st.Endpoints, es)
+	}
+	slices.SortFunc(st.Endpoints, func(a, b EndpointStatus) int { return cmp.Compare(a.Name, b.Name) })
+	if st.Endpoints == nil {
+		st.Endpoints = []EndpointStatus{}
+	}
+	return st
+}

@@ -1,0 +1,111 @@
+package runtime
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/fsnotify/fsnotify"
+
+	"github.com/tlsd/tlsd/schema"
+)
+
+// watcher watches directories, never files: editors and Kubernetes replace files by
+// rename or symlink swap, which a watch on the file itself would lose. It watches every
+// directory the loader reads, the parent of each root (so a root deleted and recreated is
+// seen), and the directories of the files the configuration references.
+type watcher struct {
+	fsw     *fsnotify.Watcher
+	roots   []string
+	log     *slog.Logger
+	watched map[string]bool
+}
+
+func newWatcher(roots []string, log *slog.Logger) (*watcher, error) {
+	fsw, err := fsnotify.NewWatcher()
+	if err != nil {
+		return nil, err
+	}
+	return &watcher{fsw: fsw, roots: roots, log: log, watched: map[string]bool{}}, nil
+}
+
+func (w *watcher) close() error { return w.fsw.Close() }
+
+// arm brings the watch list up to date with the directory tree and cfg's references.
+// Call it after every load attempt: new subdirectories appear between loads.
+func (w *watcher) arm(cfg *schema.Config) {
+	want := map[string]bool{}
+	for _, root := range w.roots {
+		want[filepath.Dir(filepath.Clean(root))] = true
+		if fi, err := os.Stat(root); err == nil && fi.IsDir() {
+			walkDirs(root, want, map[string]bool{})
+		}
+	}
+	for _, f := range referencedFiles(cfg) {
+		want[filepath.Dir(f)] = true
+	}
+	for dir := range want {
+		if !w.watched[dir] {
+			if err := w.fsw.Add(dir); err != nil {
+				w.log.Debug("cannot watch directory", "dir", dir, "error", err)
+				continue
+			}
+			w.watched[dir] = true
+		}
+	}
+	for dir := range w.watched {
+		if !want[dir] {
+			w.fsw.Remove(dir)
+			delete(w.watched, dir)
+		}
+	}
+}
+
+// walkDirs adds dir and its subdirectories the loader would read (no dot-names),
+// following symlinks to directories once.
+func walkDirs(dir string, out, seen map[string]bool) {
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil || seen[real] {
+		return
+	}
+	seen[real] = true
+	out[dir] = true
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return
+	}
+	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".") {
+			continue
+		}
+		p := filepath.Join(dir, e.Name())
+		if e.IsDir() {
+			walkDirs(p, out, seen)
+		} else if e.Type()&os.ModeSymlink != 0 {
+			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
+				walkDirs(p, out, seen)
+			}
+		}
+	}
+}
+
+// referencedFiles lists the certificate, key and CA files of cfg.
+func referencedFiles(cfg *schema.Config) []string {
+	if cfg == nil {
+		return nil
+	}
+	var out []string
+	for _, ep := range cfg.Endpoints {
+		if c := ep.TLS.Certificate; c != nil {
+			out = append(out, c.Crt, c.Key)
+		}
+		if m := ep.TLS.MutualTLS; m != nil {
+			out = append(out, m.CertificateAuthorities...)
+		}
+	}
+	for _, is := range cfg.Issuers {
+		out = append(out, is.ACME.CARoots...)
+	}
+	return out
+}
