@@ -39,7 +39,7 @@ type Server struct {
 	conns   sync.WaitGroup
 	closing sync.Once
 
-	mu   sync.Mutex // guards the following fields
+	mu   sync.Mutex          // guards the following fields
 	open map[net.Conn]*Route // nil until the connection is routed
 }
 

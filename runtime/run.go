@@ -24,8 +24,8 @@ type RunOptions struct {
 	Load            schema.Options // how to load it
 	Admin           string         // admin API address, or "off"
 	ShutdownTimeout time.Duration
-	Debounce        time.Duration // quiet period after the last file event; 0: DefaultDebounce
-	DebounceCap     time.Duration // longest wait after the first event; 0: DefaultDebounceCap
+	Debounce        time.Duration   // quiet period after the last file event; 0: DefaultDebounce
+	DebounceCap     time.Duration   // longest wait after the first event; 0: DefaultDebounceCap
 	Reload          <-chan struct{} // e.g. SIGHUP: reload now
 	Started         func(*Daemon)   // called once the first generation serves (tests)
 }

@@ -3,8 +3,8 @@ package schema
 import (
 	"crypto"
 	"crypto/sha256"
-	"encoding/hex"
 	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -25,7 +25,7 @@ type fileCache struct {
 type certsResult struct {
 	certs []*x509.Certificate
 	sum   [32]byte // sha256 of the file
-	err   error // already worded for a diagnostic; code in errCode
+	err   error    // already worded for a diagnostic; code in errCode
 	code  string
 }
 
