@@ -3,7 +3,7 @@ GO       ?= go
 BIN      ?= bin/tlsd
 PKGS     := ./...
 
-.PHONY: help build test lint fmt run validate-examples bench fuzz clean
+.PHONY: help build test lint fmt run validate-examples bench soak fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -43,6 +43,9 @@ validate-examples: build ## tlsd validate every example
 
 bench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
+
+soak: ## 1,000 reloads under load (long-lived and new connections in all modes)
+	$(GO) test -count=1 -run 'TestReloadUnderLoad|TestReloadNegativeControl' -v -timeout 30m ./runtime -args -soak
 
 fuzz: ## fuzz the config loader for 60 s
 	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 60s ./schema

@@ -295,3 +295,5 @@ func (e *env) internalCAFile() (string, error) {
 	p := e.path("internal-root.crt")
 	return p, os.WriteFile(p, ca.RootPEM(), 0o644)
 }
+
+func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }

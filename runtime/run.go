@@ -138,6 +138,9 @@ func (d *Daemon) loop(ctx context.Context, w *watcher, o RunOptions) {
 // generation stays and the diagnostics go to the log and /status.
 func (d *Daemon) reload(o RunOptions, w *watcher, why string) {
 	start := time.Now()
+	// Watch new directories before reading them, so a file written into a new
+	// subdirectory right after this load still raises an event.
+	w.arm(d.Config())
 	res, err := schema.Load(o.Load, o.Paths...)
 	if err != nil {
 		d.log.Error("reload failed; still serving generation "+fmt.Sprint(d.Generation()), "why", why, "error", err)

@@ -1,0 +1,193 @@
+package runtime
+
+import (
+	"crypto/tls"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsd/tlsd/schema"
+)
+
+// apply loads config into the test directory and applies it to the running daemon.
+func (e *env) apply(config string) error {
+	e.t.Helper()
+	must(e.t, os.WriteFile(e.path("endpoints.yaml"), []byte(config), 0o644))
+	res, err := schema.Load(schema.Options{}, e.path("endpoints.yaml"))
+	must(e.t, err)
+	if res.Config == nil {
+		e.t.Fatalf("config: %v", res.Diagnostics)
+	}
+	_, err = e.d.Apply(res.Config)
+	return err
+}
+
+// echoOnce writes msg and reads it back on an open connection.
+func echoOnce(t testing.TB, c net.Conn, msg string) {
+	t.Helper()
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	if _, err := c.Write([]byte(msg)); err != nil {
+		t.Fatalf("write on a long-lived connection: %v", err)
+	}
+	buf := make([]byte, len(msg))
+	if _, err := io.ReadFull(c, buf); err != nil || string(buf) != msg {
+		t.Fatalf("echo on a long-lived connection: %q, %v", buf, err)
+	}
+	c.SetDeadline(time.Time{})
+}
+
+// TestReloadKeepsConnections applies a new generation that removes one endpoint, flips
+// another's termination mode and leaves a third alone: open connections of all three
+// carry on; new connections see the new generation.
+func TestReloadKeepsConnections(t *testing.T) {
+	e := newEnv(t)
+	plain, zk := newEchoServer(t, nil), e.tlsUpstream("zk.test", "flip.test")
+	e.leaf(e.agentCA, "agent", "agent.test")
+	keep := yamlEndpoint("keep", "keep.test", plain.addr(), "edge", "  issuer: internal\n")
+	e.start(keep +
+		yamlEndpoint("gone", "zk.test", zk.addr(), "", "") +
+		yamlEndpoint("flip", "flip.test", zk.addr(), "", ""))
+	roots := e.internalRoots()
+	sessions := tls.NewLRUClientSessionCache(8)
+	keepConn, err := e.dialTLS(&tls.Config{ServerName: "keep.test", RootCAs: roots, ClientSessionCache: sessions})
+	must(t, err)
+	defer keepConn.Close()
+	echoOnce(t, keepConn, "warm up the session cache")
+	goneConn, err := e.dialTLS(&tls.Config{ServerName: "zk.test", RootCAs: pool(e.upstreamCA)})
+	must(t, err)
+	defer goneConn.Close()
+	flipConn, err := e.dialTLS(&tls.Config{ServerName: "flip.test", RootCAs: pool(e.upstreamCA)})
+	must(t, err)
+	defer flipConn.Close()
+
+	gen := e.d.Generation()
+	must(t, e.apply(keep+yamlEndpoint("flip", "flip.test", plain.addr(), "edge", "  issuer: internal\n")))
+	if e.d.Generation() != gen+1 {
+		t.Fatalf("generation %d, want %d", e.d.Generation(), gen+1)
+	}
+	for _, c := range []net.Conn{keepConn, goneConn, flipConn} {
+		echoOnce(t, c, "still here after the reload")
+	}
+	// New connections: the removed endpoint is refused, the flipped one is now
+	// terminated by tlsd, the unchanged one resumes its session (same TLS config).
+	if err := handshakeAndRead(e, &tls.Config{ServerName: "zk.test", RootCAs: pool(e.upstreamCA)}); err == nil ||
+		!strings.Contains(err.Error(), "unrecognized name") {
+		t.Errorf("removed endpoint: %v, want unrecognized name", err)
+	}
+	fc, err := e.dialTLS(&tls.Config{ServerName: "flip.test", RootCAs: roots})
+	must(t, err)
+	if issuer := fc.ConnectionState().PeerCertificates[0].Issuer.CommonName; !strings.HasPrefix(issuer, "tlsd local CA") {
+		t.Errorf("flipped endpoint presents a certificate from %q", issuer)
+	}
+	fc.Close()
+	kc, err := e.dialTLS(&tls.Config{ServerName: "keep.test", RootCAs: roots, ClientSessionCache: sessions})
+	must(t, err)
+	if !kc.ConnectionState().DidResume {
+		t.Error("unchanged endpoint lost its session tickets across the reload")
+	}
+	kc.Close()
+}
+
+func TestUnchangedConfigIsANoop(t *testing.T) {
+	w := newWorld(t)
+	gen := w.d.Generation()
+	data, err := os.ReadFile(w.path("endpoints.yaml"))
+	must(t, err)
+	// The same endpoints, reordered: still no change.
+	docs := strings.Split(string(data), "---\n")
+	for i, j := 0, len(docs)-1; i < j; i, j = i+1, j-1 {
+		docs[i], docs[j] = docs[j], docs[i]
+	}
+	must(t, w.apply(strings.Join(docs, "---\n")))
+	if w.d.Generation() != gen {
+		t.Errorf("generation went from %d to %d on an unchanged configuration", gen, w.d.Generation())
+	}
+}
+
+// TestPortConflictKeepsGeneration: a new listener that cannot be bound discards the
+// whole new generation, endpoints of other listeners included.
+func TestPortConflictKeepsGeneration(t *testing.T) {
+	w := newWorld(t)
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer busy.Close()
+	gen := w.d.Generation()
+	data, _ := os.ReadFile(w.path("endpoints.yaml"))
+	next := strings.ReplaceAll(string(data), "name: zk\n", "name: zk-renamed\n") +
+		yamlEndpoint("conflict", "conflict.test", w.plain.addr(), "", "") + "listen: " + busy.Addr().String() + "\n"
+	err = w.apply(next)
+	if err == nil || !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("apply = %v, want a bind error", err)
+	}
+	if w.d.Generation() != gen {
+		t.Errorf("generation moved to %d after a failed apply", w.d.Generation())
+	}
+	st := w.d.Status()
+	if st.LastAttempt.OK || !strings.Contains(st.LastAttempt.Error, "address already in use") {
+		t.Errorf("status last attempt = %+v", st.LastAttempt)
+	}
+	for _, e := range st.Endpoints {
+		if e.Name == "zk-renamed" {
+			t.Error("part of the failed generation is being served")
+		}
+	}
+	tc, err := w.dialTLS(&tls.Config{ServerName: "zk.test", RootCAs: pool(w.upstreamCA)})
+	must(t, err)
+	tc.Close()
+}
+
+// TestDrainTimeoutCutsOnlyStaleConnections: with --drain-timeout, connections of a
+// removed endpoint end after it; those of an unchanged endpoint do not.
+func TestDrainTimeoutCutsOnlyStaleConnections(t *testing.T) {
+	e := newEnv(t)
+	plain := newEchoServer(t, nil)
+	keep := yamlEndpoint("keep", "keep.test", plain.addr(), "edge", "  issuer: internal\n")
+	e.start(keep+yamlEndpoint("gone", "gone.test", plain.addr(), "edge", "  issuer: internal\n"),
+		func(o *Options) { o.DrainTimeout = 300 * time.Millisecond })
+	roots := e.internalRoots()
+	keepConn, err := e.dialTLS(&tls.Config{ServerName: "keep.test", RootCAs: roots})
+	must(t, err)
+	defer keepConn.Close()
+	goneConn, err := e.dialTLS(&tls.Config{ServerName: "gone.test", RootCAs: roots})
+	must(t, err)
+	defer goneConn.Close()
+	echoOnce(t, goneConn, "before")
+	must(t, e.apply(keep))
+	echoOnce(t, goneConn, "draining")
+	time.Sleep(600 * time.Millisecond)
+	goneConn.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := goneConn.Write([]byte("x")); err == nil {
+		if _, err := goneConn.Read(make([]byte, 1)); err == nil {
+			t.Error("removed endpoint's connection survived the drain timeout")
+		}
+	}
+	echoOnce(t, keepConn, "unchanged endpoints are never cut")
+	e.log.waitFor(t, "drain timeout: closed connections of removed or changed endpoints", "closed=1")
+}
+
+// TestListenerMoveDrainsOldListener: an endpoint moving to another listener closes the
+// old listener for new connections while its open one carries on.
+func TestListenerMoveDrainsOldListener(t *testing.T) {
+	e := newEnv(t)
+	plain := newEchoServer(t, nil)
+	e.start(yamlEndpoint("a", "a.test", plain.addr(), "edge", "  issuer: internal\n"))
+	oldAddr := e.addr()
+	c, err := e.dialTLS(&tls.Config{ServerName: "a.test", RootCAs: e.internalRoots()})
+	must(t, err)
+	defer c.Close()
+	newListen := freePort(t)
+	must(t, e.apply(yamlEndpoint("a", "a.test", plain.addr(), "edge", "  issuer: internal\n")+"listen: "+newListen+"\n"))
+	if _, err := net.DialTimeout("tcp", oldAddr, time.Second); err == nil {
+		t.Error("the old listener still accepts")
+	}
+	echoOnce(t, c, "on the old listener, draining")
+	nc, err := tls.Dial("tcp", newListen, &tls.Config{ServerName: "a.test", RootCAs: e.internalRoots()})
+	must(t, err)
+	nc.Close()
+	if e.d.Addr("") != nil {
+		t.Error("the default listener is still part of the generation")
+	}
+}
