@@ -1,11 +1,21 @@
 package runtime
 
 import (
+	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
+	"time"
+
+	"github.com/tlsd/tlsd/schema"
 )
 
 // sink accepts connections, answers one byte (as a TLS server answers a ClientHello), and
@@ -88,4 +98,82 @@ func BenchmarkEdgeHandshake(b *testing.B) {
 			}
 		})
 	}
+}
+
+// BenchmarkReloadLatency is the time from a configuration file renamed into place to the
+// new endpoint completing a handshake, through the watcher with the default debounce.
+func BenchmarkReloadLatency(b *testing.B) {
+	e := newEnv(b)
+	up := newEchoServer(b, nil)
+	dir := e.path("conf")
+	writeFile(b, filepath.Join(dir, "base.yaml"), yamlEndpoint("base", "base.test", up.addr(), "", ""))
+	e.runDir(dir)
+	var lat []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		name := fmt.Sprintf("n%d", i)
+		tmp := filepath.Join(dir, ".new.tmp")
+		writeFile(b, tmp, yamlEndpoint(name, name+".test", up.addr(), "edge", "  issuer: internal\n"))
+		start := time.Now()
+		must(b, os.Rename(tmp, filepath.Join(dir, "new.yaml")))
+		for !e.serves(name + ".test") {
+			if time.Since(start) > 5*time.Second {
+				b.Fatalf("%s never served", name)
+			}
+			time.Sleep(time.Millisecond)
+		}
+		lat = append(lat, time.Since(start))
+	}
+	slices.Sort(lat)
+	b.ReportMetric(float64(lat[len(lat)/2].Milliseconds()), "ms-median")
+	b.ReportMetric(float64(lat[(len(lat)*99)/100].Milliseconds()), "ms-p99")
+}
+
+// BenchmarkApplyOneChange is the apply step (build, bind, switch; loading excluded) for
+// one changed endpoint in a 10,000-endpoint configuration.
+func BenchmarkApplyOneChange(b *testing.B) {
+	e := newEnv(b)
+	configs := [2]*schema.Config{}
+	for v := range configs {
+		var sb strings.Builder
+		for i := range 10_000 {
+			up := "127.0.0.1:9000"
+			if i == 5000 && v == 1 {
+				up = "127.0.0.1:9001"
+			}
+			sb.WriteString(yamlEndpoint(fmt.Sprintf("ep-%d", i), fmt.Sprintf("ep-%d.example.com", i), up, "", ""))
+		}
+		path := e.path(fmt.Sprintf("v%d.yaml", v))
+		writeFile(b, path, sb.String())
+		res, err := schema.Load(schema.Options{}, path)
+		must(b, err)
+		configs[v] = res.Config
+	}
+	d, err := Start(configs[0], Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, Logger: slogTo(io.Discard)})
+	must(b, err)
+	defer d.Shutdown(context.Background())
+	n := 0
+	for b.Loop() {
+		n++
+		if _, err := d.Apply(configs[n%2]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if d.Generation() < 2 {
+		b.Fatal("nothing applied")
+	}
+	b.ReportMetric(float64(rssKB(b))/1024, "MB-RSS")
+}
+
+func rssKB(b *testing.B) int {
+	data, err := os.ReadFile("/proc/self/status")
+	must(b, err)
+	for _, line := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			kb, _ := strconv.Atoi(strings.TrimSpace(strings.TrimSuffix(strings.TrimSpace(v), "kB")))
+			return kb
+		}
+	}
+	return 0
 }

@@ -134,7 +134,7 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 	}
 	next, err := d.buildLocked(cur, cfg, plan)
 	if err == nil {
-		err = d.switchLocked(cur, next)
+		err = d.switchLocked(next, plan)
 	}
 	if err != nil {
 		d.recordLocked(false, nil, err)
@@ -196,7 +196,7 @@ func (d *Daemon) internalCALocked() (*localca.CA, error) {
 
 // switchLocked binds the new listeners, then publishes every table at once. A listener
 // that cannot be bound discards the whole generation.
-func (d *Daemon) switchLocked(cur, next *generation) error {
+func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 	tables, err := tablesFor(next)
 	if err != nil {
 		return err
@@ -234,7 +234,7 @@ func (d *Daemon) switchLocked(cur, next *generation) error {
 	}
 	d.gen.Store(next)
 	d.metrics.generationApplied(next)
-	d.logApplied(cur, next)
+	d.logApplied(next, plan)
 	if d.opts.DrainTimeout > 0 {
 		d.bg.Add(1)
 		go func() {
@@ -332,8 +332,7 @@ func (d *Daemon) closeStale() {
 	}
 }
 
-func (d *Daemon) logApplied(cur, next *generation) {
-	p := reconcile.Diff(cur.config, next.config)
+func (d *Daemon) logApplied(next *generation, p reconcile.Plan) {
 	var add, change, remove int
 	for _, e := range p.Endpoints {
 		switch e.Action {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"time"
 
@@ -16,6 +17,8 @@ const (
 	DefaultDebounce    = 100 * time.Millisecond
 	DefaultDebounceCap = time.Second
 )
+
+const whyRequested = "reload requested"
 
 // RunOptions configure Run.
 type RunOptions struct {
@@ -108,7 +111,7 @@ func (d *Daemon) loop(ctx context.Context, w *watcher, o RunOptions) {
 		case <-ctx.Done():
 			return
 		case <-o.Reload:
-			fire("reload requested")
+			fire(whyRequested)
 		case ev, ok := <-w.fsw.Events:
 			if !ok {
 				return
@@ -162,7 +165,11 @@ func (d *Daemon) reload(o RunOptions, w *watcher, why string) {
 	if _, err := d.Apply(res.Config); err != nil {
 		d.log.Error("reload failed; still serving generation "+fmt.Sprint(before), "why", why, "error", err)
 	} else if d.Generation() == before {
-		d.log.Debug("reload: nothing changed", "why", why)
+		level := slog.LevelDebug
+		if why == whyRequested {
+			level = slog.LevelInfo // an operator asked: answer
+		}
+		d.log.Log(context.Background(), level, "reload: nothing changed", "why", why, "generation", before)
 	} else {
 		d.log.Info("reload applied", "why", why, "generation", d.Generation(), "took", time.Since(start).Round(time.Microsecond))
 	}

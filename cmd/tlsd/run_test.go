@@ -8,23 +8,42 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 )
 
+// lockedBuffer is written by the child's output copier while the test reads it.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 // tlsdProcess starts the test binary as `tlsd args...`.
-func tlsdProcess(t *testing.T, args ...string) (*exec.Cmd, *bytes.Buffer) {
+func tlsdProcess(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), "TLSD_TEST_MAIN=1")
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
+	out := &lockedBuffer{}
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	return cmd, &out
+	return cmd, out
 }
 
 func freeAddr(t *testing.T) string {
@@ -44,7 +63,8 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	cfg := "apiVersion: tlsd/v1\nkind: Endpoint\nname: e\ndomain: e.test\nupstream: " + freeAddr(t) +
 		"\nterminate_at: edge\ntls: {issuer: internal}\n"
 	os.WriteFile(filepath.Join(dir, "e.yaml"), []byte(cfg), 0o644)
-	cmd, out := tlsdProcess(t, "run", "--listen", addr, "--state-dir", filepath.Join(dir, "state"), "--log-format", "json", dir)
+	admin := freeAddr(t)
+	cmd, out := tlsdProcess(t, "run", "--listen", addr, "--admin", admin, "--state-dir", filepath.Join(dir, "state"), "--log-format", "json", dir)
 	var conn *tls.Conn
 	var err error
 	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
@@ -56,6 +76,28 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 		t.Fatalf("tlsd never served: %v\n%s", err, out)
 	}
 	conn.Close()
+
+	// The admin API answers tlsd status and tlsd plan --admin.
+	code, status, stderr := tlsd(t, "status", "--admin", admin)
+	if code != 0 || !strings.Contains(status, "generation 1") || !strings.Contains(status, "e.test") {
+		t.Errorf("tlsd status: exit %d\n%s%s", code, status, stderr)
+	}
+	if code, plan, _ := tlsd(t, "plan", "--admin", admin, dir); code != 0 || !strings.Contains(plan, "No changes") {
+		t.Errorf("tlsd plan --admin on the served directory: exit %d\n%s", code, plan)
+	}
+	other := t.TempDir()
+	os.WriteFile(filepath.Join(other, "e.yaml"), []byte(strings.Replace(cfg, "name: e\n", "name: renamed\n", 1)), 0o644)
+	if code, plan, _ := tlsd(t, "plan", "--admin", admin, other); code != 3 || !strings.Contains(plan, `+ endpoint "renamed"`) {
+		t.Errorf("tlsd plan --admin on a changed directory: exit %d\n%s", code, plan)
+	}
+
+	// SIGHUP reloads at once; the configuration is unchanged, and tlsd says so.
+	cmd.Process.Signal(syscall.SIGHUP)
+	for deadline := time.Now().Add(5 * time.Second); !strings.Contains(out.String(), `"why":"reload requested"`); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no reload after SIGHUP:\n%s", out)
+		}
+	}
 	cmd.Process.Signal(syscall.SIGTERM)
 	done := make(chan error, 1)
 	go func() { done <- cmd.Wait() }()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/internal/testpki"
+	tlsdruntime "github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -196,6 +197,16 @@ func TestReadmeDocumentsEveryCode(t *testing.T) {
 	for _, c := range schema.Codes {
 		if !strings.Contains(doc, "`"+c.Name+"`") {
 			t.Errorf("README.md does not document the diagnostic code `%s`", c.Name)
+		}
+	}
+}
+
+// TestReadmeDocumentsEveryMetric: every metric /metrics serves is in the README's table.
+func TestReadmeDocumentsEveryMetric(t *testing.T) {
+	doc := readme(t)
+	for name := range tlsdruntime.MetricHelp {
+		if !strings.Contains(doc, "| `"+name+"` |") {
+			t.Errorf("README.md does not document the metric %s", name)
 		}
 	}
 }

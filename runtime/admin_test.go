@@ -1,0 +1,115 @@
+package runtime
+
+import (
+	"crypto/tls"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func get(t *testing.T, h http.Handler, path string) (int, string) {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+	body, _ := io.ReadAll(rec.Result().Body)
+	return rec.Code, string(body)
+}
+
+func TestAdminEndpoints(t *testing.T) {
+	d := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
+	h := d.AdminHandler()
+	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
+		t.Errorf("/readyz before the first generation = %d", code)
+	}
+	d.Shutdown(t.Context())
+
+	w := newWorld(t)
+	h = w.d.AdminHandler()
+	if code, body := get(t, h, "/healthz"); code != 200 || body != "ok\n" {
+		t.Errorf("/healthz = %d %q", code, body)
+	}
+	if code, _ := get(t, h, "/readyz"); code != 200 {
+		t.Errorf("/readyz = %d", code)
+	}
+	// One good and one refused connection, then look at the numbers.
+	tc, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})
+	must(t, err)
+	roundTrip(tc, []byte("counted"))
+	handshakeAndRead(w.env, &tls.Config{ServerName: "nope.test", InsecureSkipVerify: true})
+	w.log.waitFor(t, "connection failed", "nope.test")
+	open, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})
+	must(t, err)
+	defer open.Close()
+	echoOnce(t, open, "open")
+
+	_, body := get(t, h, "/status")
+	var st Status
+	if err := json.Unmarshal([]byte(body), &st); err != nil {
+		t.Fatalf("/status is not JSON: %v\n%s", err, body)
+	}
+	if st.Generation != 1 || !st.LastAttempt.OK || len(st.Endpoints) != 6 {
+		t.Errorf("status = %+v", st)
+	}
+	for _, e := range st.Endpoints {
+		switch e.Name {
+		case "edge":
+			if e.ActiveConnections != 1 || e.Certificate == nil || !strings.HasPrefix(e.Certificate.Issuer, "tlsd local CA") || e.Certificate.Serial == "" {
+				t.Errorf("edge status = %+v, cert %+v", e, e.Certificate)
+			}
+		case "zk":
+			if e.Certificate != nil {
+				t.Errorf("zero-knowledge endpoint reports a certificate: %+v", e.Certificate)
+			}
+		}
+	}
+	_, metrics := get(t, h, "/metrics")
+	for _, want := range []string{
+		`tlsd_connections_total{endpoint="edge",mode="edge",result="ok"} 1`,
+		`tlsd_connection_failures_total{endpoint="none",reason="unknown_sni"} 1`,
+		`tlsd_handshakes_total{endpoint="edge",result="ok"}`,
+		`tlsd_bytes_total{direction="in",endpoint="edge"}`,
+		`tlsd_active_connections{endpoint="edge"} 1`,
+		`tlsd_reloads_total{result="applied"} 1`,
+		`tlsd_generation 1`,
+		`tlsd_last_reload_success_timestamp_seconds`,
+		`tlsd_certificate_expiry_timestamp_seconds{endpoint="edge"}`,
+	} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+	for name := range MetricHelp {
+		if !strings.Contains(metrics, "# HELP "+name+" ") {
+			t.Errorf("/metrics lacks %s", name)
+		}
+	}
+	_, cfg := get(t, h, "/config")
+	if !strings.Contains(cfg, `"Name": "edge"`) {
+		t.Errorf("/config = %s", cfg)
+	}
+}
+
+func TestCheckAdminAddr(t *testing.T) {
+	cases := []struct {
+		addr              string
+		enabled, loopback bool
+		err               bool
+	}{
+		{"off", false, false, false},
+		{"127.0.0.1:9180", true, true, false},
+		{"[::1]:9180", true, true, false},
+		{"localhost:9180", true, true, false},
+		{"0.0.0.0:9180", true, false, false},
+		{":9180", false, false, true},
+		{"9180", false, false, true},
+	}
+	for _, c := range cases {
+		en, lo, err := CheckAdminAddr(c.addr)
+		if en != c.enabled || lo != c.loopback || (err != nil) != c.err {
+			t.Errorf("CheckAdminAddr(%q) = %v %v %v", c.addr, en, lo, err)
+		}
+	}
+}
