@@ -134,7 +134,7 @@ func (w *loadWorld) writeAll(files map[string]string) {
 func (w *loadWorld) clientConfig(name string) *tls.Config {
 	cfg := &tls.Config{ServerName: name}
 	switch name {
-	case "stable-zk.test":
+	case "stable-zk.test", "flip.test":
 		cfg.RootCAs = pool(w.upstreamCA)
 	case "stable-agent.test", "rot.test":
 		cfg.RootCAs = pool(w.agentCA)
@@ -249,7 +249,9 @@ func (r loadReport) String() string {
 // exercise runs steps reloads under load. reload is what happens between steps: waiting
 // for the watcher (tlsd's way) or a hard restart (the negative control).
 func (w *loadWorld) exercise(steps int, reload func(i int, wantApplied bool)) loadReport {
-	for _, name := range []string{"stable-edge.test", "stable-agent.test", "stable-zk.test", "rot.test"} {
+	// Long-lived connections on the stable endpoints and on those about to change: an
+	// open connection keeps the settings it was accepted with, whatever happens next.
+	for _, name := range []string{"stable-edge.test", "stable-agent.test", "stable-zk.test", "rot.test", "flip.test", "min.test"} {
 		w.openLongLived(name)
 	}
 	w.churnNew(4)
@@ -259,6 +261,15 @@ func (w *loadWorld) exercise(steps int, reload func(i int, wantApplied bool)) lo
 		reload(i, want)
 		if want {
 			applied++
+		}
+		if i%3 == 0 && want { // the churn endpoint of the step before is gone: refused
+			gone := fmt.Sprintf("churn-%d.test", (i-1)%7)
+			if c, err := w.dial(gone); err == nil {
+				c.Close()
+				w.t.Errorf("step %d: removed endpoint %s still accepts new connections", i, gone)
+			} else if !strings.Contains(err.Error(), "unrecognized name") {
+				w.t.Errorf("step %d: removed endpoint %s: %v, want unrecognized name", i, gone, err)
+			}
 		}
 		if i%10 == 4 { // rotated: new handshakes must see the new certificate
 			c, err := w.dial("rot.test")
