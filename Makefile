@@ -2,8 +2,9 @@
 GO       ?= go
 BIN      ?= bin/tlsd
 PKGS     := ./...
+PEBBLE_VERSION := v2.10.3
 
-.PHONY: help build test lint fmt run validate-examples bench soak fuzz clean
+.PHONY: help build test tools lint fmt run validate-examples bench soak fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -11,8 +12,11 @@ help: ## list the targets
 build: ## build bin/tlsd
 	$(GO) build -o $(BIN) ./cmd/tlsd
 
-test: lint ## gofmt check, go vet, and every test with the race detector
+test: lint tools ## gofmt check, go vet, and every test with the race detector
 	$(GO) test -race -count=1 $(PKGS)
+
+tools: ## install Pebble, the ACME test server the ACME tests run
+	$(GO) install github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE_VERSION) github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$(PEBBLE_VERSION)
 
 lint: ## gofmt check and go vet
 	@unformatted=$$(gofmt -l .); \

@@ -214,6 +214,12 @@ func (s *Server) handle(c net.Conn) {
 		if err != nil {
 			return
 		}
+		if tc.ConnectionState().NegotiatedProtocol == acmeTLSALPN {
+			// An ACME server validating TLS-ALPN-01: the handshake was the answer.
+			info.Upstream = "(ACME tls-alpn-01 challenge answered)"
+			tc.Close()
+			return
+		}
 		pc = &proxy.Conn{Conn: tc, Hello: hello, Deadline: deadline, Info: info}
 	}
 	route.Handler.Serve(s.ctx, pc)
@@ -242,6 +248,9 @@ func peekFailure(err error, n int) (code, reason string) {
 }
 
 const alertUnrecognizedName = 112
+
+// acmeTLSALPN is the ALPN protocol of ACME TLS-ALPN-01 validation (RFC 8737).
+const acmeTLSALPN = "acme-tls/1"
 
 // sendAlert writes a fatal TLS alert record. Before any handshake, the record is in the
 // clear, so this works whatever version the client wanted.

@@ -17,6 +17,7 @@ import (
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/certs"
 	"github.com/tlsd/tlsd/edge"
+	"github.com/tlsd/tlsd/internal/autocert"
 	"github.com/tlsd/tlsd/internal/localca"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
@@ -30,7 +31,10 @@ type Options struct {
 	// DrainTimeout bounds how long connections of removed or changed endpoints, and of
 	// closed listeners, may continue after a reload. Zero means until they end.
 	DrainTimeout time.Duration
-	Logger       *slog.Logger
+	// ACMERetryBase is the first wait after a failed ACME order; it doubles up to
+	// six hours. Zero means a minute.
+	ACMERetryBase time.Duration
+	Logger        *slog.Logger
 }
 
 // generation is one applied configuration. It is never modified once published.
@@ -40,14 +44,15 @@ type generation struct {
 	appliedAt time.Time
 	routes    map[string]*builtRoute // by endpoint name
 	listeners map[string]string      // configured listen ("" = default) -> bound address key
+	acme      map[string]*autocert.Manager
 }
 
 // builtRoute is an endpoint ready to serve, with what status reports about it.
 type builtRoute struct {
 	ep    *schema.Endpoint
 	route *edge.Route
-	tls   *tls.Config              // where tlsd terminates, else nil
-	leaf  func() *x509.Certificate // the certificate tlsd presents now, or nil
+	tls   *tls.Config // where tlsd terminates, else nil
+	cert  certSource  // where tlsd terminates: the certificate it presents
 }
 
 // Daemon serves a configuration and applies new ones as whole generations: everything is
@@ -67,6 +72,7 @@ type Daemon struct {
 	servers  map[string]*edge.Server
 	draining map[*edge.Server]struct{}
 	ca       *localca.CA
+	acme     map[string]*autocert.Manager // by issuer name
 	attempt  Attempt
 	closed   bool
 }
@@ -81,7 +87,7 @@ func New(opts Options) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{opts: opts, log: opts.Logger, tickets: newTicketKeys(), ctx: ctx, cancel: cancel,
-		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}}
+		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}, acme: map[string]*autocert.Manager{}}
 	d.metrics = newMetrics(d)
 	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
 	d.bg.Add(1)
@@ -132,11 +138,18 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		d.metrics.reloads.WithLabelValues("unchanged").Inc()
 		return plan, nil
 	}
-	next, err := d.buildLocked(cur, cfg, plan)
+	managers, fresh, err := d.acmeManagersLocked(cfg)
+	var next *generation
+	if err == nil {
+		next, err = d.buildLocked(cur, cfg, plan, managers)
+	}
 	if err == nil {
 		err = d.switchLocked(next, plan)
 	}
 	if err != nil {
+		for _, m := range fresh {
+			m.Stop()
+		}
 		d.recordLocked(false, nil, err)
 		d.metrics.reloads.WithLabelValues("failed").Inc()
 		return plan, err
@@ -148,7 +161,7 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 
 // buildLocked prepares generation N+1: unchanged endpoints keep their route (and so
 // their tls.Config and session tickets); the others are built anew.
-func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile.Plan) (*generation, error) {
+func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile.Plan, managers map[string]*autocert.Manager) (*generation, error) {
 	keep := map[string]bool{}
 	for _, e := range plan.Endpoints {
 		if e.Action == reconcile.Keep {
@@ -156,11 +169,13 @@ func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile
 		}
 	}
 	next := &generation{n: cur.n + 1, config: cfg, appliedAt: time.Now(),
-		routes: make(map[string]*builtRoute, len(cfg.Endpoints)), listeners: map[string]string{}}
-	b := &builder{opts: d.opts, log: d.log, internalCA: d.internalCALocked}
+		routes: make(map[string]*builtRoute, len(cfg.Endpoints)), listeners: map[string]string{}, acme: managers}
+	b := &builder{opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers}
 	for _, ep := range cfg.Endpoints {
-		if old := cur.routes[ep.Name]; keep[ep.Name] && old != nil {
-			next.routes[ep.Name] = &builtRoute{ep: ep, route: old.route, tls: old.tls, leaf: old.leaf}
+		// An ACME endpoint whose issuer got a new account is rebuilt even if unchanged.
+		sameIssuer := ep.TLS.Issuer == "" || managers[ep.TLS.Issuer] == nil || managers[ep.TLS.Issuer] == d.acme[ep.TLS.Issuer]
+		if old := cur.routes[ep.Name]; keep[ep.Name] && old != nil && sameIssuer {
+			next.routes[ep.Name] = &builtRoute{ep: ep, route: old.route, tls: old.tls, cert: old.cert}
 			continue
 		}
 		br, err := b.route(ep)
@@ -233,6 +248,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		}
 	}
 	d.gen.Store(next)
+	d.commitACMELocked(next)
 	d.metrics.generationApplied(next)
 	d.logApplied(next, plan)
 	if d.opts.DrainTimeout > 0 {
@@ -388,6 +404,12 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	d.mu.Lock()
+	for _, m := range d.acme {
+		m.Stop()
+	}
+	d.acme = map[string]*autocert.Manager{}
+	d.mu.Unlock()
 	d.cancel()
 	d.bg.Wait()
 	if cut > 0 {
@@ -401,6 +423,7 @@ type builder struct {
 	opts       Options
 	log        *slog.Logger
 	internalCA func() (*localca.CA, error)
+	acme       map[string]*autocert.Manager
 }
 
 func (b *builder) route(ep *schema.Endpoint) (*builtRoute, error) {
@@ -410,17 +433,37 @@ func (b *builder) route(ep *schema.Endpoint) (*builtRoute, error) {
 		up.FirstByteTimeout = b.opts.HandshakeTimeout
 		return &builtRoute{ep: ep, route: r}, nil
 	}
-	cfg, leaf, err := serverTLSConfig(ep, b.internalCA)
+	src, err := b.certificate(ep)
 	if err != nil {
 		return nil, err
 	}
-	b.warnCostlyKey(ep, leaf())
+	cfg, err := serverTLSConfig(ep, src)
+	if err != nil {
+		return nil, err
+	}
+	b.warnCostlyKey(ep, src.leaf())
 	if ep.TerminateAt == schema.TerminateEdge {
 		r.TLS = cfg
 	} else {
 		r.Handler = &agent.Terminator{TLS: cfg, Next: up}
 	}
-	return &builtRoute{ep: ep, route: r, tls: cfg, leaf: leaf}, nil
+	return &builtRoute{ep: ep, route: r, tls: cfg, cert: src}, nil
+}
+
+func (b *builder) certificate(ep *schema.Endpoint) (certSource, error) {
+	switch {
+	case ep.TLS.Certificate != nil:
+		return staticCert(ep)
+	case ep.TLS.Issuer == schema.InternalIssuer:
+		ca, err := b.internalCA()
+		if err != nil {
+			return certSource{}, err
+		}
+		return internalCert(ep, ca)
+	case b.acme[ep.TLS.Issuer] != nil:
+		return acmeCert(b.acme[ep.TLS.Issuer], ep.Domain), nil
+	}
+	return certSource{}, fmt.Errorf("endpoint %s: unknown issuer %q", ep.Name, ep.TLS.Issuer)
 }
 
 // warnCostlyKey: an RSA signature costs Go several times an ECDSA P-256 one, and it

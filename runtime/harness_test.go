@@ -25,7 +25,13 @@ import (
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m,
+		// certmagic leaves these behind by design: a goroutine that refreshes each lock
+		// file until it sees the file gone (it sleeps in between), and its package-level
+		// rate limiter per ACME directory.
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.keepLockfileFresh"),
+		goleak.IgnoreAnyFunction("github.com/caddyserver/certmagic.(*RingBufferRateLimiter).loop"),
+	)
 }
 
 // logBuffer collects log output for assertions; safe for concurrent writers.
@@ -297,3 +303,13 @@ func (e *env) internalCAFile() (string, error) {
 }
 
 func slogTo(w io.Writer) *slog.Logger { return slog.New(slog.NewTextHandler(w, nil)) }
+
+func loadConfig(t testing.TB, paths ...string) *schema.Config {
+	t.Helper()
+	res, err := schema.Load(schema.Options{}, paths...)
+	must(t, err)
+	if res.Config == nil {
+		t.Fatalf("config: %v", res.Diagnostics)
+	}
+	return res.Config
+}

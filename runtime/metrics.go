@@ -15,6 +15,7 @@ type metrics struct {
 	bytes       *prometheus.CounterVec
 	active      *prometheus.GaugeVec
 	reloads     *prometheus.CounterVec
+	acmeOrders  *prometheus.CounterVec
 	generation  prometheus.Gauge
 	lastReload  prometheus.Gauge
 }
@@ -29,6 +30,7 @@ var MetricHelp = map[string]string{
 	"tlsd_reloads_total":                         "Configuration applies by result: applied, unchanged (no-op) or failed.",
 	"tlsd_generation":                            "The number of the configuration generation being served.",
 	"tlsd_last_reload_success_timestamp_seconds": "When the last configuration was applied (Unix time).",
+	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer and result (ok or failed).",
 	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
 }
 
@@ -49,6 +51,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.failures = counter("tlsd_connection_failures_total", "endpoint", "reason")
 	m.bytes = counter("tlsd_bytes_total", "endpoint", "direction")
 	m.reloads = counter("tlsd_reloads_total", "result")
+	m.acmeOrders = counter("tlsd_acme_orders_total", "issuer", "result")
 	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsd_active_connections", Help: MetricHelp["tlsd_active_connections"]}, []string{"endpoint"})
 	m.reg.MustRegister(m.active)
 	m.generation = gauge("tlsd_generation")
@@ -84,6 +87,14 @@ func (m *metrics) ended(i *proxy.Info) {
 	}
 }
 
+func (m *metrics) acmeOrder(issuer string, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	m.acmeOrders.WithLabelValues(issuer, result).Inc()
+}
+
 func (m *metrics) generationApplied(g *generation) {
 	m.generation.Set(float64(g.n))
 	m.lastReload.Set(float64(g.appliedAt.UnixNano()) / 1e9)
@@ -100,10 +111,10 @@ func (c *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
 	for name, br := range c.d.gen.Load().routes {
-		if br.leaf == nil {
+		if br.cert.leaf == nil {
 			continue
 		}
-		if leaf := br.leaf(); leaf != nil {
+		if leaf := br.cert.leaf(); leaf != nil {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), name)
 		}
 	}

@@ -36,11 +36,15 @@ type EndpointStatus struct {
 	Certificate       *CertificateStatus `json:"certificate,omitempty"`
 }
 
-// CertificateStatus describes the certificate tlsd presents for an endpoint.
+// CertificateStatus describes the certificate tlsd presents for an endpoint. State and
+// the fields after it are for ACME certificates: pending, valid, renewing or failed.
 type CertificateStatus struct {
-	NotAfter time.Time `json:"not_after"`
-	Serial   string    `json:"serial"`
-	Issuer   string    `json:"issuer"`
+	NotAfter  time.Time `json:"not_after,omitzero"`
+	Serial    string    `json:"serial,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
+	State     string    `json:"state,omitempty"`
+	Error     string    `json:"error,omitempty"`
+	NextRetry time.Time `json:"next_retry,omitzero"`
 }
 
 func (d *Daemon) recordLocked(ok bool, diags schema.Diagnostics, err error) {
@@ -94,8 +98,11 @@ func (d *Daemon) Status() Status {
 	for name, br := range g.routes {
 		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: g.listeners[br.ep.Listen],
 			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name]}
-		if br.leaf != nil {
-			if leaf := br.leaf(); leaf != nil {
+		switch {
+		case br.cert.state != nil:
+			es.Certificate = br.cert.state()
+		case br.cert.leaf != nil:
+			if leaf := br.cert.leaf(); leaf != nil {
 				es.Certificate = &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
 			}
 		}

@@ -29,7 +29,7 @@ func (l *loader) checkIssuers() {
 		used[ed.ep.TLS.Issuer] = true
 	}
 	for _, id := range l.issuers {
-		if !used[id.is.Name] && len(l.endpoints) == l.nEndpoints { // every endpoint was readable
+		if !used[id.is.Name] && l.nEndpoints > 0 && len(l.endpoints) == l.nEndpoints { // every endpoint was readable
 			l.add(id.doc, "/name", SeverityWarning, "unused-issuer", "no endpoint uses issuer %q", id.is.Name)
 		}
 	}

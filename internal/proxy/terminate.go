@@ -50,6 +50,10 @@ func Identity(cert *x509.Certificate) string {
 	return id
 }
 
+// ErrCertificateNotReady is wrapped by certificate sources that have nothing to serve
+// yet (an ACME order under way); the wrapping error says why.
+var ErrCertificateNotReady = errors.New("certificate not issued yet")
+
 // HandshakeFailure explains a failed server handshake in words an operator can act on,
 // with a short code for metrics.
 func HandshakeFailure(err error, hello *tls.ClientHelloInfo, cfg *tls.Config) (code, reason string) {
@@ -58,6 +62,8 @@ func HandshakeFailure(err error, hello *tls.ClientHelloInfo, cfg *tls.Config) (c
 	var netErr net.Error
 	msg := err.Error()
 	switch {
+	case errors.Is(err, ErrCertificateNotReady):
+		return "certificate_pending", msg
 	case strings.Contains(msg, "unsupported versions") || strings.Contains(msg, "protocol version not supported"):
 		return "version", fmt.Sprintf("client offered %s, endpoint requires %s", offeredVersions(hello), VersionName(cfg.MinVersion))
 	case strings.Contains(msg, "didn't provide a certificate"):

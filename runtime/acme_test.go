@@ -1,0 +1,333 @@
+package runtime
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsd/tlsd/certs"
+)
+
+// pebbleVersion is the ACME test server the tests run (make test installs it).
+const pebbleVersion = "v2.10.3"
+
+// pebble is Let's Encrypt's ACME test server and its DNS helper, on loopback ports.
+type pebble struct {
+	t          *testing.T
+	dir        string
+	directory  string // the ACME directory URL
+	mgmt       string
+	minica     string // the root of Pebble's own HTTPS
+	dnsAddr    string
+	config     string
+	cmd, dns   *exec.Cmd
+	httpClient *http.Client
+}
+
+// pebbleTool finds a Pebble binary; without one the test fails (CI must install it).
+func pebbleTool(t *testing.T, name string) string {
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	out, _ := exec.Command("go", "env", "GOPATH").Output()
+	p := filepath.Join(strings.TrimSpace(string(out)), "bin", name)
+	if _, err := os.Stat(p); err != nil {
+		t.Fatalf("%s is required: go install github.com/letsencrypt/pebble/v2/cmd/%s@%s (make test does it)", name, name, pebbleVersion)
+	}
+	return p
+}
+
+func pebbleSource(t *testing.T) string {
+	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
+	must(t, err)
+	dir := filepath.Join(strings.TrimSpace(string(out)), "github.com", "letsencrypt", "pebble", "v2@"+pebbleVersion, "test", "certs")
+	if _, err := os.Stat(dir); err != nil {
+		t.Fatalf("Pebble's test certificates are missing (%v): go install github.com/letsencrypt/pebble/v2/cmd/pebble@%s", err, pebbleVersion)
+	}
+	return dir
+}
+
+func freeTCPPort(t *testing.T) int {
+	_, p, _ := net.SplitHostPort(freePort(t))
+	n, _ := strconv.Atoi(p)
+	return n
+}
+
+// startPebble runs Pebble validating TLS-ALPN-01 on tlsPort and issuing certificates
+// that live validity, and its DNS server answering 127.0.0.1 for every name.
+func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebble {
+	certsDir := pebbleSource(t)
+	p := &pebble{t: t, dir: t.TempDir(), minica: filepath.Join(certsDir, "pebble.minica.pem"),
+		dnsAddr: freePort(t)}
+	listen, mgmt := freePort(t), freePort(t)
+	p.directory, p.mgmt = "https://"+listen+"/dir", mgmt
+	cfg := map[string]any{"pebble": map[string]any{
+		"listenAddress": listen, "managementListenAddress": mgmt,
+		"certificate": filepath.Join(certsDir, "localhost", "cert.pem"), "privateKey": filepath.Join(certsDir, "localhost", "key.pem"),
+		"httpPort": freeTCPPort(t), "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
+		"retryAfter": map[string]int{"authz": 0, "order": 0}, "keyAlgorithm": "ecdsa",
+		"profiles": map[string]any{"default": map[string]any{"description": "short-lived for tests", "validityPeriod": int(validity.Seconds())}},
+	}}
+	data, _ := json.Marshal(cfg)
+	p.config = filepath.Join(p.dir, "pebble.json")
+	must(t, os.WriteFile(p.config, data, 0o644))
+	roots := x509.NewCertPool()
+	minica, err := os.ReadFile(p.minica)
+	must(t, err)
+	roots.AppendCertsFromPEM(minica)
+	p.httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
+
+	p.dns = exec.Command(pebbleTool(t, "pebble-challtestsrv"), "-dnsserver", p.dnsAddr, "-defaultIPv4", "127.0.0.1",
+		"-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-management", freePort(t))
+	p.dns.Stdout, p.dns.Stderr = io.Discard, io.Discard
+	must(t, p.dns.Start())
+	t.Cleanup(func() { p.dns.Process.Kill(); p.dns.Wait() })
+	p.start()
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *pebble) start() {
+	p.cmd = exec.Command(pebbleTool(p.t, "pebble"), "-config", p.config, "-dnsserver", p.dnsAddr, "-strict")
+	p.cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
+	log, err := os.Create(filepath.Join(p.dir, fmt.Sprintf("pebble-%d.log", time.Now().UnixNano())))
+	must(p.t, err)
+	p.cmd.Stdout, p.cmd.Stderr = log, log
+	must(p.t, p.cmd.Start())
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := p.httpClient.Get(p.directory)
+		if err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatalf("pebble did not start: %v", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (p *pebble) stop() {
+	if p.cmd != nil && p.cmd.Process != nil {
+		p.cmd.Process.Kill()
+		p.cmd.Wait()
+		p.cmd = nil
+	}
+}
+
+// roots is the CA that signs this Pebble run's certificates (it changes every start).
+func (p *pebble) roots() *x509.CertPool {
+	pool := x509.NewCertPool()
+	for _, path := range []string{"/roots/0", "/intermediates/0"} {
+		resp, err := p.httpClient.Get("https://" + p.mgmt + path)
+		must(p.t, err)
+		data, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		list, err := certs.ParseCertificates(data)
+		must(p.t, err)
+		for _, c := range list {
+			pool.AddCert(c)
+		}
+	}
+	return pool
+}
+
+// TestACMEWithPebble: an endpoint with an ACME issuer serves at once, gets its
+// certificate from Pebble through TLS-ALPN-01 answered on its own listener, renews it
+// without dropping an open connection, reports a failing issuer in /status without
+// harming other endpoints, and recovers when the issuer comes back.
+func TestACMEWithPebble(t *testing.T) {
+	e := newEnv(t)
+	up := newEchoServer(t, nil)
+	port := freeTCPPort(t)
+	listen := "127.0.0.1:" + strconv.Itoa(port)
+	pb := startPebble(t, port, 9*time.Second)
+	config := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  email: ops@acme.test\n  ca_roots: [%s]\n",
+		pb.directory, pb.minica) +
+		yamlEndpoint("acme", "acme.test", up.addr(), "edge", "  issuer: pebble\n") +
+		yamlEndpoint("other", "other.test", up.addr(), "edge", "  issuer: internal\n")
+	start := time.Now()
+	e.start(config, func(o *Options) { o.Listen = listen; o.ACMERetryBase = 300 * time.Millisecond })
+
+	acmeStatus := func() *CertificateStatus {
+		for _, ep := range e.d.Status().Endpoints {
+			if ep.Name == "acme" {
+				return ep.Certificate
+			}
+		}
+		return nil
+	}
+	waitState := func(what string, ok func(*CertificateStatus) bool) *CertificateStatus {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			if st := acmeStatus(); st != nil && ok(st) {
+				return st
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		t.Fatalf("certificate never %s: %+v\n%s", what, acmeStatus(), e.log.String())
+		return nil
+	}
+	dial := func(roots *x509.CertPool) (*tls.Conn, error) {
+		return e.dialTLS(&tls.Config{ServerName: "acme.test", RootCAs: roots})
+	}
+
+	// First issuance: the endpoint serves as soon as the certificate exists, no reload.
+	first := waitState("valid", func(s *CertificateStatus) bool { return s.State == "valid" })
+	roots := pb.roots()
+	conn, err := dial(roots)
+	must(t, err)
+	defer conn.Close()
+	t.Logf("issuance latency, endpoint added to first successful handshake: %s", time.Since(start).Round(time.Millisecond))
+	if sn := conn.ConnectionState().PeerCertificates[0].SerialNumber.Text(16); sn != first.Serial {
+		t.Errorf("served serial %s, status says %s", sn, first.Serial)
+	}
+	echoOnce(t, conn, "before renewal")
+
+	// Renewal at two thirds of the 9 s lifetime: new handshakes get the new certificate,
+	// the open connection carries on.
+	second := waitState("renewed", func(s *CertificateStatus) bool { return s.State == "valid" && s.Serial != first.Serial })
+	echoOnce(t, conn, "after renewal")
+	c2, err := dial(roots)
+	must(t, err)
+	if sn := c2.ConnectionState().PeerCertificates[0].SerialNumber.Text(16); sn != second.Serial {
+		t.Errorf("after renewal a new handshake got serial %s, want %s", sn, second.Serial)
+	}
+	c2.Close()
+
+	// The issuer goes down: the next renewal fails, status says why and when it retries,
+	// the other endpoint is untouched.
+	pb.stop()
+	failed := waitState("failed", func(s *CertificateStatus) bool { return s.State == "failed" })
+	if failed.Error == "" || failed.NextRetry.IsZero() {
+		t.Errorf("failed status without reason or retry time: %+v", failed)
+	}
+	oc, err := e.dialTLS(&tls.Config{ServerName: "other.test", RootCAs: e.internalRoots()})
+	must(t, err)
+	oc.Close()
+	echoOnce(t, conn, "issuer down")
+
+	// The issuer is back: the retry succeeds.
+	pb.start()
+	back := waitState("recovered", func(s *CertificateStatus) bool { return s.State == "valid" && s.Serial != second.Serial })
+	c3, err := dial(pb.roots())
+	must(t, err)
+	if sn := c3.ConnectionState().PeerCertificates[0].SerialNumber.Text(16); sn != back.Serial {
+		t.Errorf("after recovery a new handshake got serial %s, want %s", sn, back.Serial)
+	}
+	c3.Close()
+	echoOnce(t, conn, "the first connection outlived three certificates")
+}
+
+// TestACMEIssuerDownIsContained: with an ACME server that cannot be reached, the
+// endpoint is live at once and its handshakes fail with the reason, status shows the
+// failure and the next try, and endpoints of other issuers serve as usual.
+func TestACMEIssuerDownIsContained(t *testing.T) {
+	e := newEnv(t)
+	up := newEchoServer(t, nil)
+	config := "apiVersion: tlsd/v1\nkind: Issuer\nname: down\nacme:\n  directory: https://" + freePort(t) + "/dir\n" +
+		yamlEndpoint("acme", "acme.test", up.addr(), "edge", "  issuer: down\n") +
+		yamlEndpoint("other", "other.test", up.addr(), "edge", "  issuer: internal\n")
+	e.start(config, func(o *Options) { o.ACMERetryBase = 200 * time.Millisecond })
+	err := handshakeAndRead(e, &tls.Config{ServerName: "acme.test", InsecureSkipVerify: true})
+	if err == nil {
+		t.Fatal("a handshake succeeded without a certificate")
+	}
+	e.log.waitFor(t, "connection failed", "sni=acme.test", "certificate not issued yet")
+	deadline := time.Now().Add(5 * time.Second)
+	var st *CertificateStatus
+	for time.Now().Before(deadline) {
+		for _, ep := range e.d.Status().Endpoints {
+			if ep.Name == "acme" {
+				st = ep.Certificate
+			}
+		}
+		if st != nil && st.State == "failed" {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st == nil || st.State != "failed" || !strings.Contains(st.Error, "connection refused") || st.NextRetry.IsZero() {
+		t.Errorf("status = %+v", st)
+	}
+	must(t, handshakeAndRead(e, &tls.Config{ServerName: "other.test", RootCAs: e.internalRoots()}))
+	_, metrics := get(t, e.d.AdminHandler(), "/metrics")
+	if !strings.Contains(metrics, `tlsd_acme_orders_total{issuer="down",result="failed"}`) ||
+		!strings.Contains(metrics, `tlsd_connection_failures_total{endpoint="acme",reason="certificate_pending"}`) {
+		t.Errorf("metrics lack the failed orders or pending handshakes:\n%s", metrics)
+	}
+}
+
+// TestACMESharedStorageAndModeSwitches: two tlsd sharing a state directory order one
+// certificate, not two; switching an endpoint between ACME, internal and a custom
+// certificate is an ordinary reload.
+func TestACMESharedStorageAndModeSwitches(t *testing.T) {
+	e := newEnv(t)
+	up := newEchoServer(t, nil)
+	port := freeTCPPort(t)
+	pb := startPebble(t, port, time.Hour)
+	issuer := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  ca_roots: [%s]\n", pb.directory, pb.minica)
+	acmeEP := yamlEndpoint("site", "site.test", up.addr(), "edge", "  issuer: pebble\n")
+	e.start(issuer+acmeEP, func(o *Options) { o.Listen = "127.0.0.1:" + strconv.Itoa(port); o.ACMERetryBase = 200 * time.Millisecond })
+	res := loadConfig(t, e.path("endpoints.yaml"))
+	twin, err := Start(res, Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, Logger: slogTo(io.Discard), ACMERetryBase: 200 * time.Millisecond})
+	must(t, err)
+	defer twin.Shutdown(t.Context())
+	serial := func(d *Daemon) string {
+		for _, ep := range d.Status().Endpoints {
+			if ep.Certificate != nil && ep.Certificate.State == "valid" {
+				return ep.Certificate.Serial
+			}
+		}
+		return ""
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for (serial(e.d) == "" || serial(twin) == "") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if a, b := serial(e.d), serial(twin); a == "" || a != b {
+		t.Fatalf("serials %q and %q: the two processes did not share one certificate", a, b)
+	}
+	_, m1 := get(t, e.d.AdminHandler(), "/metrics")
+	_, m2 := get(t, twin.AdminHandler(), "/metrics")
+	orders := strings.Count(m1+m2, `tlsd_acme_orders_total{issuer="pebble",result="ok"} 1`)
+	if orders != 1 {
+		t.Errorf("%d successful orders across the two processes, want exactly 1", orders)
+	}
+
+	issuerOf := func() string {
+		c, err := e.dialTLS(&tls.Config{ServerName: "site.test", InsecureSkipVerify: true})
+		must(t, err)
+		defer c.Close()
+		return c.ConnectionState().PeerCertificates[0].Issuer.CommonName
+	}
+	if is := issuerOf(); !strings.Contains(strings.ToLower(is), "pebble") {
+		t.Errorf("ACME endpoint presents a certificate from %q", is)
+	}
+	must(t, e.apply(issuer+yamlEndpoint("site", "site.test", up.addr(), "edge", "  issuer: internal\n")))
+	if is := issuerOf(); !strings.HasPrefix(is, "tlsd local CA") {
+		t.Errorf("after switching to internal: %q", is)
+	}
+	e.leaf(e.agentCA, "site", "site.test")
+	must(t, e.apply(issuer+yamlEndpoint("site", "site.test", up.addr(), "edge", "  certificate: {crt: site.crt, key: site.key}\n")))
+	if is := issuerOf(); is != "agent CA" {
+		t.Errorf("after switching to a custom certificate: %q", is)
+	}
+	must(t, e.apply(issuer+acmeEP))
+	if is := issuerOf(); !strings.Contains(strings.ToLower(is), "pebble") {
+		t.Errorf("back on ACME (the stored certificate): %q", is)
+	}
+}
