@@ -281,7 +281,10 @@ func TestACMESharedStorageAndModeSwitches(t *testing.T) {
 	pb := startPebble(t, port, time.Hour)
 	issuer := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  ca_roots: [%s]\n", pb.directory, pb.minica)
 	acmeEP := yamlEndpoint("site", "site.test", up.addr(), "edge", "  issuer: pebble\n")
-	e.start(issuer+acmeEP, func(o *Options) { o.Listen = "127.0.0.1:" + strconv.Itoa(port); o.ACMERetryBase = 200 * time.Millisecond })
+	e.start(issuer+acmeEP, func(o *Options) {
+		o.Listen = "127.0.0.1:" + strconv.Itoa(port)
+		o.ACMERetryBase = 200 * time.Millisecond
+	})
 	res := loadConfig(t, e.path("endpoints.yaml"))
 	twin, err := Start(res, Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, Logger: slogTo(io.Discard), ACMERetryBase: 200 * time.Millisecond})
 	must(t, err)
