@@ -262,35 +262,5 @@ func (s *Server) end(info *proxy.Info) {
 	if s.cfg.OnEnd != nil {
 		s.cfg.OnEnd(info)
 	}
-	s.logEnd(info)
-}
-
-func (s *Server) logEnd(info *proxy.Info) {
-	var attrs []any
-	if info.Endpoint != "" {
-		attrs = append(attrs, "endpoint", info.Endpoint, "mode", info.Mode)
-	}
-	attrs = append(attrs, "client", addrString(info.Client), "sni", info.SNI,
-		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration", time.Since(info.Start).Round(time.Microsecond))
-	if info.TLSVersion != 0 {
-		attrs = append(attrs, "tls_version", proxy.VersionName(info.TLSVersion))
-	}
-	if info.ClientIdentity != "" {
-		attrs = append(attrs, "client_identity", info.ClientIdentity)
-	}
-	if info.Upstream != "" {
-		attrs = append(attrs, "upstream", info.Upstream)
-	}
-	if info.Reason != "" {
-		s.log.Warn("connection failed", append(attrs, "reason", info.Reason)...)
-		return
-	}
-	s.log.Info("connection closed", attrs...)
-}
-
-func addrString(a net.Addr) string {
-	if a == nil {
-		return ""
-	}
-	return a.String()
+	proxy.LogEnd(s.log, info)
 }

@@ -57,9 +57,9 @@ func CheckAdminAddr(addr string) (enabled, loopback bool, err error) {
 	return true, err == nil && ip.IsLoopback(), nil
 }
 
-// serveAdmin serves the admin API on ln until ctx ends.
-func (d *Daemon) serveAdmin(ctx context.Context, ln net.Listener) error {
-	srv := &http.Server{Handler: d.AdminHandler(), ReadHeaderTimeout: 5 * time.Second}
+// serveHTTP serves h on ln until ctx ends.
+func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), time.Second)

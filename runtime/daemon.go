@@ -19,6 +19,7 @@ import (
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/autocert"
 	"github.com/tlsd/tlsd/internal/localca"
+	"github.com/tlsd/tlsd/internal/tunnel"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
@@ -34,7 +35,10 @@ type Options struct {
 	// ACMERetryBase is the first wait after a failed ACME order; it doubles up to
 	// six hours. Zero means a minute.
 	ACMERetryBase time.Duration
-	Logger        *slog.Logger
+	// Tunnel, when set, makes this daemon an edge: endpoints naming an agent are served
+	// through that agent's tunnel sessions.
+	Tunnel *tunnel.Pool
+	Logger *slog.Logger
 }
 
 // generation is one applied configuration. It is never modified once published.
@@ -427,6 +431,9 @@ type builder struct {
 }
 
 func (b *builder) route(ep *schema.Endpoint) (*builtRoute, error) {
+	if b.opts.Tunnel != nil && ep.Agent != "" {
+		return b.tunnelRoute(ep)
+	}
 	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
 	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: up}
 	if ep.TerminateAt == schema.TerminateUpstream {
@@ -447,6 +454,27 @@ func (b *builder) route(ep *schema.Endpoint) (*builtRoute, error) {
 	} else {
 		r.Handler = &agent.Terminator{TLS: cfg, Next: up}
 	}
+	return &builtRoute{ep: ep, route: r, tls: cfg, cert: src}, nil
+}
+
+// tunnelRoute sends the endpoint's connections to its agent. Only edge-terminated
+// endpoints are terminated here; for agent and upstream ones the edge holds no key and
+// forwards the client's TLS bytes untouched.
+func (b *builder) tunnelRoute(ep *schema.Endpoint) (*builtRoute, error) {
+	fw := &tunnel.Forwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name}
+	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: fw}
+	if ep.TerminateAt != schema.TerminateEdge {
+		return &builtRoute{ep: ep, route: r}, nil
+	}
+	src, err := b.certificate(ep)
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := serverTLSConfig(ep, src)
+	if err != nil {
+		return nil, err
+	}
+	fw.Plain, r.TLS = true, cfg
 	return &builtRoute{ep: ep, route: r, tls: cfg, cert: src}, nil
 }
 

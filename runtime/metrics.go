@@ -30,6 +30,11 @@ var MetricHelp = map[string]string{
 	"tlsd_reloads_total":                         "Configuration applies by result: applied, unchanged (no-op) or failed.",
 	"tlsd_generation":                            "The number of the configuration generation being served.",
 	"tlsd_last_reload_success_timestamp_seconds": "When the last configuration was applied (Unix time).",
+	"tlsd_tunnel_sessions":                       "Edge: live tunnel sessions of agents.",
+	"tlsd_tunnel_streams_total":                  "Edge: streams opened to agents, one per client connection.",
+	"tlsd_agent_connected":                       "Agent: 1 while the tunnel to the edge is up.",
+	"tlsd_agent_reconnects_total":                "Agent: connection attempts to the edge after the first.",
+	"tlsd_agent_streams_total":                   "Agent: streams received from the edge.",
 	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer and result (ok or failed).",
 	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
 }
@@ -56,6 +61,13 @@ func newMetrics(d *Daemon) *metrics {
 	m.reg.MustRegister(m.active)
 	m.generation = gauge("tlsd_generation")
 	m.lastReload = gauge("tlsd_last_reload_success_timestamp_seconds")
+	if pool := d.opts.Tunnel; pool != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_sessions", Help: MetricHelp["tlsd_tunnel_sessions"]},
+				func() float64 { return float64(len(pool.Agents())) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_tunnel_streams_total", Help: MetricHelp["tlsd_tunnel_streams_total"]},
+				func() float64 { return float64(pool.Streams()) }))
+	}
 	m.reg.MustRegister(&certExpiry{d: d, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
 		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint"}, nil)})
 	return m

@@ -2,12 +2,17 @@ package runtime
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
+	"net/http"
 	"time"
 
+	"github.com/tlsd/tlsd/internal/tunnel"
+
+	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -20,8 +25,16 @@ const (
 
 const whyRequested = "reload requested"
 
+// TunnelListen makes tlsd an edge: agents connect to Addr with client certificates the
+// TLS config verifies.
+type TunnelListen struct {
+	Addr string
+	TLS  *tls.Config
+}
+
 // RunOptions configure Run.
 type RunOptions struct {
+	Tunnel *TunnelListen // nil for tlsd run
 	Options
 	Paths           []string       // what to load and watch
 	Load            schema.Options // how to load it
@@ -36,48 +49,53 @@ type RunOptions struct {
 // Run serves initial, then watches the configuration and applies every valid change
 // without dropping connections, until ctx ends; then it drains for ShutdownTimeout.
 func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
-	var adminLn net.Listener
-	if enabled, loopback, err := CheckAdminAddr(o.Admin); err != nil {
+	adminLn, err := listenAdmin(o)
+	if err != nil {
 		return err
-	} else if enabled {
-		if adminLn, err = net.Listen("tcp", o.Admin); err != nil {
-			return fmt.Errorf("admin API: %w", err)
+	}
+	var pool *tunnel.Pool
+	var tunnelLn net.Listener
+	if o.Tunnel != nil {
+		if tunnelLn, err = net.Listen("tcp", o.Tunnel.Addr); err != nil {
+			closeIf(adminLn)
+			return fmt.Errorf("tunnel listener: %w", err)
 		}
-		if !loopback {
-			o.Logger.Warn("the admin API is reachable beyond this machine", "address", o.Admin)
-		}
+		pool = tunnel.NewPool(o.Logger)
+		o.Options.Tunnel = pool
 	}
 	d, err := Start(initial, o.Options)
 	if err != nil {
-		if adminLn != nil {
-			adminLn.Close()
-		}
+		closeIf(adminLn)
+		closeIf(tunnelLn)
 		return err
 	}
 	w, err := newWatcher(o.Paths, d.log)
 	if err != nil {
 		d.Shutdown(context.Background())
+		closeIf(adminLn)
+		closeIf(tunnelLn)
 		return fmt.Errorf("watch configuration: %w", err)
 	}
 	defer w.close()
 	w.arm(initial)
-	actx, stopAdmin := context.WithCancel(context.Background())
-	adminDone := make(chan error, 1)
-	if adminLn != nil {
-		go func() { adminDone <- d.serveAdmin(actx, adminLn) }()
-		d.log.Info("admin API", "address", adminLn.Addr().String())
-	} else {
-		adminDone <- nil
+	if pool != nil {
+		go pool.Serve(tunnelLn, o.Tunnel.TLS)
+		d.log.Info("tunnel listener: agents connect here", "address", tunnelLn.Addr().String())
 	}
+	actx, stopAdmin := context.WithCancel(context.Background())
+	adminDone := serveAdminOn(actx, adminLn, d.AdminHandler(), d.log)
 	if o.Started != nil {
 		o.Started(d)
 	}
-	d.loop(ctx, w, o)
+	watchLoop(ctx, d, d.log, w, o)
 
 	d.log.Info("shutting down: no new connections; waiting for open ones", "timeout", o.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
 	defer cancel()
 	err = d.Shutdown(sctx)
+	if pool != nil {
+		pool.Close()
+	}
 	stopAdmin()
 	err = errors.Join(err, <-adminDone)
 	if err == nil {
@@ -86,8 +104,45 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	return err
 }
 
-// loop waits for file events (debounced) and reload requests until ctx ends.
-func (d *Daemon) loop(ctx context.Context, w *watcher, o RunOptions) {
+// listenAdmin binds the admin API, or returns nil when it is off.
+func listenAdmin(o RunOptions) (net.Listener, error) {
+	enabled, loopback, err := CheckAdminAddr(o.Admin)
+	if err != nil || !enabled {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", o.Admin)
+	if err != nil {
+		return nil, fmt.Errorf("admin API: %w", err)
+	}
+	if !loopback {
+		o.Logger.Warn("the admin API is reachable beyond this machine", "address", o.Admin)
+	}
+	return ln, nil
+}
+
+// serveAdminOn serves h on ln (if any) until ctx ends; the channel gives the result.
+func serveAdminOn(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) <-chan error {
+	done := make(chan error, 1)
+	if ln == nil {
+		done <- nil
+		return done
+	}
+	log.Info("admin API", "address", ln.Addr().String())
+	go func() { done <- serveHTTP(ctx, ln, h) }()
+	return done
+}
+
+// target is what the reload loop applies configurations to: the daemon of tlsd run and
+// tlsd edge, or the agent's.
+type target interface {
+	Apply(*schema.Config) (reconcile.Plan, error)
+	RecordFailedLoad(schema.Diagnostics, error)
+	Generation() uint64
+	Config() *schema.Config
+}
+
+// watchLoop waits for file events (debounced) and reload requests until ctx ends.
+func watchLoop(ctx context.Context, d target, log *slog.Logger, w *watcher, o RunOptions) {
 	quietFor, capFor := o.Debounce, o.DebounceCap
 	if quietFor <= 0 {
 		quietFor = DefaultDebounce
@@ -104,7 +159,7 @@ func (d *Daemon) loop(ctx context.Context, w *watcher, o RunOptions) {
 		quiet.Stop()
 		capTimer.Stop()
 		pending = false
-		d.reload(o, w, why)
+		reload(d, log, o, w, why)
 	}
 	for {
 		select {
@@ -116,7 +171,7 @@ func (d *Daemon) loop(ctx context.Context, w *watcher, o RunOptions) {
 			if !ok {
 				return
 			}
-			d.log.Debug("file event", "event", ev.String())
+			log.Debug("file event", "event", ev.String())
 			quiet.Reset(quietFor)
 			if !pending {
 				pending = true
@@ -127,7 +182,7 @@ func (d *Daemon) loop(ctx context.Context, w *watcher, o RunOptions) {
 				return
 			}
 			// A lost event (queue overflow) may hide a change: reload to be sure.
-			d.log.Warn("file watcher error; reloading to be safe", "error", err)
+			log.Warn("file watcher error; reloading to be safe", "error", err)
 			fire("watcher error")
 		case <-quiet.C:
 			fire("files changed")
@@ -139,39 +194,39 @@ func (d *Daemon) loop(ctx context.Context, w *watcher, o RunOptions) {
 
 // reload loads the configuration and applies it if valid; otherwise the running
 // generation stays and the diagnostics go to the log and /status.
-func (d *Daemon) reload(o RunOptions, w *watcher, why string) {
+func reload(d target, log *slog.Logger, o RunOptions, w *watcher, why string) {
 	start := time.Now()
 	// Watch new directories before reading them, so a file written into a new
 	// subdirectory right after this load still raises an event.
 	w.arm(d.Config())
 	res, err := schema.Load(o.Load, o.Paths...)
 	if err != nil {
-		d.log.Error("reload failed; still serving generation "+fmt.Sprint(d.Generation()), "why", why, "error", err)
+		log.Error("reload failed; still serving generation "+fmt.Sprint(d.Generation()), "why", why, "error", err)
 		d.RecordFailedLoad(nil, err)
 		w.arm(d.Config())
 		return
 	}
 	for _, diag := range res.Diagnostics {
-		d.log.Warn("configuration "+string(diag.Severity), "at", fmt.Sprintf("%s:%d:%d", diag.File, diag.Line, diag.Column),
+		log.Warn("configuration "+string(diag.Severity), "at", fmt.Sprintf("%s:%d:%d", diag.File, diag.Line, diag.Column),
 			"code", diag.Code, "message", diag.Message)
 	}
 	if res.Config == nil {
-		d.log.Error("reload failed: the configuration has errors; still serving generation "+fmt.Sprint(d.Generation()), "why", why)
+		log.Error("reload failed: the configuration has errors; still serving generation "+fmt.Sprint(d.Generation()), "why", why)
 		d.RecordFailedLoad(res.Diagnostics, nil)
 		w.arm(d.Config())
 		return
 	}
 	before := d.Generation()
 	if _, err := d.Apply(res.Config); err != nil {
-		d.log.Error("reload failed; still serving generation "+fmt.Sprint(before), "why", why, "error", err)
+		log.Error("reload failed; still serving generation "+fmt.Sprint(before), "why", why, "error", err)
 	} else if d.Generation() == before {
 		level := slog.LevelDebug
 		if why == whyRequested {
 			level = slog.LevelInfo // an operator asked: answer
 		}
-		d.log.Log(context.Background(), level, "reload: nothing changed", "why", why, "generation", before)
+		log.Log(context.Background(), level, "reload: nothing changed", "why", why, "generation", before)
 	} else {
-		d.log.Info("reload applied", "why", why, "generation", d.Generation(), "took", time.Since(start).Round(time.Microsecond))
+		log.Info("reload applied", "why", why, "generation", d.Generation(), "took", time.Since(start).Round(time.Microsecond))
 	}
 	w.arm(res.Config)
 }

@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tlsd/tlsd/internal/tunnel"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -23,6 +24,8 @@ type Status struct {
 	AppliedAt   time.Time        `json:"applied_at"`
 	LastAttempt Attempt          `json:"last_attempt"`
 	Endpoints   []EndpointStatus `json:"endpoints"`
+	// Agents are the tunnel sessions of an edge.
+	Agents []tunnel.AgentStatus `json:"agents,omitempty"`
 }
 
 // EndpointStatus is one endpoint of the running generation.
@@ -34,6 +37,10 @@ type EndpointStatus struct {
 	Upstream          string             `json:"upstream"`
 	ActiveConnections int                `json:"active_connections"`
 	Certificate       *CertificateStatus `json:"certificate,omitempty"`
+	// Agent serves the endpoint in a split deployment; AgentLive says whether the edge
+	// has a session of it right now.
+	Agent     string `json:"agent,omitempty"`
+	AgentLive *bool  `json:"agent_live,omitempty"`
 }
 
 // CertificateStatus describes the certificate tlsd presents for an endpoint. State and
@@ -107,6 +114,20 @@ func (d *Daemon) Status() Status {
 			}
 		}
 		st.Endpoints = append(st.Endpoints, es)
+	}
+	if pool := d.opts.Tunnel; pool != nil {
+		st.Agents = pool.Agents()
+		live := map[string]bool{}
+		for _, a := range st.Agents {
+			live[a.Name] = true
+		}
+		for i := range st.Endpoints {
+			e := &st.Endpoints[i]
+			if ep := g.routes[e.Name].ep; ep.Agent != "" {
+				ok := live[ep.Agent]
+				e.Agent, e.AgentLive = ep.Agent, &ok
+			}
+		}
 	}
 	slices.SortFunc(st.Endpoints, func(a, b EndpointStatus) int { return cmp.Compare(a.Name, b.Name) })
 	if st.Endpoints == nil {

@@ -9,6 +9,7 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"log/slog"
 	"net"
 	"time"
 )
@@ -72,4 +73,32 @@ func (i *Info) Fail(code, reason string) {
 	if i.Reason == "" {
 		i.Code, i.Reason = code, reason
 	}
+}
+
+// LogEnd writes the one line a connection gets when it ends.
+func LogEnd(log *slog.Logger, info *Info) {
+	var attrs []any
+	if info.Endpoint != "" {
+		attrs = append(attrs, "endpoint", info.Endpoint, "mode", info.Mode)
+	}
+	client := ""
+	if info.Client != nil {
+		client = info.Client.String()
+	}
+	attrs = append(attrs, "client", client, "sni", info.SNI,
+		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration", time.Since(info.Start).Round(time.Microsecond))
+	if info.TLSVersion != 0 {
+		attrs = append(attrs, "tls_version", VersionName(info.TLSVersion))
+	}
+	if info.ClientIdentity != "" {
+		attrs = append(attrs, "client_identity", info.ClientIdentity)
+	}
+	if info.Upstream != "" {
+		attrs = append(attrs, "upstream", info.Upstream)
+	}
+	if info.Reason != "" {
+		log.Warn("connection failed", append(attrs, "reason", info.Reason)...)
+		return
+	}
+	log.Info("connection closed", attrs...)
 }

@@ -1,0 +1,144 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"log/slog"
+	"math/rand/v2"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Agent is the agent's side: it dials the edge, keeps a session up (reconnecting with
+// exponential backoff and jitter), and hands every stream the edge opens to Handle.
+type Agent struct {
+	Edge   string      // the edge's tunnel address, host:port
+	TLS    *tls.Config // client certificate, the CA that signs the edge's, TLS 1.3
+	Handle func(ctx context.Context, h Header, stream net.Conn)
+	Log    *slog.Logger
+	// BackoffBase and BackoffMax bound the wait between connection attempts.
+	BackoffBase, BackoffMax time.Duration
+
+	mu         sync.Mutex // guards since
+	since      time.Time  // zero while disconnected
+	reconnects atomic.Int64
+	streams    atomic.Int64
+}
+
+// SessionStatus describes the agent's connection to the edge.
+type SessionStatus struct {
+	Edge       string    `json:"edge"`
+	Connected  bool      `json:"connected"`
+	Since      time.Time `json:"since,omitzero"`
+	Reconnects int64     `json:"reconnects"`
+	Streams    int64     `json:"streams"`
+}
+
+// Status reports the connection.
+func (a *Agent) Status() SessionStatus {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return SessionStatus{Edge: a.Edge, Connected: !a.since.IsZero(), Since: a.since,
+		Reconnects: a.reconnects.Load(), Streams: a.streams.Load()}
+}
+
+// Run keeps a session to the edge until ctx ends, then closes it and waits for the
+// streams being served.
+func (a *Agent) Run(ctx context.Context) {
+	base, top := a.BackoffBase, a.BackoffMax
+	if base <= 0 {
+		base = 200 * time.Millisecond
+	}
+	if top <= 0 {
+		top = 10 * time.Second
+	}
+	var streams sync.WaitGroup
+	defer streams.Wait()
+	wait := time.Duration(0)
+	for attempt := 0; ; attempt++ {
+		if wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
+		if ctx.Err() != nil {
+			return
+		}
+		if attempt > 0 {
+			a.reconnects.Add(1)
+		}
+		err := a.session(ctx, &streams)
+		if ctx.Err() != nil {
+			return
+		}
+		if err == nil {
+			wait = 0 // a session that worked: retry at once, then back off
+		}
+		wait = jitter(min(max(2*wait, base), top))
+		a.Log.Warn("tunnel to the edge down; reconnecting", "edge", a.Edge, "error", errString(err), "retry_in", wait.Round(time.Millisecond))
+	}
+}
+
+// jitter spreads reconnects of many agents: a random wait in [d/2, d].
+func jitter(d time.Duration) time.Duration {
+	return d/2 + rand.N(d/2+1)
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "session ended"
+	}
+	return err.Error()
+}
+
+// session dials once and serves streams until the session ends.
+func (a *Agent) session(ctx context.Context, streams *sync.WaitGroup) error {
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: a.TLS}
+	c, err := d.DialContext(ctx, "tcp", a.Edge)
+	if err != nil {
+		return err
+	}
+	mux, err := yamux.Server(c, muxConfig())
+	if err != nil {
+		c.Close()
+		return err
+	}
+	a.setSince(time.Now())
+	a.Log.Info("connected to the edge", "edge", a.Edge, "local", c.LocalAddr().String())
+	stop := context.AfterFunc(ctx, func() { mux.Close() })
+	defer stop()
+	defer a.setSince(time.Time{})
+	for {
+		st, err := mux.AcceptStream()
+		if err != nil {
+			mux.Close()
+			return nil
+		}
+		a.streams.Add(1)
+		streams.Add(1)
+		go func() {
+			defer streams.Done()
+			st.SetReadDeadline(time.Now().Add(10 * time.Second))
+			h, err := ReadHeader(st)
+			if err != nil {
+				a.Log.Warn("bad stream from the edge", "error", err)
+				st.Close()
+				return
+			}
+			st.SetReadDeadline(time.Time{})
+			a.Handle(ctx, h, st)
+		}()
+	}
+}
+
+func (a *Agent) setSince(t time.Time) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.since = t
+}

@@ -1,0 +1,252 @@
+package tunnel
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/hashicorp/yamux"
+
+	"github.com/tlsd/tlsd/internal/proxy"
+)
+
+// Pool is the edge's side: the tunnel listener and the live sessions of every agent.
+// Agents with the same name form a pool; new streams go round-robin to live sessions.
+type Pool struct {
+	log *slog.Logger
+	wg  sync.WaitGroup
+
+	mu       sync.Mutex // guards the following fields
+	sessions map[string][]*session
+	next     map[string]int
+	ln       net.Listener
+	closed   bool
+
+	streams atomic.Int64 // opened in total
+}
+
+type session struct {
+	name, addr string
+	since      time.Time
+	mux        *yamux.Session
+	streams    atomic.Int64
+}
+
+// AgentStatus describes one connected agent session.
+type AgentStatus struct {
+	Name    string    `json:"name"`
+	Address string    `json:"address"`
+	Since   time.Time `json:"since"`
+	Streams int64     `json:"streams"` // opened on this session
+}
+
+// NewPool makes an empty pool.
+func NewPool(log *slog.Logger) *Pool {
+	return &Pool{log: log, sessions: map[string][]*session{}, next: map[string]int{}}
+}
+
+// Serve accepts agent connections on ln until Close. cfg must require and verify
+// client certificates: an agent's name is its certificate's identity.
+func (p *Pool) Serve(ln net.Listener, cfg *tls.Config) error {
+	p.mu.Lock()
+	p.ln = ln
+	p.mu.Unlock()
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			p.log.Warn("tunnel accept failed; retrying", "error", err)
+			time.Sleep(50 * time.Millisecond)
+			continue
+		}
+		p.wg.Add(1)
+		go func() { defer p.wg.Done(); p.handshake(c, cfg) }()
+	}
+}
+
+func (p *Pool) handshake(c net.Conn, cfg *tls.Config) {
+	tc := tls.Server(c, cfg)
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		p.log.Warn("agent rejected", "address", c.RemoteAddr().String(), "reason", err.Error())
+		c.Close()
+		return
+	}
+	tc.SetDeadline(time.Time{})
+	name := Identity(tc.ConnectionState().PeerCertificates[0])
+	mux, err := yamux.Client(tc, muxConfig())
+	if err != nil {
+		tc.Close()
+		return
+	}
+	s := &session{name: name, addr: c.RemoteAddr().String(), since: time.Now(), mux: mux}
+	if !p.add(s) {
+		mux.Close()
+		return
+	}
+	p.log.Info("agent connected", "agent", name, "address", s.addr, "sessions", p.count(name))
+	<-mux.CloseChan()
+	p.remove(s)
+	p.log.Warn("agent disconnected", "agent", name, "address", s.addr, "sessions_left", p.count(name))
+}
+
+func (p *Pool) add(s *session) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.sessions[s.name] = append(p.sessions[s.name], s)
+	return true
+}
+
+func (p *Pool) remove(s *session) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.sessions[s.name] = slices.DeleteFunc(p.sessions[s.name], func(x *session) bool { return x == s })
+	if len(p.sessions[s.name]) == 0 {
+		delete(p.sessions, s.name)
+	}
+}
+
+func (p *Pool) count(name string) int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.sessions[name])
+}
+
+// pick returns the next live session of agent, round-robin.
+func (p *Pool) pick(agent string) *session {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	live := p.sessions[agent]
+	for range live {
+		i := p.next[agent] % len(live)
+		p.next[agent] = i + 1
+		if s := live[i]; !s.mux.IsClosed() {
+			return s
+		}
+	}
+	return nil
+}
+
+// ErrNoAgent means no session of the agent is live.
+var ErrNoAgent = errors.New("no live agent")
+
+// Open starts a stream to agent carrying h, trying each live session once.
+func (p *Pool) Open(agent string, h Header) (net.Conn, error) {
+	for range max(1, p.count(agent)) {
+		s := p.pick(agent)
+		if s == nil {
+			break
+		}
+		st, err := s.mux.OpenStream()
+		if err != nil {
+			continue // the session just died: its CloseChan removes it
+		}
+		if err := WriteHeader(st, h); err != nil {
+			st.Close()
+			continue
+		}
+		s.streams.Add(1)
+		p.streams.Add(1)
+		return st, nil
+	}
+	return nil, fmt.Errorf("%w %q", ErrNoAgent, agent)
+}
+
+// Agents lists the connected sessions.
+func (p *Pool) Agents() []AgentStatus {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	var out []AgentStatus
+	for _, list := range p.sessions {
+		for _, s := range list {
+			out = append(out, AgentStatus{Name: s.name, Address: s.addr, Since: s.since, Streams: s.streams.Load()})
+		}
+	}
+	slices.SortFunc(out, func(a, b AgentStatus) int {
+		if a.Name != b.Name {
+			return cmpString(a.Name, b.Name)
+		}
+		return cmpString(a.Address, b.Address)
+	})
+	return out
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+// Streams is the number of streams opened so far.
+func (p *Pool) Streams() int64 { return p.streams.Load() }
+
+// Close stops accepting agents and closes every session (and so every stream).
+func (p *Pool) Close() {
+	p.mu.Lock()
+	p.closed = true
+	if p.ln != nil {
+		p.ln.Close()
+	}
+	var all []*session
+	for _, list := range p.sessions {
+		all = append(all, list...)
+	}
+	p.mu.Unlock()
+	for _, s := range all {
+		s.mux.Close()
+	}
+	p.wg.Wait()
+}
+
+// Forwarder is the edge's handler for an endpoint served by an agent: it sends the
+// connection, TLS bytes or plaintext, through a stream.
+type Forwarder struct {
+	Pool     *Pool
+	Agent    string
+	Endpoint string
+	Plain    bool // the edge terminated TLS
+}
+
+// Serve opens a stream to the agent and copies both ways.
+func (f *Forwarder) Serve(_ context.Context, c *proxy.Conn) {
+	c.Info.Upstream = "agent " + f.Agent
+	st, err := f.Pool.Open(f.Agent, Header{Endpoint: f.Endpoint, Client: c.RemoteAddr().String(),
+		Local: c.LocalAddr().String(), Plain: f.Plain})
+	if err != nil {
+		c.Info.Fail("no_agent", fmt.Sprintf("no live agent %q serves endpoint %s", f.Agent, f.Endpoint))
+		c.Conn.Close()
+		return
+	}
+	if len(c.Peeked) > 0 {
+		if _, err := st.Write(c.Peeked); err != nil {
+			c.Info.Fail("tunnel_broken", "writing to the tunnel: "+err.Error())
+			st.Close()
+			c.Conn.Close()
+			return
+		}
+		c.Info.BytesIn += int64(len(c.Peeked))
+	}
+	c.Conn.SetDeadline(time.Time{})
+	in, out, err := proxy.Pipe(c.Conn, st)
+	c.Info.BytesIn += in
+	c.Info.BytesOut += out
+	if err != nil {
+		c.Info.Fail("broken", "connection broken: "+err.Error())
+	}
+}

@@ -1,0 +1,90 @@
+// Package tunnel carries client connections between a tlsd edge and its agents: the
+// agent dials out to the edge (TLS 1.3, both sides authenticated), keeps one yamux
+// session, and the edge opens a stream per client connection, starting with a small
+// header that names the endpoint and the client, before the client's bytes.
+package tunnel
+
+import (
+	"crypto/x509"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/hashicorp/yamux"
+)
+
+// Header precedes the bytes of every stream.
+type Header struct {
+	Endpoint string `json:"endpoint"`
+	Client   string `json:"client"` // the client's address, for logs and PROXY headers
+	Local    string `json:"local"`  // the edge address the client connected to
+	// Plain says the edge terminated TLS and the bytes are plaintext; otherwise they are
+	// the client's TLS records, untouched.
+	Plain bool `json:"plain"`
+}
+
+const maxHeader = 4 << 10
+
+// WriteHeader writes h as a 2-byte length and JSON.
+func WriteHeader(w io.Writer, h Header) error {
+	data, err := json.Marshal(h)
+	if err != nil {
+		return err
+	}
+	if len(data) > maxHeader {
+		return fmt.Errorf("tunnel header of %d bytes is too large", len(data))
+	}
+	buf := binary.BigEndian.AppendUint16(make([]byte, 0, 2+len(data)), uint16(len(data)))
+	_, err = w.Write(append(buf, data...))
+	return err
+}
+
+// ReadHeader reads what WriteHeader wrote.
+func ReadHeader(r io.Reader) (Header, error) {
+	var h Header
+	var n [2]byte
+	if _, err := io.ReadFull(r, n[:]); err != nil {
+		return h, fmt.Errorf("read tunnel header: %w", err)
+	}
+	size := int(binary.BigEndian.Uint16(n[:]))
+	if size > maxHeader {
+		return h, fmt.Errorf("tunnel header of %d bytes is too large", size)
+	}
+	data := make([]byte, size)
+	if _, err := io.ReadFull(r, data); err != nil {
+		return h, fmt.Errorf("read tunnel header: %w", err)
+	}
+	if err := json.Unmarshal(data, &h); err != nil {
+		return h, fmt.Errorf("tunnel header: %w", err)
+	}
+	if h.Endpoint == "" {
+		return h, errors.New("tunnel header names no endpoint")
+	}
+	return h, nil
+}
+
+// Identity is the agent name a certificate stands for: its first DNS name, else its
+// common name.
+func Identity(cert *x509.Certificate) string {
+	if len(cert.DNSNames) > 0 {
+		return cert.DNSNames[0]
+	}
+	return cert.Subject.CommonName
+}
+
+// muxConfig is the yamux configuration of both sides. Heartbeats find a dead peer;
+// half-closed streams may stay half-closed as long as the connection they carry does.
+func muxConfig() *yamux.Config {
+	c := yamux.DefaultConfig()
+	c.EnableKeepAlive = true
+	c.KeepAliveInterval = 5 * time.Second
+	c.ConnectionWriteTimeout = 10 * time.Second
+	c.StreamCloseTimeout = 0
+	c.StreamOpenTimeout = 10 * time.Second
+	c.MaxStreamWindowSize = 1 << 20
+	c.LogOutput = io.Discard
+	return c
+}

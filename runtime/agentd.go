@@ -1,0 +1,233 @@
+package runtime
+
+import (
+	"cmp"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/internal/tunnel"
+	"github.com/tlsd/tlsd/reconcile"
+	"github.com/tlsd/tlsd/schema"
+)
+
+// Agent is tlsd agent: it serves, through the tunnel streams its edge opens, the
+// endpoints whose `agent` is its name, and applies configuration changes as whole
+// generations like the daemon does.
+type Agent struct {
+	name    string
+	opts    Options
+	log     *slog.Logger
+	tickets *ticketKeys
+	gen     atomic.Pointer[agentGeneration]
+	Tunnel  *tunnel.Agent
+
+	mu      sync.Mutex // serialises Apply; guards attempt
+	attempt Attempt
+}
+
+type agentGeneration struct {
+	n         uint64
+	config    *schema.Config
+	appliedAt time.Time
+	routes    map[string]*agentRoute // by endpoint name
+}
+
+type agentRoute struct {
+	ep      *schema.Endpoint
+	handler proxy.Handler
+	tls     *tls.Config
+}
+
+// NewAgent makes the agent called name.
+func NewAgent(name string, opts Options) *Agent {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	a := &Agent{name: name, opts: opts, log: opts.Logger, tickets: newTicketKeys()}
+	a.gen.Store(&agentGeneration{routes: map[string]*agentRoute{}})
+	return a
+}
+
+// Name is the agent's identity.
+func (a *Agent) Name() string { return a.name }
+
+// Generation is the number of the configuration being served.
+func (a *Agent) Generation() uint64 { return a.gen.Load().n }
+
+// Config is the configuration being served.
+func (a *Agent) Config() *schema.Config { return a.gen.Load().config }
+
+// Apply builds handlers for this agent's endpoints and switches to them; a failure
+// leaves the running generation. Open streams keep the handler they started with.
+func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cur := a.gen.Load()
+	plan := reconcile.Diff(cur.config, cfg)
+	if cur.n > 0 && !plan.Changed() {
+		a.recordLocked(true, nil, nil)
+		return plan, nil
+	}
+	keep := map[string]bool{}
+	for _, e := range plan.Endpoints {
+		keep[e.Name] = e.Action == reconcile.Keep
+	}
+	next := &agentGeneration{n: cur.n + 1, config: cfg, appliedAt: time.Now(), routes: map[string]*agentRoute{}}
+	for _, ep := range cfg.Endpoints {
+		if ep.Agent != a.name {
+			continue
+		}
+		if old := cur.routes[ep.Name]; old != nil && keep[ep.Name] {
+			next.routes[ep.Name] = &agentRoute{ep: ep, handler: old.handler, tls: old.tls}
+			continue
+		}
+		r, err := a.build(ep)
+		if err != nil {
+			a.recordLocked(false, nil, err)
+			return plan, err
+		}
+		next.routes[ep.Name] = r
+	}
+	var configs []*tls.Config
+	for _, r := range next.routes {
+		if r.tls != nil {
+			configs = append(configs, r.tls)
+		}
+	}
+	a.tickets.retain(configs)
+	a.gen.Store(next)
+	a.recordLocked(true, nil, nil)
+	a.log.Info("generation applied", "generation", next.n, "agent", a.name, "endpoints", len(next.routes))
+	if len(next.routes) == 0 {
+		a.log.Warn("no endpoint names this agent; every stream will be refused", "agent", a.name)
+	}
+	return plan, nil
+}
+
+// build makes the handler of one endpoint: what arrives through the tunnel is the
+// client's TLS (upstream: pass it on; agent: terminate it here) or, for edge-terminated
+// endpoints, plaintext.
+func (a *Agent) build(ep *schema.Endpoint) (*agentRoute, error) {
+	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
+	switch ep.TerminateAt {
+	case schema.TerminateUpstream:
+		up.FirstByteTimeout = a.opts.HandshakeTimeout
+		return &agentRoute{ep: ep, handler: up}, nil
+	case schema.TerminateAgent:
+		src, err := staticCert(ep)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := serverTLSConfig(ep, src)
+		if err != nil {
+			return nil, err
+		}
+		return &agentRoute{ep: ep, handler: &agent.Terminator{TLS: cfg, Next: up}, tls: cfg}, nil
+	}
+	return &agentRoute{ep: ep, handler: up}, nil
+}
+
+func (a *Agent) recordLocked(ok bool, diags schema.Diagnostics, err error) {
+	at := Attempt{OK: ok, At: time.Now(), Diagnostics: diags}
+	if at.Diagnostics == nil {
+		at.Diagnostics = schema.Diagnostics{}
+	}
+	if err != nil {
+		at.Error = err.Error()
+	}
+	a.attempt = at
+}
+
+// RecordFailedLoad notes an invalid configuration; the running generation stays.
+func (a *Agent) RecordFailedLoad(diags schema.Diagnostics, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		err = fmt.Errorf("configuration invalid: %d errors", countErrors(diags))
+	}
+	a.recordLocked(false, diags, err)
+}
+
+// Handle serves one stream from the edge: the tunnel's Agent calls it.
+func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
+	info := &proxy.Info{Endpoint: h.Endpoint, Client: addr(h.Client), Start: time.Now()}
+	defer proxy.LogEnd(a.log, info)
+	r := a.gen.Load().routes[h.Endpoint]
+	switch {
+	case r == nil:
+		info.Fail("unknown_endpoint", fmt.Sprintf("the edge sent a connection for endpoint %s, which agent %s does not serve", h.Endpoint, a.name))
+		st.Close()
+		return
+	case h.Plain != (r.ep.TerminateAt == schema.TerminateEdge):
+		info.Fail("config_mismatch", fmt.Sprintf("edge and agent disagree on endpoint %s (the edge sent %s, this agent serves terminate_at: %s); deploy the same configuration to both",
+			h.Endpoint, map[bool]string{true: "plaintext", false: "TLS"}[h.Plain], r.ep.TerminateAt))
+		st.Close()
+		return
+	}
+	info.Mode = r.ep.TerminateAt
+	conn := &addrConn{Conn: st, remote: addr(h.Client), local: addr(h.Local)}
+	r.handler.Serve(ctx, &proxy.Conn{Conn: conn, Deadline: time.Now().Add(a.opts.HandshakeTimeout), Info: info})
+}
+
+// addrConn gives a tunnel stream the addresses of the client connection it carries, so
+// that PROXY headers and logs name the real client.
+type addrConn struct {
+	net.Conn
+	remote, local net.Addr
+}
+
+func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
+func (c *addrConn) LocalAddr() net.Addr  { return c.local }
+
+type textAddr string
+
+func (a textAddr) Network() string { return "tcp" }
+func (a textAddr) String() string  { return string(a) }
+
+func addr(s string) net.Addr {
+	if ta, err := net.ResolveTCPAddr("tcp", s); err == nil {
+		return ta
+	}
+	return textAddr(s)
+}
+
+// AgentStatus is what the agent's /status reports.
+type AgentStatus struct {
+	Agent       string               `json:"agent"`
+	Generation  uint64               `json:"generation"`
+	AppliedAt   time.Time            `json:"applied_at"`
+	LastAttempt Attempt              `json:"last_attempt"`
+	Tunnel      tunnel.SessionStatus `json:"tunnel"`
+	Endpoints   []EndpointStatus     `json:"endpoints"`
+}
+
+// Status reports the agent.
+func (a *Agent) Status() AgentStatus {
+	g := a.gen.Load()
+	a.mu.Lock()
+	st := AgentStatus{Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{}}
+	a.mu.Unlock()
+	if a.Tunnel != nil {
+		st.Tunnel = a.Tunnel.Status()
+	}
+	for name, r := range g.routes {
+		st.Endpoints = append(st.Endpoints, EndpointStatus{Name: name, Domain: r.ep.Domain, TerminateAt: r.ep.TerminateAt, Upstream: r.ep.Upstream})
+	}
+	slices.SortFunc(st.Endpoints, func(x, y EndpointStatus) int { return cmp.Compare(x.Name, y.Name) })
+	return st
+}
+
+var errNoTunnel = errors.New("agent: no tunnel configured")

@@ -1,0 +1,113 @@
+package runtime
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/tlsd/tlsd/internal/tunnel"
+	"github.com/tlsd/tlsd/schema"
+)
+
+// AgentRunOptions configure RunAgent.
+type AgentRunOptions struct {
+	RunOptions
+	Name string      // the agent's identity, from its certificate
+	Edge string      // the edge's tunnel address
+	TLS  *tls.Config // the agent's client certificate and the CA of the edge's
+	// BackoffBase and BackoffMax bound the waits between reconnects (jittered).
+	BackoffBase, BackoffMax time.Duration
+	StartedAgent            func(*Agent) // called once serving (tests)
+}
+
+// RunAgent serves the agent's endpoints through its tunnel to the edge and applies
+// configuration changes, until ctx ends.
+func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) error {
+	adminLn, err := listenAdmin(o.RunOptions)
+	if err != nil {
+		return err
+	}
+	a := NewAgent(o.Name, o.Options)
+	if _, err := a.Apply(initial); err != nil {
+		closeIf(adminLn)
+		return err
+	}
+	w, err := newWatcher(o.Paths, a.log)
+	if err != nil {
+		closeIf(adminLn)
+		return fmt.Errorf("watch configuration: %w", err)
+	}
+	defer w.close()
+	w.arm(initial)
+	a.Tunnel = &tunnel.Agent{Edge: o.Edge, TLS: o.TLS, Handle: a.Handle, Log: a.log,
+		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax}
+	tctx, stopTunnel := context.WithCancel(context.Background())
+	tunnelDone := make(chan struct{})
+	go func() { defer close(tunnelDone); a.Tunnel.Run(tctx) }()
+	actx, stopAdmin := context.WithCancel(context.Background())
+	adminDone := serveAdminOn(actx, adminLn, a.AdminHandler(), a.log)
+	if o.StartedAgent != nil {
+		o.StartedAgent(a)
+	}
+	watchLoop(ctx, a, a.log, w, o.RunOptions)
+
+	a.log.Info("shutting down: closing the tunnel")
+	stopTunnel()
+	select {
+	case <-tunnelDone:
+	case <-time.After(o.ShutdownTimeout):
+		a.log.Warn("streams still open after the shutdown timeout")
+	}
+	stopAdmin()
+	return <-adminDone
+}
+
+// AdminHandler serves the agent's /healthz, /readyz, /status, /config and /metrics.
+func (a *Agent) AdminHandler() http.Handler {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_connected", Help: MetricHelp["tlsd_agent_connected"]}, func() float64 {
+			if a.Tunnel != nil && a.Tunnel.Status().Connected {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_agent_reconnects_total", Help: MetricHelp["tlsd_agent_reconnects_total"]}, func() float64 {
+			if a.Tunnel == nil {
+				return 0
+			}
+			return float64(a.Tunnel.Status().Reconnects)
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_agent_streams_total", Help: MetricHelp["tlsd_agent_streams_total"]}, func() float64 {
+			if a.Tunnel == nil {
+				return 0
+			}
+			return float64(a.Tunnel.Status().Streams)
+		}),
+	)
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if a.Generation() == 0 || a.Tunnel == nil || !a.Tunnel.Status().Connected {
+			http.Error(w, "not connected to the edge", http.StatusServiceUnavailable)
+			return
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, a.Status()) })
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, a.Config()) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+func closeIf(ln net.Listener) {
+	if ln != nil {
+		ln.Close()
+	}
+}
