@@ -21,8 +21,9 @@ type Upstream struct {
 	// carrying the client's address.
 	ProxyProtocol byte
 	// FirstByteTimeout, for passthrough, bounds how long the upstream may stay silent
-	// after the ClientHello; a TLS server always answers one. Zero disables it (plaintext
-	// upstreams may rightly wait for the client to speak first).
+	// after the peeked ClientHello; a TLS server always answers one. Zero disables it
+	// (plaintext upstreams may rightly wait for the client to speak first). It applies
+	// only when the connection comes with its ClientHello peeked.
 	FirstByteTimeout time.Duration
 }
 
@@ -43,7 +44,7 @@ func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	c.Conn.SetDeadline(time.Time{})
-	if u.FirstByteTimeout > 0 {
+	if u.FirstByteTimeout > 0 && len(c.Peeked) > 0 { // the ClientHello was sent: an answer is due
 		if err := relayFirstByte(c, up, u.FirstByteTimeout); err != nil {
 			failWith(c, err)
 			up.Close()

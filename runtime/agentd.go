@@ -124,8 +124,7 @@ func (a *Agent) build(ep *schema.Endpoint) (*agentRoute, error) {
 	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
 	switch ep.TerminateAt {
 	case schema.TerminateUpstream:
-		up.FirstByteTimeout = a.opts.HandshakeTimeout
-		return &agentRoute{ep: ep, handler: up}, nil
+		return &agentRoute{ep: ep, handler: up}, nil // the ClientHello is in the stream, not peeked
 	case schema.TerminateAgent:
 		src, err := staticCert(ep)
 		if err != nil {
@@ -163,7 +162,7 @@ func (a *Agent) RecordFailedLoad(diags schema.Diagnostics, err error) {
 
 // Handle serves one stream from the edge: the tunnel's Agent calls it.
 func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
-	info := &proxy.Info{Endpoint: h.Endpoint, Client: addr(h.Client), Start: time.Now()}
+	info := &proxy.Info{Endpoint: h.Endpoint, Client: addr(h.Client), SNI: h.SNI, Start: time.Now()}
 	defer proxy.LogEnd(a.log, info)
 	r := a.gen.Load().routes[h.Endpoint]
 	switch {

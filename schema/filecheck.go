@@ -108,7 +108,7 @@ func unwrapPathError(err error) error {
 
 // checkEndpointFiles checks the certificate, key and client CAs an endpoint references.
 func (l *loader) checkEndpointFiles(ed *endpointDoc) {
-	if l.opts.SkipFiles {
+	if l.opts.SkipFiles || !NeedsFiles(ed.ep, l.opts.Role, l.opts.Agent) {
 		return
 	}
 	tls := ed.ep.TLS

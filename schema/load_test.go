@@ -223,3 +223,40 @@ func TestSchemaAgreesWithModeChecks(t *testing.T) {
 		}
 	}
 }
+
+// TestRoles: each side of a split deployment checks only the files it reads, so the edge
+// runs from a checkout where the agents' keys do not exist.
+func TestRoles(t *testing.T) {
+	dir := t.TempDir()
+	writeFile(t, filepath.Join(dir, "e.yaml"), `apiVersion: tlsd/v1
+kind: Endpoint
+name: at-agent
+domain: a.example.com
+upstream: 127.0.0.1:9000
+terminate_at: agent
+agent: api-agent
+tls:
+  certificate: {crt: absent.crt, key: absent.key}
+`)
+	codes := func(o Options) int {
+		res, err := Load(o, dir)
+		must(t, err)
+		n, _ := res.Diagnostics.Count()
+		return n
+	}
+	for _, c := range []struct {
+		o    Options
+		errs int
+	}{
+		{Options{}, 2},
+		{Options{Role: RoleAll}, 2},
+		{Options{Role: RoleEdge}, 0},
+		{Options{Role: RoleAgent}, 2},
+		{Options{Role: RoleAgent, Agent: "api-agent"}, 2},
+		{Options{Role: RoleAgent, Agent: "other-agent"}, 0},
+	} {
+		if got := codes(c.o); got != c.errs {
+			t.Errorf("role %q agent %q: %d errors, want %d", c.o.Role, c.o.Agent, got, c.errs)
+		}
+	}
+}

@@ -88,6 +88,31 @@ type Options struct {
 	SkipFiles bool
 	// Now is the clock for certificate expiry checks; zero means time.Now.
 	Now time.Time
+	// Role limits the file checks to what one side of a split deployment needs:
+	// RoleEdge skips the keys of agent- and upstream-terminated endpoints that an agent
+	// serves; RoleAgent checks only the files of endpoints an agent terminates (those of
+	// Agent alone, if set). "" or RoleAll checks everything.
+	Role  string
+	Agent string
+}
+
+// Roles of a split deployment, for Options.Role.
+const (
+	RoleAll   = "all"
+	RoleEdge  = "edge"
+	RoleAgent = "agent"
+)
+
+// NeedsFiles reports whether the process in role (agent name for RoleAgent, "" for any
+// agent) reads the certificate, key and CA files of ep.
+func NeedsFiles(ep *Endpoint, role, agent string) bool {
+	switch role {
+	case RoleEdge:
+		return ep.Agent == "" || ep.TerminateAt == TerminateEdge
+	case RoleAgent:
+		return ep.Agent != "" && ep.TerminateAt == TerminateAgent && (agent == "" || ep.Agent == agent)
+	}
+	return true
 }
 
 // ExpiryWarning is how close to its expiry a certificate draws a warning.

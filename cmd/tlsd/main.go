@@ -70,6 +70,6 @@ Check them in CI with "tlsd validate"; print the JSON Schema for editors with
 	}
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newValidateCmd(), newRunCmd(), newPlanCmd(), newStatusCmd(), newCACmd(), newSchemaCmd(), newVersionCmd())
+	root.AddCommand(newValidateCmd(), newRunCmd(), newEdgeCmd(), newAgentCmd(), newPlanCmd(), newStatusCmd(), newCACmd(), newSchemaCmd(), newVersionCmd())
 	return root
 }

@@ -58,59 +58,87 @@ the reason.`,
   tlsd run --listen :443 --log-format json /etc/tlsd/endpoints`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return runDaemon(cmd, f, args)
+			return runDaemon(cmd, f, args, schema.RoleAll, nil)
 		},
 	}
+	addRunFlags(cmd, &f, "127.0.0.1:9180")
+	return cmd
+}
+
+// addRunFlags registers the flags tlsd run, edge and agent share.
+func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl := cmd.Flags()
-	fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
-	fl.StringVar(&f.admin, "admin", "127.0.0.1:9180", "admin API address (/healthz /readyz /status /config /metrics), or off")
-	fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
-	fl.StringVar(&f.stateDir, "state-dir", ".tlsd", "directory for tlsd's state: the internal issuer's CA")
+	if cmd.Name() != "agent" {
+		fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
+		fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
+	}
+	fl.StringVar(&f.admin, "admin", admin, "admin API address (/healthz /readyz /status /config /metrics), or off")
+	fl.StringVar(&f.stateDir, "state-dir", ".tlsd", "directory for tlsd's state: the internal issuer's CA, ACME accounts and certificates")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a client has to send its ClientHello and finish the TLS handshake (and an upstream to answer)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
-	return cmd
 }
 
-func runDaemon(cmd *cobra.Command, f runFlags, args []string) error {
+// loadForRun makes the logger and loads the configuration a serving command starts
+// with; an invalid configuration is refused with validate's diagnostics.
+func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Options) (*slog.Logger, *schema.Result, error) {
 	logger, err := newLogger(cmd.ErrOrStderr(), f.logFormat, f.logLevel)
 	if err != nil {
-		return &exitError{exitUsage, err}
+		return nil, nil, &exitError{exitUsage, err}
 	}
-	res, err := schema.Load(schema.Options{}, args...)
+	if _, _, err := runtime.CheckAdminAddr(f.admin); err != nil {
+		return nil, nil, &exitError{exitUsage, err}
+	}
+	res, err := schema.Load(load, args...)
 	if err != nil {
-		return &exitError{exitUsage, err}
+		return nil, nil, &exitError{exitUsage, err}
 	}
 	if res.Diagnostics.HasErrors() {
 		schema.WriteReport(cmd.ErrOrStderr(), res, schema.ReportOptions{Format: schema.FormatText})
-		return &exitError{exitInvalid, fmt.Errorf("refusing to start: the configuration has errors")}
+		return nil, nil, &exitError{exitInvalid, fmt.Errorf("refusing to start: the configuration has errors")}
 	}
 	for _, d := range res.Diagnostics {
 		logger.Warn("configuration warning", "at", fmt.Sprintf("%s:%d:%d", d.File, d.Line, d.Column), "code", d.Code, "message", d.Message)
 	}
-	if _, _, err := runtime.CheckAdminAddr(f.admin); err != nil {
-		return &exitError{exitUsage, err}
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
-	defer stop()
+	return logger, res, nil
+}
+
+// hupChannel turns SIGHUP into reload requests until ctx ends.
+func hupChannel(ctx context.Context) <-chan struct{} {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
-	defer signal.Stop(hup)
 	reload := make(chan struct{})
 	go func() {
-		for range hup {
+		defer signal.Stop(hup)
+		for {
 			select {
-			case reload <- struct{}{}:
+			case <-hup:
+				select {
+				case reload <- struct{}{}:
+				case <-ctx.Done():
+					return
+				}
 			case <-ctx.Done():
 				return
 			}
 		}
 	}()
+	return reload
+}
+
+func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *runtime.TunnelListen) error {
+	load := schema.Options{Role: role}
+	logger, res, err := loadForRun(cmd, f, args, load)
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
 	opts := runtime.RunOptions{
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger},
-		Paths: args, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: reload,
+		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 	}
 	if err := runtime.Run(ctx, res.Config, opts); err != nil {
 		return &exitError{exitInvalid, err}

@@ -16,6 +16,8 @@ func newValidateCmd() *cobra.Command {
 		format    string
 		color     string
 		skipFiles bool
+		role      string
+		agentName string
 	)
 	cmd := &cobra.Command{
 		Use:   "validate [flags] PATH...",
@@ -27,6 +29,7 @@ reference. Each problem is reported at the exact line and column that is wrong.
 
 Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 		Example: `  tlsd validate endpoints/
+  tlsd validate --role edge endpoints/                    # on the edge: agents' keys may be absent
   tlsd validate --format github --skip-files endpoints/     # in CI, without secrets
   tlsd validate --format json endpoints/ | jq .summary`,
 		Args: cobra.MinimumNArgs(1),
@@ -38,7 +41,10 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			res, err := schema.Load(schema.Options{SkipFiles: skipFiles}, args...)
+			if role != schema.RoleAll && role != schema.RoleEdge && role != schema.RoleAgent {
+				return &exitError{exitUsage, fmt.Errorf("--role: %q is not edge, agent or all", role)}
+			}
+			res, err := schema.Load(schema.Options{SkipFiles: skipFiles, Role: role, Agent: agentName}, args...)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -55,6 +61,8 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 	f.StringVar(&format, "format", schema.FormatText, "output format: text, json or github (workflow annotations)")
 	f.StringVar(&color, "color", "auto", "colour text output: auto (on a terminal, unless NO_COLOR is set), always or never")
 	f.BoolVar(&skipFiles, "skip-files", false, "check everything but the referenced certificate, key and CA files (for CI without secrets)")
+	f.StringVar(&role, "role", schema.RoleAll, "check only the files this side of a split deployment reads: edge, agent or all")
+	f.StringVar(&agentName, "agent", "", "with --role agent: only the endpoints of this agent")
 	return cmd
 }
 

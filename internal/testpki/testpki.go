@@ -13,6 +13,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"math/big"
+	"net"
 	"os"
 	"time"
 )
@@ -28,6 +29,7 @@ type Pair struct {
 type Options struct {
 	CommonName string
 	DNSNames   []string
+	IPs        []net.IP
 	NotBefore  time.Time // zero: an hour ago
 	NotAfter   time.Time // zero: NotBefore + 1 year
 	IsCA       bool
@@ -63,6 +65,7 @@ func issue(parent *Pair, o Options) (*Pair, error) {
 		SerialNumber:          serial,
 		Subject:               pkix.Name{CommonName: o.CommonName, Organization: []string{"tlsd test PKI"}},
 		DNSNames:              o.DNSNames,
+		IPAddresses:           o.IPs,
 		NotBefore:             o.NotBefore,
 		NotAfter:              o.NotAfter,
 		BasicConstraintsValid: true,

@@ -226,8 +226,11 @@ type Forwarder struct {
 // Serve opens a stream to the agent and copies both ways.
 func (f *Forwarder) Serve(_ context.Context, c *proxy.Conn) {
 	c.Info.Upstream = "agent " + f.Agent
-	st, err := f.Pool.Open(f.Agent, Header{Endpoint: f.Endpoint, Client: c.RemoteAddr().String(),
-		Local: c.LocalAddr().String(), Plain: f.Plain})
+	h := Header{Endpoint: f.Endpoint, Client: c.RemoteAddr().String(), Local: c.LocalAddr().String(), Plain: f.Plain}
+	if c.Hello != nil {
+		h.SNI = c.Hello.ServerName
+	}
+	st, err := f.Pool.Open(f.Agent, h)
 	if err != nil {
 		c.Info.Fail("no_agent", fmt.Sprintf("no live agent %q serves endpoint %s", f.Agent, f.Endpoint))
 		c.Conn.Close()

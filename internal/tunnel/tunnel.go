@@ -21,6 +21,7 @@ type Header struct {
 	Endpoint string `json:"endpoint"`
 	Client   string `json:"client"` // the client's address, for logs and PROXY headers
 	Local    string `json:"local"`  // the edge address the client connected to
+	SNI      string `json:"sni"`    // the server name the client asked for
 	// Plain says the edge terminated TLS and the bytes are plaintext; otherwise they are
 	// the client's TLS records, untouched.
 	Plain bool `json:"plain"`

@@ -1,0 +1,148 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/tlsd/tlsd/certs"
+	"github.com/tlsd/tlsd/internal/tunnel"
+	"github.com/tlsd/tlsd/runtime"
+	"github.com/tlsd/tlsd/schema"
+)
+
+func newEdgeCmd() *cobra.Command {
+	var f runFlags
+	var tunnelListen, tunnelCert, tunnelKey, agentCA string
+	cmd := &cobra.Command{
+		Use:   "edge [flags] PATH...",
+		Short: "Serve the public side of a split deployment; agents connect to it",
+		Long: `Edge is "tlsd run" plus a tunnel listener that agents dial out to. Endpoints whose
+"agent" field names an agent are served through that agent's sessions: edge-terminated
+ones are terminated here and the plaintext goes through the tunnel; agent- and
+upstream-terminated ones are routed by SNI and their TLS bytes go through untouched, so
+the edge holds no key for them (its checkout need not contain those files).
+
+An agent authenticates with a client certificate signed by --agent-ca; its name is the
+certificate's first DNS name (its common name if it has none). Several agents with the
+same name form a pool. Endpoints without "agent" are served by the edge itself.`,
+		Example: `  tlsd edge --listen :443 --tunnel-listen :4443 \
+    --tunnel-cert tunnel.crt --tunnel-key tunnel.key --agent-ca agents-ca.pem endpoints/`,
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if tunnelListen == "" || tunnelCert == "" || tunnelKey == "" || agentCA == "" {
+				return &exitError{exitUsage, fmt.Errorf("--tunnel-listen, --tunnel-cert, --tunnel-key and --agent-ca are required")}
+			}
+			cert, err := tls.LoadX509KeyPair(tunnelCert, tunnelKey)
+			if err != nil {
+				return &exitError{exitUsage, fmt.Errorf("tunnel certificate %s and key %s: %w", tunnelCert, tunnelKey, err)}
+			}
+			pool, err := certPool(agentCA)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			t := &runtime.TunnelListen{Addr: tunnelListen, TLS: &tls.Config{MinVersion: tls.VersionTLS13,
+				Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}}
+			return runDaemon(cmd, f, args, schema.RoleEdge, t)
+		},
+	}
+	addRunFlags(cmd, &f, "127.0.0.1:9180")
+	fl := cmd.Flags()
+	fl.StringVar(&tunnelListen, "tunnel-listen", "", "address agents connect to")
+	fl.StringVar(&tunnelCert, "tunnel-cert", "", "certificate the edge presents to agents (PEM)")
+	fl.StringVar(&tunnelKey, "tunnel-key", "", "its private key (PEM)")
+	fl.StringVar(&agentCA, "agent-ca", "", "CA certificates that sign agents' client certificates (PEM)")
+	return cmd
+}
+
+func newAgentCmd() *cobra.Command {
+	var f runFlags
+	var edgeAddr, certFile, keyFile, caFile string
+	cmd := &cobra.Command{
+		Use:   "agent [flags] PATH...",
+		Short: "Serve, behind the edge, the endpoints that name this agent",
+		Long: `Agent dials out to the edge (TLS 1.3, verifying the edge's certificate against --ca
+and presenting --cert), keeps one multiplexed session, and serves the connections the
+edge sends for the endpoints whose "agent" is this agent's name — the first DNS name of
+--cert (its common name if it has none): it terminates agent-terminated endpoints with
+their certificate, passes upstream-terminated ones through, and forwards the plaintext
+of edge-terminated ones, writing PROXY headers with the real client address. It
+reconnects with exponential backoff and jitter, and watches and reloads its own copy of
+the configuration like "tlsd run".`,
+		Example: `  tlsd agent --edge edge.example.com:4443 --cert agent.crt --key agent.key --ca tunnel-ca.pem endpoints/`,
+		Args:    cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if edgeAddr == "" || certFile == "" || keyFile == "" || caFile == "" {
+				return &exitError{exitUsage, fmt.Errorf("--edge, --cert, --key and --ca are required")}
+			}
+			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+			if err != nil {
+				return &exitError{exitUsage, fmt.Errorf("agent certificate %s and key %s: %w", certFile, keyFile, err)}
+			}
+			roots, err := certPool(caFile)
+			if err != nil {
+				return &exitError{exitUsage, err}
+			}
+			host, _, _ := splitHost(edgeAddr)
+			name := tunnel.Identity(cert.Leaf)
+			cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: host}
+			return runAgent(cmd, f, args, name, edgeAddr, cfg)
+		},
+	}
+	addRunFlags(cmd, &f, "127.0.0.1:9181")
+	fl := cmd.Flags()
+	fl.StringVar(&edgeAddr, "edge", "", "the edge's tunnel address, host:port")
+	fl.StringVar(&certFile, "cert", "", "the agent's client certificate (PEM); its first DNS name is the agent's name")
+	fl.StringVar(&keyFile, "key", "", "its private key (PEM)")
+	fl.StringVar(&caFile, "ca", "", "CA certificates that sign the edge's tunnel certificate (PEM)")
+	return cmd
+}
+
+func certPool(file string) (*x509.CertPool, error) {
+	data, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("read CA file: %w", err)
+	}
+	list, err := certs.ParseCertificates(data)
+	if err != nil {
+		return nil, fmt.Errorf("CA file %s: %w", file, err)
+	}
+	pool := x509.NewCertPool()
+	for _, c := range list {
+		pool.AddCert(c)
+	}
+	return pool, nil
+}
+
+// runAgent loads the agent's view of the configuration and serves it until a signal.
+func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr string, cfg *tls.Config) error {
+	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	logger.Info("agent starting", "agent", name, "edge", edgeAddr)
+	o := runtime.AgentRunOptions{
+		RunOptions: runtime.RunOptions{
+			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger},
+			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name}, Admin: f.admin,
+			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx),
+		},
+		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second,
+	}
+	if err := runtime.RunAgent(ctx, res.Config, o); err != nil {
+		return &exitError{exitInvalid, err}
+	}
+	return nil
+}
+
+func splitHost(addr string) (string, string, error) { return net.SplitHostPort(addr) }

@@ -1,0 +1,112 @@
+package runtime
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/tlsd/tlsd/internal/testpki"
+	"github.com/tlsd/tlsd/internal/tunnel"
+)
+
+// capturingConn keeps the first bytes the agent reads from a stream.
+type capturingConn struct {
+	net.Conn
+	mu    sync.Mutex
+	first []byte
+}
+
+func (c *capturingConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	c.mu.Lock()
+	if len(c.first) < 16 {
+		c.first = append(c.first, p[:min(n, 16-len(c.first))]...)
+	}
+	c.mu.Unlock()
+	return n, err
+}
+
+// TestTunnelCarriesTLSUntouched runs an edge and an agent in this process, with the
+// agent recording what arrives through the tunnel: for agent- and upstream-terminated
+// endpoints it is the client's TLS records, for edge-terminated ones plaintext.
+func TestTunnelCarriesTLSUntouched(t *testing.T) {
+	e := newEnv(t)
+	plain, zk := newEchoServer(t, nil), e.tlsUpstream("zk.test")
+	tunnelCA, err := testpki.NewCA("tunnel CA", time.Time{}, time.Time{})
+	must(t, err)
+	edgeCert, err := tunnelCA.Issue(testpki.Options{CommonName: "edge", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	must(t, err)
+	agentCert, err := e.clientCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
+	must(t, err)
+	e.leaf(e.agentCA, "ag", "ag.test")
+	tp := tunnel.NewPool(slogTo(e.log))
+	tunnelLn, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
+	go tp.Serve(tunnelLn, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ec},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool(e.clientCA)})
+	defer tp.Close()
+	cfg := yamlEndpoint("zk", "zk.test", zk.addr(), "", "") + "agent: api-agent\n" +
+		yamlEndpoint("ag", "ag.test", plain.addr(), "agent", "  certificate: {crt: ag.crt, key: ag.key}\n") + "agent: api-agent\n" +
+		yamlEndpoint("ed", "ed.test", plain.addr(), "edge", "  issuer: internal\n") + "agent: api-agent\n"
+	e.start(cfg, func(o *Options) { o.Tunnel = tp })
+
+	agent := NewAgent("api-agent", Options{Logger: slogTo(e.log), HandshakeTimeout: 5 * time.Second})
+	_, err = agent.Apply(loadConfig(t, e.path("endpoints.yaml")))
+	must(t, err)
+	var mu sync.Mutex
+	captured := map[string]*capturingConn{}
+	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
+	agent.Tunnel = &tunnel.Agent{Edge: tunnelLn.Addr().String(), Log: slogTo(e.log),
+		TLS: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)},
+		Handle: func(ctx context.Context, h tunnel.Header, st net.Conn) {
+			cc := &capturingConn{Conn: st}
+			mu.Lock()
+			captured[h.Endpoint] = cc
+			mu.Unlock()
+			agent.Handle(ctx, h, cc)
+		}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); agent.Tunnel.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	e.log.waitFor(t, "agent connected", "agent=api-agent")
+
+	for _, c := range []struct {
+		sni, endpoint string
+		cfg           *tls.Config
+		tls           bool
+	}{
+		{"zk.test", "zk", &tls.Config{ServerName: "zk.test", RootCAs: pool(e.upstreamCA)}, true},
+		{"ag.test", "ag", &tls.Config{ServerName: "ag.test", RootCAs: pool(e.agentCA)}, true},
+		{"ed.test", "ed", &tls.Config{ServerName: "ed.test", RootCAs: e.internalRoots()}, false},
+	} {
+		tc, err := e.dialTLS(c.cfg)
+		if err != nil {
+			t.Fatalf("%s: %v\n%s", c.sni, err, e.log)
+		}
+		got, err := roundTrip(tc, []byte("through the tunnel"))
+		tc.Close()
+		if err != nil || string(got) != "through the tunnel" {
+			t.Fatalf("%s: echo %q, %v", c.sni, got, err)
+		}
+		mu.Lock()
+		cc := captured[c.endpoint]
+		mu.Unlock()
+		cc.mu.Lock()
+		first := bytes.Clone(cc.first)
+		cc.mu.Unlock()
+		isTLS := len(first) >= 3 && first[0] == 22 && first[1] == 3 // a handshake record
+		if isTLS != c.tls {
+			t.Errorf("%s: the agent received % x...; TLS records: %v, want %v", c.sni, first, isTLS, c.tls)
+		}
+	}
+	st := e.d.Status()
+	if len(st.Agents) != 1 || st.Agents[0].Name != "api-agent" || st.Agents[0].Streams != 3 {
+		t.Errorf("edge status agents = %+v", st.Agents)
+	}
+}
