@@ -177,3 +177,50 @@ func rssKB(b *testing.B) int {
 	}
 	return 0
 }
+
+// BenchmarkSplitPassthrough compares passthrough through tlsd run with the same through
+// an edge and an agent joined by the tunnel (both in this process), and the direct path:
+// bulk throughput, and the setup of a connection (connect, ClientHello, first byte back).
+func BenchmarkSplitPassthrough(b *testing.B) {
+	up := sink(b)
+	hello := helloBytes(b, "bulk.test")
+	run := newEnv(b)
+	run.start(yamlEndpoint("bulk", "bulk.test", up.Addr().String(), "", ""))
+	split := startSplit(b, yamlEndpoint("bulk", "bulk.test", up.Addr().String(), "", "")+"agent: api-agent\n", nil)
+	targets := []struct{ name, addr string }{{"direct", up.Addr().String()}, {"run", run.addr()}, {"edge+agent", split.addr()}}
+	for _, tg := range targets {
+		b.Run("bulk/"+tg.name, func(b *testing.B) {
+			c, err := net.Dial("tcp", tg.addr)
+			must(b, err)
+			defer c.Close()
+			_, err = c.Write(hello)
+			must(b, err)
+			one := make([]byte, 1)
+			_, err = io.ReadFull(c, one)
+			must(b, err)
+			chunk := make([]byte, 256<<10)
+			b.SetBytes(int64(len(chunk)))
+			for b.Loop() {
+				if _, err := c.Write(chunk); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+	for _, tg := range targets {
+		b.Run("setup/"+tg.name, func(b *testing.B) {
+			one := make([]byte, 1)
+			for b.Loop() {
+				c, err := net.Dial("tcp", tg.addr)
+				if err != nil {
+					b.Fatal(err)
+				}
+				c.Write(hello)
+				if _, err := io.ReadFull(c, one); err != nil {
+					b.Fatal(err)
+				}
+				c.Close()
+			}
+		})
+	}
+}

@@ -33,55 +33,78 @@ func (c *capturingConn) Read(p []byte) (int, error) {
 // TestTunnelCarriesTLSUntouched runs an edge and an agent in this process, with the
 // agent recording what arrives through the tunnel: for agent- and upstream-terminated
 // endpoints it is the client's TLS records, for edge-terminated ones plaintext.
-func TestTunnelCarriesTLSUntouched(t *testing.T) {
-	e := newEnv(t)
-	plain, zk := newEchoServer(t, nil), e.tlsUpstream("zk.test")
+// splitEnv is an edge daemon and an agent in this process, joined by a real tunnel.
+type splitEnv struct {
+	*env
+	agent *Agent
+}
+
+// startSplit starts the edge with config and the agent "api-agent" with the same
+// configuration; wrap, if set, sits between the tunnel and the agent's stream handler.
+func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, tunnel.Header, net.Conn)) func(context.Context, tunnel.Header, net.Conn)) *splitEnv {
+	e := newEnv(tb)
 	tunnelCA, err := testpki.NewCA("tunnel CA", time.Time{}, time.Time{})
-	must(t, err)
+	must(tb, err)
 	edgeCert, err := tunnelCA.Issue(testpki.Options{CommonName: "edge", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	must(t, err)
+	must(tb, err)
 	agentCert, err := e.clientCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
-	must(t, err)
+	must(tb, err)
 	e.leaf(e.agentCA, "ag", "ag.test")
 	tp := tunnel.NewPool(slogTo(e.log))
 	tunnelLn, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
+	must(tb, err)
 	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
 	go tp.Serve(tunnelLn, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ec},
 		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool(e.clientCA)})
-	defer tp.Close()
+	e.start(config, func(o *Options) { o.Tunnel = tp })
+	tb.Cleanup(tp.Close)
+
+	s := &splitEnv{env: e, agent: NewAgent("api-agent", Options{Logger: slogTo(e.log), HandshakeTimeout: 5 * time.Second})}
+	_, err = s.agent.Apply(loadConfig(tb, e.path("endpoints.yaml")))
+	must(tb, err)
+	handle := s.agent.Handle
+	if wrap != nil {
+		handle = wrap(handle)
+	}
+	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
+	s.agent.Tunnel = &tunnel.Agent{Edge: tunnelLn.Addr().String(), Log: slogTo(e.log), Handle: handle,
+		TLS: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); s.agent.Tunnel.Run(ctx) }()
+	tb.Cleanup(func() { cancel(); <-done })
+	e.log.waitFor(tb, "agent connected", "agent=api-agent")
+	return s
+}
+
+func TestTunnelCarriesTLSUntouched(t *testing.T) {
+	plain := newEchoServer(t, nil)
+	upstreamCA, err := testpki.NewCA("upstream CA", time.Time{}, time.Time{})
+	must(t, err)
+	zkLeaf, _ := upstreamCA.Issue(testpki.Options{CommonName: "zk.test", DNSNames: []string{"zk.test"}})
+	zkPair, _ := tls.X509KeyPair(zkLeaf.CertPEM(), zkLeaf.KeyPEM())
+	zk := newEchoServer(t, func(c net.Conn) net.Conn { return tls.Server(c, &tls.Config{Certificates: []tls.Certificate{zkPair}}) })
 	cfg := yamlEndpoint("zk", "zk.test", zk.addr(), "", "") + "agent: api-agent\n" +
 		yamlEndpoint("ag", "ag.test", plain.addr(), "agent", "  certificate: {crt: ag.crt, key: ag.key}\n") + "agent: api-agent\n" +
 		yamlEndpoint("ed", "ed.test", plain.addr(), "edge", "  issuer: internal\n") + "agent: api-agent\n"
-	e.start(cfg, func(o *Options) { o.Tunnel = tp })
-
-	agent := NewAgent("api-agent", Options{Logger: slogTo(e.log), HandshakeTimeout: 5 * time.Second})
-	_, err = agent.Apply(loadConfig(t, e.path("endpoints.yaml")))
-	must(t, err)
 	var mu sync.Mutex
 	captured := map[string]*capturingConn{}
-	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
-	agent.Tunnel = &tunnel.Agent{Edge: tunnelLn.Addr().String(), Log: slogTo(e.log),
-		TLS: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)},
-		Handle: func(ctx context.Context, h tunnel.Header, st net.Conn) {
+	s := startSplit(t, cfg, func(next func(context.Context, tunnel.Header, net.Conn)) func(context.Context, tunnel.Header, net.Conn) {
+		return func(ctx context.Context, h tunnel.Header, st net.Conn) {
 			cc := &capturingConn{Conn: st}
 			mu.Lock()
 			captured[h.Endpoint] = cc
 			mu.Unlock()
-			agent.Handle(ctx, h, cc)
-		}}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { defer close(done); agent.Tunnel.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	e.log.waitFor(t, "agent connected", "agent=api-agent")
-
+			next(ctx, h, cc)
+		}
+	})
+	e := s.env
 	for _, c := range []struct {
 		sni, endpoint string
 		cfg           *tls.Config
 		tls           bool
 	}{
-		{"zk.test", "zk", &tls.Config{ServerName: "zk.test", RootCAs: pool(e.upstreamCA)}, true},
+		{"zk.test", "zk", &tls.Config{ServerName: "zk.test", RootCAs: pool(upstreamCA)}, true},
 		{"ag.test", "ag", &tls.Config{ServerName: "ag.test", RootCAs: pool(e.agentCA)}, true},
 		{"ed.test", "ed", &tls.Config{ServerName: "ed.test", RootCAs: e.internalRoots()}, false},
 	} {
