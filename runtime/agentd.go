@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -140,14 +139,7 @@ func (a *Agent) build(ep *schema.Endpoint) (*agentRoute, error) {
 }
 
 func (a *Agent) recordLocked(ok bool, diags schema.Diagnostics, err error) {
-	at := Attempt{OK: ok, At: time.Now(), Diagnostics: diags}
-	if at.Diagnostics == nil {
-		at.Diagnostics = schema.Diagnostics{}
-	}
-	if err != nil {
-		at.Error = err.Error()
-	}
-	a.attempt = at
+	a.attempt = newAttempt(ok, diags, err)
 }
 
 // RecordFailedLoad notes an invalid configuration; the running generation stays.
@@ -228,5 +220,3 @@ func (a *Agent) Status() AgentStatus {
 	slices.SortFunc(st.Endpoints, func(x, y EndpointStatus) int { return cmp.Compare(x.Name, y.Name) })
 	return st
 }
-
-var errNoTunnel = errors.New("agent: no tunnel configured")

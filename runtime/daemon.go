@@ -440,11 +440,7 @@ func (b *builder) route(ep *schema.Endpoint) (*builtRoute, error) {
 		up.FirstByteTimeout = b.opts.HandshakeTimeout
 		return &builtRoute{ep: ep, route: r}, nil
 	}
-	src, err := b.certificate(ep)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := serverTLSConfig(ep, src)
+	cfg, src, err := b.tlsConfig(ep)
 	if err != nil {
 		return nil, err
 	}
@@ -466,16 +462,22 @@ func (b *builder) tunnelRoute(ep *schema.Endpoint) (*builtRoute, error) {
 	if ep.TerminateAt != schema.TerminateEdge {
 		return &builtRoute{ep: ep, route: r}, nil
 	}
-	src, err := b.certificate(ep)
-	if err != nil {
-		return nil, err
-	}
-	cfg, err := serverTLSConfig(ep, src)
+	cfg, src, err := b.tlsConfig(ep)
 	if err != nil {
 		return nil, err
 	}
 	fw.Plain, r.TLS = true, cfg
 	return &builtRoute{ep: ep, route: r, tls: cfg, cert: src}, nil
+}
+
+// tlsConfig builds what tlsd needs to terminate TLS for ep.
+func (b *builder) tlsConfig(ep *schema.Endpoint) (*tls.Config, certSource, error) {
+	src, err := b.certificate(ep)
+	if err != nil {
+		return nil, src, err
+	}
+	cfg, err := serverTLSConfig(ep, src)
+	return cfg, src, err
 }
 
 func (b *builder) certificate(ep *schema.Endpoint) (certSource, error) {

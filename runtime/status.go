@@ -54,7 +54,7 @@ type CertificateStatus struct {
 	NextRetry time.Time `json:"next_retry,omitzero"`
 }
 
-func (d *Daemon) recordLocked(ok bool, diags schema.Diagnostics, err error) {
+func newAttempt(ok bool, diags schema.Diagnostics, err error) Attempt {
 	a := Attempt{OK: ok, At: time.Now(), Diagnostics: diags}
 	if a.Diagnostics == nil {
 		a.Diagnostics = schema.Diagnostics{}
@@ -62,7 +62,11 @@ func (d *Daemon) recordLocked(ok bool, diags schema.Diagnostics, err error) {
 	if err != nil {
 		a.Error = err.Error()
 	}
-	d.attempt = a
+	return a
+}
+
+func (d *Daemon) recordLocked(ok bool, diags schema.Diagnostics, err error) {
+	d.attempt = newAttempt(ok, diags, err)
 }
 
 // RecordFailedLoad notes a configuration that could not be loaded or was invalid: the

@@ -205,18 +205,7 @@ func (w *splitWorld) echoes(sni string) error {
 		return err
 	}
 	defer c.Close()
-	msg := "hello " + sni
-	if _, err := c.Write([]byte(msg)); err != nil {
-		return err
-	}
-	buf := make([]byte, len(msg))
-	if _, err := io.ReadFull(c, buf); err != nil {
-		return err
-	}
-	if string(buf) != msg {
-		return fmt.Errorf("echo %q", buf)
-	}
-	return nil
+	return roundTripOnce(c, "hello "+sni)
 }
 
 // TestSplitDeployment runs tlsd edge and tlsd agent as separate processes and puts them
