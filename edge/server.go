@@ -39,8 +39,10 @@ type Server struct {
 	conns   sync.WaitGroup
 	closing sync.Once
 
-	mu   sync.Mutex          // guards the following fields
-	open map[net.Conn]*Route // nil until the connection is routed
+	mu        sync.Mutex          // guards the following fields
+	open      map[net.Conn]*Route // nil until the connection is routed
+	closed    bool
+	serveDone chan struct{} // closed when Serve returns; nil if it never ran
 }
 
 // NewServer serves ln with table; call Serve to start.
@@ -66,6 +68,14 @@ func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 // Serve accepts connections until Close or Shutdown. Temporary errors, such as running
 // out of file descriptors, back off and retry instead of ending the listener.
 func (s *Server) Serve() error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.serveDone = make(chan struct{})
+	defer close(s.serveDone)
+	s.mu.Unlock()
 	var backoff time.Duration
 	for {
 		s.conns.Add(1) // taken before Accept so Shutdown cannot miss a connection
@@ -148,7 +158,12 @@ func (s *Server) ActiveByEndpoint() map[string]int {
 // Close stops accepting; open connections carry on.
 func (s *Server) Close() error {
 	var err error
-	s.closing.Do(func() { err = s.ln.Close() })
+	s.closing.Do(func() {
+		s.mu.Lock()
+		s.closed = true
+		s.mu.Unlock()
+		err = s.ln.Close()
+	})
 	return err
 }
 
@@ -156,6 +171,14 @@ func (s *Server) Close() error {
 // it closes them and reports how many it cut.
 func (s *Server) Shutdown(ctx context.Context) (cut int, err error) {
 	s.Close()
+	// The accept loop takes a WaitGroup slot before each Accept: wait for it to end
+	// before waiting on the group, or the two race.
+	s.mu.Lock()
+	serving := s.serveDone
+	s.mu.Unlock()
+	if serving != nil {
+		<-serving
+	}
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()
 	select {

@@ -340,10 +340,14 @@ func TestReloadUnderLoad(t *testing.T) {
 	// file descriptors back to where they were.
 	w.step(0)
 	w.waitQuiet()
-	time.Sleep(200 * time.Millisecond) // the echo upstreams close their side
-	// Go keeps the pipes splice(2) needs in a sync.Pool; two collections empty it.
-	goruntime.GC()
-	goruntime.GC()
+	// The echo upstreams close their side soon after; Go keeps the pipes splice(2)
+	// needs in a sync.Pool, which two collections empty.
+	deadline := time.Now().Add(3 * time.Second)
+	for openFDs(t) > fdsBefore+4 && time.Now().Before(deadline) {
+		goruntime.GC()
+		goruntime.GC()
+		time.Sleep(50 * time.Millisecond)
+	}
 	if fds := openFDs(t); fds > fdsBefore+4 {
 		t.Errorf("%d file descriptors open after draining, %d before the load", fds, fdsBefore)
 		entries, _ := os.ReadDir("/proc/self/fd")
