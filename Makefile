@@ -4,7 +4,7 @@ BIN      ?= bin/tlsd
 PKGS     := ./...
 PEBBLE_VERSION := v2.10.3
 
-.PHONY: help build test tools lint fmt run validate-examples bench soak fuzz clean
+.PHONY: help build test tools lint fmt run validate-examples bench gobench soak fuzz clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -45,7 +45,11 @@ validate-examples: build ## tlsd validate every example
 	@chmod 600 examples/*/certs/*.key
 	./$(BIN) validate examples/*
 
-bench: ## Go benchmarks of the hot paths
+bench: build ## tlsd beside HAProxy and nginx on the same load (installs them if missing); writes bench/results/DATE.md
+	$(GO) build -o bin/benchrun ./bench/cmd/benchrun
+	taskset -c 1 ./bin/benchrun -tlsd $(BIN) -peers
+
+gobench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 soak: ## 1,000 reloads under load (long-lived and new connections in all modes)

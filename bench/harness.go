@@ -1,0 +1,198 @@
+package bench
+
+import (
+	"crypto/tls"
+	"fmt"
+	"io"
+	"slices"
+	"strings"
+	"time"
+)
+
+// Options tune a harness run.
+type Options struct {
+	TLSD      string        // the tlsd binary
+	Dir       string        // scratch directory
+	Runs      int           // repetitions of each case, interleaved across servers
+	Duration  time.Duration // of each timed run
+	IdleConns int           // connections held open for the memory cases
+	Peers     bool          // also run HAProxy and nginx
+	Log       io.Writer     // progress
+}
+
+// Result is one figure of one server: every run's value.
+type Result struct {
+	Case, Metric, Server string
+	Values               []float64
+	Note                 string // negotiated TLS parameters
+}
+
+// Median of the runs.
+func (r Result) Median() float64 {
+	v := slices.Clone(r.Values)
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
+
+type measure func(s *Server) (map[string]float64, string, error)
+
+// Run measures every case on every server and returns the results.
+func Run(o Options) ([]Result, error) {
+	w, err := NewWorld(o.Dir)
+	if err != nil {
+		return nil, err
+	}
+	defer w.Close()
+	hello, err := HelloBytes("pt.test")
+	if err != nil {
+		return nil, err
+	}
+	servers := []func() (*Server, error){func() (*Server, error) { return StartTLSD(w, o.TLSD, 0) }}
+	if o.Peers {
+		servers = append(servers, func() (*Server, error) { return StartHAProxy(w) }, func() (*Server, error) { return StartNginx(w) })
+	}
+	var results []Result
+	add := func(c, metric, server string, v float64, note string) {
+		for i := range results {
+			if r := &results[i]; r.Case == c && r.Metric == metric && r.Server == server {
+				r.Values = append(r.Values, v)
+				if note != "" {
+					r.Note = note
+				}
+				return
+			}
+		}
+		results = append(results, Result{Case: c, Metric: metric, Server: server, Values: []float64{v}, Note: note})
+	}
+	cases := cases(w, hello, o)
+	for run := 1; run <= o.Runs; run++ {
+		// Direct: the physical reference, no server in between.
+		for _, c := range []int{1, 8} {
+			n, err := Bulk(w.Sink, hello, nil, c, o.Duration)
+			if err != nil {
+				return nil, fmt.Errorf("direct bulk: %w", err)
+			}
+			add(fmt.Sprintf("passthrough bulk, %d conn", c), "Gbit/s", "direct", gbit(n, o.Duration), "")
+		}
+		for _, start := range servers {
+			s, err := start()
+			if err != nil {
+				return nil, err
+			}
+			for _, c := range cases {
+				fmt.Fprintf(o.Log, "run %d/%d: %s: %s\n", run, o.Runs, s.Name, c.name)
+				cpu0 := CPUSeconds(s.Pids())
+				values, note, err := c.fn(s)
+				if err != nil {
+					s.Stop()
+					return nil, fmt.Errorf("%s, %s: %w", s.Name, c.name, err)
+				}
+				cpu := CPUSeconds(s.Pids()) - cpu0
+				for metric, v := range values {
+					switch {
+					case strings.HasSuffix(metric, "/CPU-s"):
+						v = safeDiv(v, cpu)
+					case strings.HasPrefix(metric, "CPU-s per"):
+						v = safeDiv(cpu, v)
+					}
+					add(c.name, metric, s.Name, v, note)
+				}
+			}
+			s.Stop()
+		}
+		if err := routeScale(w, hello, o, add); err != nil {
+			return nil, err
+		}
+	}
+	return results, nil
+}
+
+type namedCase struct {
+	name string
+	fn   measure
+}
+
+// cases are the figures of the table. Metrics named ".../CPU-s" are divided by the
+// server's CPU time during the case, "CPU-s per ..." divide it.
+func cases(w *World, hello []byte, o Options) []namedCase {
+	d := o.Duration
+	return []namedCase{
+		{"idle RSS per connection, passthrough", func(s *Server) (map[string]float64, string, error) {
+			return idleRSS(s, s.PT, hello, nil, o.IdleConns)
+		}},
+		{"idle RSS per connection, terminated", func(s *Server) (map[string]float64, string, error) {
+			return idleRSS(s, s.Term, nil, w.TermConfig(), o.IdleConns)
+		}},
+		{"passthrough bulk, 1 conn", func(s *Server) (map[string]float64, string, error) {
+			n, err := Bulk(s.PT, hello, nil, 1, d)
+			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
+		}},
+		{"passthrough bulk, 8 conn", func(s *Server) (map[string]float64, string, error) {
+			n, err := Bulk(s.PT, hello, nil, 8, d)
+			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
+		}},
+		{"passthrough new connections", func(s *Server) (map[string]float64, string, error) {
+			n, err := ConnRate(s.PT, hello, 8, d)
+			return map[string]float64{"conn/s": float64(n) / d.Seconds(), "conn/CPU-s": float64(n)}, "", err
+		}},
+		{"TLS 1.3 full handshakes", func(s *Server) (map[string]float64, string, error) {
+			n, neg, err := Handshakes(s.Term, w.TermConfig(), false, 8, d)
+			return map[string]float64{"hs/s": float64(n) / d.Seconds(), "hs/CPU-s": float64(n)}, neg, err
+		}},
+		{"TLS 1.3 resumed handshakes", func(s *Server) (map[string]float64, string, error) {
+			n, neg, err := Handshakes(s.Term, w.TermConfig(), true, 8, d)
+			return map[string]float64{"hs/s": float64(n) / d.Seconds(), "hs/CPU-s": float64(n)}, neg, err
+		}},
+		{"terminated bulk, 1 conn", func(s *Server) (map[string]float64, string, error) {
+			n, err := Bulk(s.TermBulk, nil, w.TermConfig(), 1, d)
+			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
+		}},
+	}
+}
+
+// idleRSS is the server's resident memory growth per idle connection. It runs first on
+// a freshly started server, so memory freed by earlier cases cannot hide the cost.
+func idleRSS(s *Server, addr string, hello []byte, cfg *tls.Config, n int) (map[string]float64, string, error) {
+	before := RSSKB(s.Pids())
+	closeAll, err := OpenIdle(addr, hello, cfg, n)
+	if err != nil {
+		return nil, "", err
+	}
+	time.Sleep(300 * time.Millisecond)
+	after := RSSKB(s.Pids())
+	closeAll()
+	time.Sleep(300 * time.Millisecond)
+	return map[string]float64{"kB": float64(after-before) / float64(n)}, "", nil
+}
+
+// routeScale compares tlsd's passthrough connection rate per CPU-s with 1 and with
+// 10,001 routes on the listener.
+func routeScale(w *World, hello []byte, o Options, add func(string, string, string, float64, string)) error {
+	for _, extra := range []int{0, 10_000} {
+		s, err := StartTLSD(w, o.TLSD, extra)
+		if err != nil {
+			return err
+		}
+		cpu0 := CPUSeconds(s.Pids())
+		n, err := ConnRate(s.PT, hello, 8, o.Duration)
+		cpu := CPUSeconds(s.Pids()) - cpu0
+		s.Stop()
+		if err != nil {
+			return err
+		}
+		add("passthrough new connections by routes", "conn/CPU-s", fmt.Sprintf("tlsd, %d routes", extra+1), safeDiv(float64(n), cpu), "")
+	}
+	return nil
+}
+
+func gbit(n int64, d time.Duration) float64 { return float64(n) * 8 / 1e9 / d.Seconds() }
+
+func safeDiv(a, b float64) float64 {
+	if b <= 0 {
+		return 0
+	}
+	return a / b
+}

@@ -1,0 +1,210 @@
+// Package bench measures tlsd beside HAProxy and nginx on the same load: the load client
+// (also the tlsload command), the servers' CPU time and memory from /proc, and the
+// harness that runs every case and prints the table (the benchrun command, make bench).
+package bench
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// HelloBytes is a real ClientHello for sni, the first flight of a passthrough connection.
+func HelloBytes(sni string) ([]byte, error) {
+	client, server := net.Pipe()
+	defer server.Close()
+	go func() {
+		tls.Client(client, &tls.Config{ServerName: sni, InsecureSkipVerify: true, CurvePreferences: []tls.CurveID{tls.X25519}}).Handshake()
+		client.Close()
+	}()
+	buf := make([]byte, 4096)
+	server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	n, err := server.Read(buf)
+	if err != nil {
+		return nil, err
+	}
+	return buf[:n], nil
+}
+
+// openPassthrough connects, sends the ClientHello and waits for the upstream's first
+// byte: the route is then established end to end.
+func openPassthrough(addr string, hello []byte) (net.Conn, error) {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return nil, err
+	}
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := c.Write(hello); err != nil {
+		c.Close()
+		return nil, err
+	}
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		c.Close()
+		return nil, fmt.Errorf("no answer through %s: %w", addr, err)
+	}
+	c.SetDeadline(time.Time{})
+	return c, nil
+}
+
+// Bulk writes through conns connections for d and returns the bytes written. With cfg
+// nil it is passthrough (ClientHello, then raw bytes); otherwise it completes a TLS
+// handshake with cfg and writes application data.
+func Bulk(addr string, hello []byte, cfg *tls.Config, conns int, d time.Duration) (int64, error) {
+	var total atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, conns)
+	deadline := time.Now().Add(d)
+	for range conns {
+		var c net.Conn
+		var err error
+		if cfg == nil {
+			c, err = openPassthrough(addr, hello)
+		} else {
+			c, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+		}
+		if err != nil {
+			return 0, err
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer c.Close()
+			chunk := make([]byte, 256<<10)
+			for time.Now().Before(deadline) {
+				n, err := c.Write(chunk)
+				total.Add(int64(n))
+				if err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return total.Load(), <-errs
+}
+
+// Handshakes runs full (or, with resume, resumed) TLS handshakes for d from workers
+// goroutines, each followed by one echoed byte, and returns how many completed and the
+// negotiated parameters.
+func Handshakes(addr string, cfg *tls.Config, resume bool, workers int, d time.Duration) (int, string, error) {
+	var n atomic.Int64
+	var negotiated atomic.Value
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c := cfg.Clone()
+			if resume {
+				c.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+			}
+			one := []byte{1}
+			for i := 0; time.Now().Before(deadline); i++ {
+				conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, c)
+				if err == nil {
+					conn.SetDeadline(time.Now().Add(5 * time.Second))
+					_, err = conn.Write(one)
+					if err == nil {
+						_, err = io.ReadFull(conn, one)
+					}
+					st := conn.ConnectionState()
+					if err == nil && resume && !st.DidResume && i > 0 { // each worker's first is full
+						err = errors.New("session not resumed")
+					}
+					negotiated.Store(fmt.Sprintf("%s %s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), curveName(st)))
+					conn.Close()
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	neg, _ := negotiated.Load().(string)
+	if e, ok := firstErr.Load().(error); ok {
+		return int(n.Load()), neg, e
+	}
+	return int(n.Load()), neg, nil
+}
+
+func curveName(st tls.ConnectionState) string {
+	if st.CurveID == 0 {
+		return ""
+	}
+	return st.CurveID.String()
+}
+
+// ConnRate opens passthrough connections (ClientHello, first byte back, close) for d.
+func ConnRate(addr string, hello []byte, workers int, d time.Duration) (int, error) {
+	var n atomic.Int64
+	var firstErr atomic.Value
+	var wg sync.WaitGroup
+	deadline := time.Now().Add(d)
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(deadline) {
+				c, err := openPassthrough(addr, hello)
+				if err != nil {
+					firstErr.CompareAndSwap(nil, err)
+					return
+				}
+				c.Close()
+				n.Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	if e, ok := firstErr.Load().(error); ok {
+		return int(n.Load()), e
+	}
+	return int(n.Load()), nil
+}
+
+// OpenIdle opens n connections and leaves them idle: passthrough (cfg nil) or TLS
+// handshakes completed with cfg. Close them with the returned function.
+func OpenIdle(addr string, hello []byte, cfg *tls.Config, n int) (func(), error) {
+	conns := make([]net.Conn, 0, n)
+	closeAll := func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+	for range n {
+		var c net.Conn
+		var err error
+		if cfg == nil {
+			c, err = openPassthrough(addr, hello)
+		} else {
+			var tc *tls.Conn
+			tc, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+			c = tc
+		}
+		if err != nil {
+			closeAll()
+			return nil, fmt.Errorf("idle connection %d: %w", len(conns)+1, err)
+		}
+		conns = append(conns, c)
+	}
+	return closeAll, nil
+}
+
+// ClientConfig is the client side of the termination cases: X25519 only (OpenSSL 3.0's
+// peers have no ML-KEM), trusting roots.
+func ClientConfig(sni string, roots *x509.CertPool) *tls.Config {
+	return &tls.Config{ServerName: sni, RootCAs: roots, CurvePreferences: []tls.CurveID{tls.X25519}}
+}

@@ -1,0 +1,249 @@
+package bench
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/tlsd/tlsd/internal/testpki"
+)
+
+// World is what every server under test shares: certificates and the upstreams.
+type World struct {
+	Dir               string
+	Roots             *x509.CertPool
+	CertFile, KeyFile string // ECDSA P-256 for term.test
+	PEMFile           string // certificate and key concatenated (HAProxy)
+	Sink              string // answers one byte to the first bytes it gets, then discards (passthrough)
+	Discard           string // discards (terminated bulk)
+	Echo              string // echoes (terminated handshakes)
+	listeners         []net.Listener
+}
+
+// NewWorld makes the certificates and starts the upstreams, on loopback.
+func NewWorld(dir string) (*World, error) {
+	w := &World{Dir: dir}
+	ca, err := testpki.NewCA("bench CA", time.Time{}, time.Time{})
+	if err != nil {
+		return nil, err
+	}
+	leaf, err := ca.Issue(testpki.Options{CommonName: "term.test", DNSNames: []string{"term.test"}})
+	if err != nil {
+		return nil, err
+	}
+	w.CertFile, w.KeyFile, w.PEMFile = filepath.Join(dir, "term.crt"), filepath.Join(dir, "term.key"), filepath.Join(dir, "term.pem")
+	if err := leaf.WriteFiles(w.CertFile, w.KeyFile); err != nil {
+		return nil, err
+	}
+	if err := os.WriteFile(w.PEMFile, append(leaf.CertPEM(), leaf.KeyPEM()...), 0o600); err != nil {
+		return nil, err
+	}
+	w.Roots = x509.NewCertPool()
+	w.Roots.AddCert(ca.Cert)
+	if w.Sink, err = w.serve(func(c net.Conn) {
+		buf := make([]byte, 64<<10)
+		if _, err := c.Read(buf); err == nil {
+			c.Write([]byte{22})
+			io.CopyBuffer(io.Discard, c, buf)
+		}
+	}); err != nil {
+		return nil, err
+	}
+	if w.Discard, err = w.serve(func(c net.Conn) { io.Copy(io.Discard, c) }); err != nil {
+		return nil, err
+	}
+	w.Echo, err = w.serve(func(c net.Conn) { io.Copy(c, c) })
+	return w, err
+}
+
+func (w *World) serve(h func(net.Conn)) (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	w.listeners = append(w.listeners, ln)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); h(c) }()
+		}
+	}()
+	return ln.Addr().String(), nil
+}
+
+// Close stops the upstreams.
+func (w *World) Close() {
+	for _, ln := range w.listeners {
+		ln.Close()
+	}
+}
+
+// Server is one proxy under test, pinned to CPU 0, with three listeners: passthrough
+// by SNI (pt.test -> Sink), termination (term.test -> Echo) and termination for bulk
+// (term.test -> Discard).
+type Server struct {
+	Name               string
+	PT, Term, TermBulk string
+	cmd                *exec.Cmd
+	pid                int
+}
+
+func freeAddr() string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "127.0.0.1:1"
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func newServer(name string) *Server {
+	return &Server{Name: name, PT: freeAddr(), Term: freeAddr(), TermBulk: freeAddr()}
+}
+
+// Pids are the server's processes.
+func (s *Server) Pids() []int { return processTree(s.pid) }
+
+// Stop ends the server.
+func (s *Server) Stop() {
+	if s.cmd != nil && s.cmd.Process != nil {
+		s.cmd.Process.Kill()
+		s.cmd.Wait()
+	}
+}
+
+func (s *Server) start(dir string, args ...string) error {
+	log, err := os.Create(filepath.Join(dir, s.Name+".log"))
+	if err != nil {
+		return err
+	}
+	s.cmd = exec.Command("taskset", append([]string{"-c", "0"}, args...)...)
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	s.cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	if err := s.cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", s.Name, err)
+	}
+	s.pid = s.cmd.Process.Pid
+	deadline := time.Now().Add(10 * time.Second)
+	for _, a := range []string{s.PT, s.Term, s.TermBulk} {
+		for {
+			c, err := net.DialTimeout("tcp", a, time.Second)
+			if err == nil {
+				c.Close()
+				break
+			}
+			if time.Now().After(deadline) {
+				data, _ := os.ReadFile(filepath.Join(dir, s.Name+".log"))
+				return fmt.Errorf("%s never listened on %s: %s", s.Name, a, data)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return nil
+}
+
+// StartTLSD runs the tlsd binary with extraRoutes more passthrough endpoints (to
+// measure route-table scale).
+func StartTLSD(w *World, bin string, extraRoutes int) (*Server, error) {
+	s := newServer("tlsd")
+	dir := filepath.Join(w.Dir, fmt.Sprintf("tlsd-%d", extraRoutes))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, err
+	}
+	var b strings.Builder
+	ep := func(name, domain, listen, upstream, extra string) {
+		fmt.Fprintf(&b, "---\napiVersion: tlsd/v1\nkind: Endpoint\nname: %s\ndomain: %s\nlisten: %q\nupstream: %s\n%s", name, domain, listen, upstream, extra)
+	}
+	term := fmt.Sprintf("terminate_at: edge\ntls:\n  certificate: {crt: %s, key: %s}\n", w.CertFile, w.KeyFile)
+	ep("pt", "pt.test", s.PT, w.Sink, "")
+	ep("term", "term.test", s.Term, w.Echo, term)
+	ep("term-bulk", "term.test", s.TermBulk, w.Discard, term)
+	for i := range extraRoutes {
+		ep(fmt.Sprintf("r%d", i), fmt.Sprintf("r%d.routes.test", i), s.PT, w.Sink, "")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "endpoints.yaml"), []byte(b.String()), 0o644); err != nil {
+		return nil, err
+	}
+	return s, s.start(w.Dir, bin, "run", "--admin", "off", "--log-level", "warn", "--state-dir", filepath.Join(dir, "state"), dir)
+}
+
+// StartHAProxy runs HAProxy in TCP mode, one thread, splicing passthrough.
+func StartHAProxy(w *World) (*Server, error) {
+	s := newServer("haproxy")
+	cfg := fmt.Sprintf(`global
+    nbthread 1
+    maxconn 6000
+    ssl-default-bind-options ssl-min-ver TLSv1.2
+    ssl-default-bind-ciphersuites TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256
+    ssl-default-bind-curves X25519:P-256
+defaults
+    mode tcp
+    maxconn 6000
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+frontend pt
+    bind %s
+    option splice-auto
+    tcp-request inspect-delay 5s
+    tcp-request content accept if { req.ssl_hello_type 1 }
+    use_backend sink if { req.ssl_sni -i pt.test }
+frontend term
+    bind %s ssl crt %s
+    default_backend echo
+frontend termbulk
+    bind %s ssl crt %s
+    default_backend discard
+backend sink
+    option splice-auto
+    server s1 %s
+backend echo
+    server s1 %s
+backend discard
+    server s1 %s
+`, s.PT, s.Term, w.PEMFile, s.TermBulk, w.PEMFile, w.Sink, w.Echo, w.Discard)
+	path := filepath.Join(w.Dir, "haproxy.cfg")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	return s, s.start(w.Dir, "haproxy", "-db", "-f", path)
+}
+
+// StartNginx runs nginx's stream module, one worker: ssl_preread passthrough and
+// termination.
+func StartNginx(w *World) (*Server, error) {
+	s := newServer("nginx")
+	cfg := fmt.Sprintf(`load_module /usr/lib/nginx/modules/ngx_stream_module.so;
+worker_processes 1;
+worker_rlimit_nofile 19000;
+pid %s/nginx.pid;
+error_log %s/nginx-error.log error;
+events { worker_connections 9000; }
+stream {
+    map $ssl_preread_server_name $be { pt.test %s; default 127.0.0.1:1; }
+    server { listen %s; ssl_preread on; proxy_half_close on; proxy_pass $be; }
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s;
+             ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1; proxy_pass %s; }
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s;
+             ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1; proxy_pass %s; }
+}
+`, w.Dir, w.Dir, w.Sink, s.PT, s.Term, w.CertFile, w.KeyFile, w.Echo, s.TermBulk, w.CertFile, w.KeyFile, w.Discard)
+	path := filepath.Join(w.Dir, "nginx.conf")
+	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
+		return nil, err
+	}
+	return s, s.start(w.Dir, "nginx", "-c", path, "-g", "daemon off;")
+}
+
+// TermConfig is the client configuration for the termination listeners.
+func (w *World) TermConfig() *tls.Config { return ClientConfig("term.test", w.Roots) }
