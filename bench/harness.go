@@ -4,6 +4,8 @@ import (
 	"crypto/tls"
 	"fmt"
 	"io"
+	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -70,6 +72,16 @@ func Run(o Options) ([]Result, error) {
 	cases := cases(w, hello, o)
 	for run := 1; run <= o.Runs; run++ {
 		// Direct: the physical reference, no server in between.
+		echoHello, err := HelloBytes("echo.test")
+		if err != nil {
+			return nil, err
+		}
+		if p50, p99, err := latencyPercentiles(w.EchoPT, echoHello, o.Duration); err != nil {
+			return nil, fmt.Errorf("direct latency: %w", err)
+		} else {
+			add("1 KiB ping-pong, 10 conns, 2,000 msg/s", "p50 µs", "direct", p50, "")
+			add("1 KiB ping-pong, 10 conns, 2,000 msg/s", "p99 µs", "direct", p99, "")
+		}
 		for _, c := range []int{1, 8} {
 			n, err := Bulk(w.Sink, hello, nil, c, o.Duration)
 			if err != nil {
@@ -126,6 +138,14 @@ func cases(w *World, hello []byte, o Options) []namedCase {
 		{"idle RSS per connection, terminated", func(s *Server) (map[string]float64, string, error) {
 			return idleRSS(s, s.Term, nil, w.TermConfig(), o.IdleConns)
 		}},
+		{"1 KiB ping-pong, 10 conns, 2,000 msg/s", func(s *Server) (map[string]float64, string, error) {
+			echoHello, err := HelloBytes("echo.test")
+			if err != nil {
+				return nil, "", err
+			}
+			p50, p99, err := latencyPercentiles(s.PT, echoHello, d)
+			return map[string]float64{"p50 µs": p50, "p99 µs": p99}, "", err
+		}},
 		{"passthrough bulk, 1 conn", func(s *Server) (map[string]float64, string, error) {
 			n, err := Bulk(s.PT, hello, nil, 1, d)
 			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
@@ -156,6 +176,7 @@ func cases(w *World, hello []byte, o Options) []namedCase {
 // idleRSS is the server's resident memory growth per idle connection. It runs first on
 // a freshly started server, so memory freed by earlier cases cannot hide the cost.
 func idleRSS(s *Server, addr string, hello []byte, cfg *tls.Config, n int) (map[string]float64, string, error) {
+	fds := openFDs()
 	before := RSSKB(s.Pids())
 	closeAll, err := OpenIdle(addr, hello, cfg, n)
 	if err != nil {
@@ -164,8 +185,18 @@ func idleRSS(s *Server, addr string, hello []byte, cfg *tls.Config, n int) (map[
 	time.Sleep(300 * time.Millisecond)
 	after := RSSKB(s.Pids())
 	closeAll()
-	time.Sleep(300 * time.Millisecond)
+	// This process holds the upstream side too: wait until the server has let go of
+	// every connection, or the next case runs out of descriptors.
+	for deadline := time.Now().Add(20 * time.Second); openFDs() > fds+16 && time.Now().Before(deadline); {
+		runtime.GC() // the upstreams' io.Copy splices; Go pools its pipes until a collection
+		time.Sleep(50 * time.Millisecond)
+	}
 	return map[string]float64{"kB": float64(after-before) / float64(n)}, "", nil
+}
+
+func openFDs() int {
+	entries, _ := os.ReadDir("/proc/self/fd")
+	return len(entries)
 }
 
 // routeScale compares tlsd's passthrough connection rate per CPU-s with 1 and with
@@ -186,6 +217,19 @@ func routeScale(w *World, hello []byte, o Options, add func(string, string, stri
 		add("passthrough new connections by routes", "conn/CPU-s", fmt.Sprintf("tlsd, %d routes", extra+1), safeDiv(float64(n), cpu), "")
 	}
 	return nil
+}
+
+func latencyPercentiles(addr string, hello []byte, d time.Duration) (p50, p99 float64, err error) {
+	lat, err := Latency(addr, hello, 10, 2000, 1024, d)
+	if err != nil {
+		return 0, 0, err
+	}
+	if len(lat) == 0 {
+		return 0, 0, fmt.Errorf("no round trip completed")
+	}
+	slices.Sort(lat)
+	us := func(q float64) float64 { return float64(lat[int(q*float64(len(lat)-1))].Microseconds()) }
+	return us(0.5), us(0.99), nil
 }
 
 func gbit(n int64, d time.Duration) float64 { return float64(n) * 8 / 1e9 / d.Seconds() }

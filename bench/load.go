@@ -10,8 +10,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -196,7 +198,10 @@ func OpenIdle(addr string, hello []byte, cfg *tls.Config, n int) (func(), error)
 		}
 		if err != nil {
 			closeAll()
-			return nil, fmt.Errorf("idle connection %d: %w", len(conns)+1, err)
+			fds, _ := os.ReadDir("/proc/self/fd")
+			var lim syscall.Rlimit
+			syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim)
+			return nil, fmt.Errorf("idle connection %d (%d descriptors open here, limit %d): %w", len(conns)+1, len(fds), lim.Cur, err)
 		}
 		conns = append(conns, c)
 	}
@@ -207,4 +212,60 @@ func OpenIdle(addr string, hello []byte, cfg *tls.Config, n int) (func(), error)
 // peers have no ML-KEM), trusting roots.
 func ClientConfig(sni string, roots *x509.CertPool) *tls.Config {
 	return &tls.Config{ServerName: sni, RootCAs: roots, CurvePreferences: []tls.CurveID{tls.X25519}}
+}
+
+// Latency sends msgSize-byte messages at rate per second in total, spread over conns
+// passthrough connections, on a fixed schedule whatever the answers do (open loop, so a
+// slow server cannot slow the load down), and returns every round-trip time.
+func Latency(addr string, hello []byte, conns, rate, msgSize int, d time.Duration) ([]time.Duration, error) {
+	var mu sync.Mutex
+	var all []time.Duration
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*conns)
+	interval := time.Duration(int64(time.Second) * int64(conns) / int64(rate))
+	for range conns {
+		c, err := openPassthrough(addr, hello)
+		if err != nil {
+			return nil, err
+		}
+		sent := make(chan time.Time, 1024)
+		wg.Add(2)
+		go func() { // writer: on schedule
+			defer wg.Done()
+			defer close(sent)
+			msg := make([]byte, msgSize)
+			tick := time.NewTicker(interval)
+			defer tick.Stop()
+			end := time.Now().Add(d)
+			for now := range tick.C {
+				if now.After(end) {
+					return
+				}
+				sent <- time.Now()
+				if _, err := c.Write(msg); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() { // reader: each full echo ends one round trip
+			defer wg.Done()
+			defer c.Close()
+			buf := make([]byte, msgSize)
+			for t := range sent {
+				c.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if _, err := io.ReadFull(c, buf); err != nil {
+					errs <- err
+					return
+				}
+				rtt := time.Since(t)
+				mu.Lock()
+				all = append(all, rtt)
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	return all, <-errs
 }

@@ -24,6 +24,7 @@ type World struct {
 	Sink              string // answers one byte to the first bytes it gets, then discards (passthrough)
 	Discard           string // discards (terminated bulk)
 	Echo              string // echoes (terminated handshakes)
+	EchoPT            string // answers one byte to the first bytes it gets, then echoes (passthrough latency)
 	listeners         []net.Listener
 }
 
@@ -59,7 +60,15 @@ func NewWorld(dir string) (*World, error) {
 	if w.Discard, err = w.serve(func(c net.Conn) { io.Copy(io.Discard, c) }); err != nil {
 		return nil, err
 	}
-	w.Echo, err = w.serve(func(c net.Conn) { io.Copy(c, c) })
+	if w.Echo, err = w.serve(func(c net.Conn) { io.Copy(c, c) }); err != nil {
+		return nil, err
+	}
+	w.EchoPT, err = w.serve(func(c net.Conn) {
+		if _, err := c.Read(make([]byte, 64<<10)); err == nil {
+			c.Write([]byte{22})
+			io.Copy(c, c)
+		}
+	})
 	return w, err
 }
 
@@ -166,6 +175,7 @@ func StartTLSD(w *World, bin string, extraRoutes int) (*Server, error) {
 	}
 	term := fmt.Sprintf("terminate_at: edge\ntls:\n  certificate: {crt: %s, key: %s}\n", w.CertFile, w.KeyFile)
 	ep("pt", "pt.test", s.PT, w.Sink, "")
+	ep("echo", "echo.test", s.PT, w.EchoPT, "")
 	ep("term", "term.test", s.Term, w.Echo, term)
 	ep("term-bulk", "term.test", s.TermBulk, w.Discard, term)
 	for i := range extraRoutes {
@@ -198,6 +208,7 @@ frontend pt
     tcp-request inspect-delay 5s
     tcp-request content accept if { req.ssl_hello_type 1 }
     use_backend sink if { req.ssl_sni -i pt.test }
+    use_backend echopt if { req.ssl_sni -i echo.test }
 frontend term
     bind %s ssl crt %s
     default_backend echo
@@ -207,11 +218,13 @@ frontend termbulk
 backend sink
     option splice-auto
     server s1 %s
+backend echopt
+    server s1 %s
 backend echo
     server s1 %s
 backend discard
     server s1 %s
-`, s.PT, s.Term, w.PEMFile, s.TermBulk, w.PEMFile, w.Sink, w.Echo, w.Discard)
+`, s.PT, s.Term, w.PEMFile, s.TermBulk, w.PEMFile, w.Sink, w.EchoPT, w.Echo, w.Discard)
 	path := filepath.Join(w.Dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -230,14 +243,14 @@ pid %s/nginx.pid;
 error_log %s/nginx-error.log error;
 events { worker_connections 9000; }
 stream {
-    map $ssl_preread_server_name $be { pt.test %s; default 127.0.0.1:1; }
+    map $ssl_preread_server_name $be { pt.test %s; echo.test %s; default 127.0.0.1:1; }
     server { listen %s; ssl_preread on; proxy_half_close on; proxy_pass $be; }
     server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s;
              ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1; proxy_pass %s; }
     server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s;
              ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1; proxy_pass %s; }
 }
-`, w.Dir, w.Dir, w.Sink, s.PT, s.Term, w.CertFile, w.KeyFile, w.Echo, s.TermBulk, w.CertFile, w.KeyFile, w.Discard)
+`, w.Dir, w.Dir, w.Sink, w.EchoPT, s.PT, s.Term, w.CertFile, w.KeyFile, w.Echo, s.TermBulk, w.CertFile, w.KeyFile, w.Discard)
 	path := filepath.Join(w.Dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

@@ -41,10 +41,10 @@ func copyUpstreamToClient(dst, src net.Conn) (int64, error) { return copyHalf(ds
 func copyHalf(dst, src net.Conn) (int64, error) {
 	var n int64
 	var err error
-	_, srcTCP := src.(*net.TCPConn)
-	_, dstTCP := dst.(*net.TCPConn)
-	if srcTCP && dstTCP {
-		n, err = io.Copy(dst, src) // splice(2)
+	srcTCP, srcOK := src.(*net.TCPConn)
+	dstTCP, dstOK := dst.(*net.TCPConn)
+	if srcOK && dstOK {
+		n, err = spliceCopy(dstTCP, srcTCP)
 	} else {
 		bp := bufPool.Get().(*[]byte)
 		n, err = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)

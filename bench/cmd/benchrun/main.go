@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tlsd/tlsd/bench"
@@ -23,10 +24,11 @@ func main() {
 	tlsd := flag.String("tlsd", "bin/tlsd", "the tlsd binary to measure")
 	runs := flag.Int("runs", 3, "repetitions of every case, interleaved across servers")
 	dur := flag.Duration("duration", 3*time.Second, "length of each timed run")
-	idle := flag.Int("idle", 5000, "connections held open for the memory cases")
+	idle := flag.Int("idle", 4000, "connections held open for the memory cases")
 	peers := flag.Bool("peers", true, "also measure HAProxy and nginx (installed with apt-get if missing)")
 	out := flag.String("out", "", "also write the report to this file (default bench/results/DATE.md with -peers)")
 	flag.Parse()
+	raiseFileLimit(4**idle + 1024)
 	if *peers {
 		if err := ensurePeers(); err != nil {
 			log.Fatal(err)
@@ -59,6 +61,21 @@ func main() {
 			log.Fatal(err)
 		}
 		fmt.Fprintln(os.Stderr, "wrote", *out)
+	}
+}
+
+// raiseFileLimit makes room for the idle cases: this process holds the client side and
+// the upstream side of every idle connection, and the servers it starts inherit the
+// limit. Raising the hard limit needs root; without it the current limit stays.
+func raiseFileLimit(want int) {
+	var lim syscall.Rlimit
+	if syscall.Getrlimit(syscall.RLIMIT_NOFILE, &lim) != nil || lim.Cur >= uint64(want) {
+		return
+	}
+	lim.Cur = max(lim.Cur, uint64(want))
+	lim.Max = max(lim.Max, lim.Cur)
+	if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &lim); err != nil {
+		fmt.Fprintf(os.Stderr, "cannot raise the open-file limit to %d (%v); the idle cases may run out\n", want, err)
 	}
 }
 
