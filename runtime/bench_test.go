@@ -20,7 +20,7 @@ import (
 
 // sink accepts connections, answers one byte (as a TLS server answers a ClientHello), and
 // discards what they send.
-func sink(b *testing.B) net.Listener {
+func sink(b testing.TB) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(b, err)
 	var wg sync.WaitGroup
@@ -39,7 +39,7 @@ func sink(b *testing.B) net.Listener {
 }
 
 // helloBytes is a real ClientHello for sni, to open a passthrough route.
-func helloBytes(b *testing.B, sni string) []byte {
+func helloBytes(b testing.TB, sni string) []byte {
 	client, server := net.Pipe()
 	go func() {
 		tls.Client(client, &tls.Config{ServerName: sni, InsecureSkipVerify: true}).Handshake()
@@ -222,5 +222,42 @@ func BenchmarkSplitPassthrough(b *testing.B) {
 				c.Close()
 			}
 		})
+	}
+}
+
+func countPipes(t testing.TB) int {
+	entries, err := os.ReadDir("/proc/self/fd")
+	must(t, err)
+	n := 0
+	for _, e := range entries {
+		if target, _ := os.Readlink("/proc/self/fd/" + e.Name()); strings.HasPrefix(target, "pipe:") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestIdlePassthroughHoldsNoPipes: an idle passthrough connection holds its two sockets,
+// not splice pipes, so descriptors do not run out at a few thousand connections.
+func TestIdlePassthroughHoldsNoPipes(t *testing.T) {
+	up := sink(t)
+	e := newEnv(t)
+	e.start(yamlEndpoint("bulk", "bulk.test", up.Addr().String(), "", ""))
+	hello := helloBytes(t, "bulk.test")
+	before := countPipes(t)
+	var conns []net.Conn
+	for range 50 {
+		c, err := net.Dial("tcp", e.addr())
+		must(t, err)
+		defer c.Close()
+		c.Write(hello)
+		_, err = io.ReadFull(c, make([]byte, 1))
+		must(t, err)
+		c.Write(make([]byte, 100<<10)) // one burst, spliced, then idle
+		conns = append(conns, c)
+	}
+	time.Sleep(200 * time.Millisecond)
+	if added := countPipes(t) - before; added > 2*16 {
+		t.Errorf("%d pipe descriptors for %d idle connections: pipes are held while idle", added, len(conns))
 	}
 }
