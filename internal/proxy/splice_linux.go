@@ -33,20 +33,26 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 		if err != nil {
 			return total, err
 		}
-		n, err := spliceIn(srcRC, p)
-		if err == nil && n == 0 {
-			pipes.put(p)
-			return total, nil // EOF
-		}
-		if err == nil {
-			err = spliceOut(dstRC, p, n)
-		}
-		if err != nil {
-			p.close() // it may hold bytes that belong to nobody now
-			return total, err
+		// Keep the pipe while bytes keep coming; give it back when src runs dry.
+		for {
+			n, err := spliceIn(srcRC, p)
+			if errors.Is(err, unix.EAGAIN) {
+				break
+			}
+			if err == nil && n == 0 {
+				pipes.put(p)
+				return total, nil // EOF
+			}
+			if err == nil {
+				err = spliceOut(dstRC, p, n)
+			}
+			if err != nil {
+				p.close() // it may hold bytes that belong to nobody now
+				return total, err
+			}
+			total += int64(n)
 		}
 		pipes.put(p)
-		total += int64(n)
 	}
 }
 
@@ -62,6 +68,7 @@ func waitReadable(rc syscall.RawConn) error {
 // spliceChunk is at most what one pipe holds by default.
 const spliceChunk = 64 << 10
 
+// spliceIn moves what src has into the pipe without waiting: EAGAIN means nothing now.
 func spliceIn(rc syscall.RawConn, p *pipe) (int, error) {
 	var n int
 	var serr error
@@ -69,7 +76,7 @@ func spliceIn(rc syscall.RawConn, p *pipe) (int, error) {
 		var m int64
 		m, serr = unix.Splice(int(fd), nil, p.w, nil, spliceChunk, unix.SPLICE_F_NONBLOCK|unix.SPLICE_F_MOVE)
 		n = int(m)
-		return !errors.Is(serr, unix.EAGAIN)
+		return true
 	})
 	if err != nil {
 		return n, err
