@@ -6,7 +6,7 @@ import (
 )
 
 // TestWriteBenchConfig writes the benchmark's directory to $TLSD_BENCH_DIR, to time the
-// real command on it: TLSD_BENCH_DIR=/tmp/x go test -run TestWriteBenchConfig ./schema
+// real command on it: TLSD_BENCH_DIR=some/dir go test -run TestWriteBenchConfig ./schema
 func TestWriteBenchConfig(t *testing.T) {
 	dst := os.Getenv("TLSD_BENCH_DIR")
 	if dst == "" {
