@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -31,7 +32,8 @@ type Upstream struct {
 // ways until both sides are done.
 func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 	c.Info.Upstream = u.Addr
-	up, err := u.dial(ctx, c.Deadline)
+	var up net.Conn
+	err := proxy.OnFreshStack(func() (err error) { up, err = u.dial(ctx, c.Deadline); return err })
 	if err != nil {
 		failWith(c, err)
 		c.Conn.Close()
@@ -44,7 +46,9 @@ func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 		return
 	}
 	c.Conn.SetDeadline(time.Time{})
-	if u.FirstByteTimeout > 0 && len(c.Peeked) > 0 { // the ClientHello was sent: an answer is due
+	hadHello := len(c.Peeked) > 0
+	c.Peeked, c.Hello = nil, nil            // sent: let an idle connection keep none of it
+	if u.FirstByteTimeout > 0 && hadHello { // the ClientHello was sent: an answer is due
 		if err := relayFirstByte(c, up, u.FirstByteTimeout); err != nil {
 			failWith(c, err)
 			up.Close()
@@ -117,11 +121,17 @@ func (u *Upstream) writePreamble(up net.Conn, c *proxy.Conn) error {
 	return nil
 }
 
+// firstReplyBufs hold the upstream's first reply on its way to the client, so a
+// connection that then goes idle keeps no buffer of its own.
+var firstReplyBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
 // relayFirstByte waits, bounded, for the upstream's first bytes (its ServerHello) and
 // passes them on. Reading once by hand keeps both sockets unwrapped, so the copy that
 // follows can still splice.
 func relayFirstByte(c *proxy.Conn, up net.Conn, timeout time.Duration) error {
-	buf := make([]byte, 4096)
+	bp := firstReplyBufs.Get().(*[]byte)
+	defer firstReplyBufs.Put(bp)
+	buf := *bp
 	up.SetReadDeadline(time.Now().Add(timeout))
 	n, err := up.Read(buf)
 	up.SetReadDeadline(time.Time{})

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -212,7 +213,9 @@ func (s *Server) handle(c net.Conn) {
 	defer s.end(info)
 	deadline := info.Start.Add(s.cfg.HandshakeTimeout)
 	c.SetDeadline(deadline)
-	hello, peeked, err := PeekClientHello(c)
+	var hello *tls.ClientHelloInfo
+	var peeked []byte
+	err := proxy.OnFreshStack(func() (err error) { hello, peeked, err = PeekClientHello(c); return err })
 	if err != nil {
 		info.Fail(peekFailure(err, len(peeked)))
 		c.Close()
@@ -233,8 +236,8 @@ func (s *Server) handle(c net.Conn) {
 	}
 	pc := &proxy.Conn{Conn: c, Peeked: peeked, Hello: hello, Deadline: deadline, Info: info}
 	if route.TLS != nil {
-		tc, err := proxy.Terminate(s.ctx, pc, route.TLS)
-		if err != nil {
+		var tc *tls.Conn
+		if err := proxy.OnFreshStack(func() (err error) { tc, err = proxy.Terminate(s.ctx, pc, route.TLS); return err }); err != nil {
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == acmeTLSALPN {

@@ -102,3 +102,14 @@ func LogEnd(log *slog.Logger, info *Info) {
 	}
 	log.Info("connection closed", attrs...)
 }
+
+// OnFreshStack runs f on a goroutine of its own and waits for it. Parsing a ClientHello
+// and running a TLS handshake go deep into crypto/tls and grow the goroutine's stack to
+// tens of kilobytes; Go shrinks stacks only at garbage collections, which an idle
+// proxy rarely runs, so a connection's long-lived goroutine would keep that stack while
+// it sits idle. A goroutine that ends gives its stack back at once.
+func OnFreshStack(f func() error) error {
+	done := make(chan error, 1)
+	go func() { done <- f() }()
+	return <-done
+}
