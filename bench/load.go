@@ -97,36 +97,54 @@ func Bulk(addr string, hello []byte, cfg *tls.Config, conns int, d time.Duration
 // goroutines, each followed by one echoed byte, and returns how many completed and the
 // negotiated parameters.
 func Handshakes(addr string, cfg *tls.Config, resume bool, workers int, d time.Duration) (int, string, error) {
-	var n atomic.Int64
 	var negotiated atomic.Value
+	n, err := runWorkers(workers, d, func() func() error {
+		c := cfg.Clone()
+		if resume {
+			c.ClientSessionCache = tls.NewLRUClientSessionCache(1)
+		}
+		first := true
+		one := []byte{1}
+		return func() error {
+			conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, c)
+			if err != nil {
+				return err
+			}
+			defer conn.Close()
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			if _, err := conn.Write(one); err != nil {
+				return err
+			}
+			if _, err := io.ReadFull(conn, one); err != nil {
+				return err
+			}
+			st := conn.ConnectionState()
+			if resume && !st.DidResume && !first { // each worker's first is full
+				return errors.New("session not resumed")
+			}
+			first = false
+			negotiated.Store(fmt.Sprintf("%s %s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), curveName(st)))
+			return nil
+		}
+	})
+	neg, _ := negotiated.Load().(string)
+	return n, neg, err
+}
+
+// runWorkers runs the operations newOp makes, one sequence per worker, until d has
+// passed or an operation fails, and counts the operations that succeeded.
+func runWorkers(workers int, d time.Duration, newOp func() func() error) (int, error) {
+	var n atomic.Int64
 	var firstErr atomic.Value
 	var wg sync.WaitGroup
 	deadline := time.Now().Add(d)
 	for range workers {
+		op := newOp()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			c := cfg.Clone()
-			if resume {
-				c.ClientSessionCache = tls.NewLRUClientSessionCache(1)
-			}
-			one := []byte{1}
-			for i := 0; time.Now().Before(deadline); i++ {
-				conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, c)
-				if err == nil {
-					conn.SetDeadline(time.Now().Add(5 * time.Second))
-					_, err = conn.Write(one)
-					if err == nil {
-						_, err = io.ReadFull(conn, one)
-					}
-					st := conn.ConnectionState()
-					if err == nil && resume && !st.DidResume && i > 0 { // each worker's first is full
-						err = errors.New("session not resumed")
-					}
-					negotiated.Store(fmt.Sprintf("%s %s %s", tls.VersionName(st.Version), tls.CipherSuiteName(st.CipherSuite), curveName(st)))
-					conn.Close()
-				}
-				if err != nil {
+			for time.Now().Before(deadline) {
+				if err := op(); err != nil {
 					firstErr.CompareAndSwap(nil, err)
 					return
 				}
@@ -135,11 +153,10 @@ func Handshakes(addr string, cfg *tls.Config, resume bool, workers int, d time.D
 		}()
 	}
 	wg.Wait()
-	neg, _ := negotiated.Load().(string)
 	if e, ok := firstErr.Load().(error); ok {
-		return int(n.Load()), neg, e
+		return int(n.Load()), e
 	}
-	return int(n.Load()), neg, nil
+	return int(n.Load()), nil
 }
 
 func curveName(st tls.ConnectionState) string {
@@ -151,30 +168,15 @@ func curveName(st tls.ConnectionState) string {
 
 // ConnRate opens passthrough connections (ClientHello, first byte back, close) for d.
 func ConnRate(addr string, hello []byte, workers int, d time.Duration) (int, error) {
-	var n atomic.Int64
-	var firstErr atomic.Value
-	var wg sync.WaitGroup
-	deadline := time.Now().Add(d)
-	for range workers {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for time.Now().Before(deadline) {
-				c, err := openPassthrough(addr, hello)
-				if err != nil {
-					firstErr.CompareAndSwap(nil, err)
-					return
-				}
+	return runWorkers(workers, d, func() func() error {
+		return func() error {
+			c, err := openPassthrough(addr, hello)
+			if err == nil {
 				c.Close()
-				n.Add(1)
 			}
-		}()
-	}
-	wg.Wait()
-	if e, ok := firstErr.Load().(error); ok {
-		return int(n.Load()), e
-	}
-	return int(n.Load()), nil
+			return err
+		}
+	})
 }
 
 // OpenIdle opens n connections and leaves them idle: passthrough (cfg nil) or TLS

@@ -2,7 +2,6 @@ package reconcile
 
 import (
 	"encoding/json"
-	"flag"
 	"os"
 	"path/filepath"
 	"testing"
@@ -10,11 +9,10 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/tlsd/tlsd/internal/golden"
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/schema"
 )
-
-var update = flag.Bool("update", false, "rewrite the golden files in testdata")
 
 func load(t *testing.T, dir string) *schema.Config {
 	t.Helper()
@@ -30,23 +28,6 @@ func load(t *testing.T, dir string) *schema.Config {
 	return res.Config
 }
 
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (go test -update creates it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s (-want +got):\n%s", path, diff)
-	}
-}
-
 // TestPlanGolden diffs testdata/CASE/old against testdata/CASE/new and compares the plan's
 // text and JSON with the golden files.
 func TestPlanGolden(t *testing.T) {
@@ -57,12 +38,12 @@ func TestPlanGolden(t *testing.T) {
 	for _, dir := range cases {
 		t.Run(filepath.Base(dir), func(t *testing.T) {
 			p := Diff(load(t, filepath.Join(dir, "old")), load(t, filepath.Join(dir, "new")))
-			golden(t, filepath.Join(dir, "want.txt"), []byte(p.String()))
+			golden.Check(t, filepath.Join(dir, "want.txt"), []byte(p.String()))
 			js, err := json.MarshalIndent(p, "", "  ")
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join(dir, "want.json"), append(js, '\n'))
+			golden.Check(t, filepath.Join(dir, "want.json"), append(js, '\n'))
 		})
 	}
 }

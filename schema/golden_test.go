@@ -2,17 +2,14 @@ package schema
 
 import (
 	"encoding/json"
-	"flag"
 	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
+	"github.com/tlsd/tlsd/internal/golden"
 )
-
-var update = flag.Bool("update", false, "rewrite golden files in testdata")
 
 // prepareKeyModes gives the fixture keys the modes git cannot record: 0600, except the
 // ones named *-loose.key that exist to draw the key-permissions warning.
@@ -43,22 +40,6 @@ func caseDirs(t *testing.T, kind string) []string {
 }
 
 // golden compares got with the file at path, or rewrites it with -update.
-func golden(t *testing.T, path string, got []byte) {
-	t.Helper()
-	if *update {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(want), string(got)); diff != "" {
-		t.Errorf("%s mismatch (-want +got):\n%s", path, diff)
-	}
-}
 
 func diagLines(ds Diagnostics) []byte {
 	var b strings.Builder
@@ -86,7 +67,7 @@ func TestInvalidCases(t *testing.T) {
 				t.Errorf("Config = %v with errors = %v", res.Config != nil, res.Diagnostics.HasErrors())
 			}
 			checkWellFormed(t, res.Diagnostics)
-			golden(t, filepath.Join(dir, "want.txt"), diagLines(res.Diagnostics))
+			golden.Check(t, filepath.Join(dir, "want.txt"), diagLines(res.Diagnostics))
 		})
 	}
 }
@@ -111,7 +92,7 @@ func TestValidCases(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			golden(t, filepath.Join(dir, "want.json"), append(got, '\n'))
+			golden.Check(t, filepath.Join(dir, "want.json"), append(got, '\n'))
 		})
 	}
 }

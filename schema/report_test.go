@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/tlsd/tlsd/internal/golden"
 )
 
 func TestGitHubEscaping(t *testing.T) {
@@ -26,7 +28,7 @@ func TestTextReportGolden(t *testing.T) {
 	must(t, err)
 	var b bytes.Buffer
 	must(t, WriteReport(&b, res, ReportOptions{Format: FormatText}))
-	golden(t, filepath.Join(dir, "want.txt"), b.Bytes())
+	golden.Check(t, filepath.Join(dir, "want.txt"), b.Bytes())
 }
 
 func TestReportUnknownFormat(t *testing.T) {
