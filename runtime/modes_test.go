@@ -5,15 +5,13 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"strings"
 	"sync"
 	"testing"
 	"time"
-
-	"crypto/x509"
-	"github.com/tlsd/tlsd/internal/testpki"
 )
 
 // world starts tlsd with one endpoint of each kind in front of echo upstreams.
@@ -155,5 +153,3 @@ func TestLargeTransfers(t *testing.T) {
 		})
 	}
 }
-
-var _ = testpki.Options{}
