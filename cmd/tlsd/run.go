@@ -6,7 +6,6 @@ import (
 	"io"
 	"log/slog"
 	"os"
-
 	"os/signal"
 	"strings"
 	"syscall"
