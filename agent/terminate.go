@@ -16,8 +16,8 @@ type Terminator struct {
 
 // Serve completes the handshake (within the connection's deadline) and forwards.
 func (t *Terminator) Serve(ctx context.Context, c *proxy.Conn) {
-	var tc *tls.Conn
-	if err := proxy.OnFreshStack(func() (err error) { tc, err = proxy.Terminate(ctx, c, t.TLS); return err }); err != nil {
+	tc, err := proxy.Terminate(ctx, c, t.TLS)
+	if err != nil {
 		return
 	}
 	t.Next.Serve(ctx, &proxy.Conn{Conn: tc, Hello: c.Hello, Deadline: c.Deadline, Info: c.Info})

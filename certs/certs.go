@@ -14,6 +14,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"os"
 	"strings"
 )
 
@@ -128,6 +129,24 @@ func Names(cert *x509.Certificate) []string {
 	}
 	if cert.Subject.CommonName != "" {
 		return []string{cert.Subject.CommonName}
+	}
+	return nil
+}
+
+// AddFiles adds every certificate of the PEM files to pool. Errors name the file.
+func AddFiles(pool *x509.CertPool, files ...string) error {
+	for _, f := range files {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			return fmt.Errorf("read certificates: %w", err)
+		}
+		list, err := ParseCertificates(data)
+		if err != nil {
+			return fmt.Errorf("certificates in %s: %w", f, err)
+		}
+		for _, c := range list {
+			pool.AddCert(c)
+		}
 	}
 	return nil
 }

@@ -199,13 +199,6 @@ func (s *Server) Shutdown(ctx context.Context) (cut int, err error) {
 	return cut, ctx.Err()
 }
 
-// Active is the number of open connections.
-func (s *Server) Active() int {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return len(s.open)
-}
-
 func (s *Server) handle(c net.Conn) {
 	defer s.conns.Done()
 	defer s.track(c, false)
@@ -236,8 +229,8 @@ func (s *Server) handle(c net.Conn) {
 	}
 	pc := &proxy.Conn{Conn: c, Peeked: peeked, Hello: hello, Deadline: deadline, Info: info}
 	if route.TLS != nil {
-		var tc *tls.Conn
-		if err := proxy.OnFreshStack(func() (err error) { tc, err = proxy.Terminate(s.ctx, pc, route.TLS); return err }); err != nil {
+		tc, err := proxy.Terminate(s.ctx, pc, route.TLS)
+		if err != nil {
 			return
 		}
 		if tc.ConnectionState().NegotiatedProtocol == acmeTLSALPN {

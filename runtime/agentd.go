@@ -60,9 +60,6 @@ func NewAgent(name string, opts Options) *Agent {
 	return a
 }
 
-// Name is the agent's identity.
-func (a *Agent) Name() string { return a.name }
-
 // Generation is the number of the configuration being served.
 func (a *Agent) Generation() uint64 { return a.gen.Load().n }
 

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"sync"
@@ -221,7 +222,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		return err
 	}
 	fresh := map[string]net.Listener{}
-	for _, addr := range slices.Sorted(mapKeys(tables)) {
+	for _, addr := range slices.Sorted(maps.Keys(tables)) {
 		if d.servers[addr] != nil {
 			continue
 		}
@@ -267,16 +268,6 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		}()
 	}
 	return nil
-}
-
-func mapKeys[V any](m map[string]V) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }
 
 // tablesFor builds a route table per bound address.

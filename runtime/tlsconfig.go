@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"os"
 
 	"github.com/tlsd/tlsd/certs"
 	"github.com/tlsd/tlsd/internal/autocert"
@@ -45,8 +44,8 @@ func serverTLSConfig(ep *schema.Endpoint, src certSource) (*tls.Config, error) {
 		cfg.MinVersion = tls.VersionTLS13
 	}
 	if ep.TLS.MutualTLS != nil {
-		pool, err := clientCAPool(ep.TLS.MutualTLS.CertificateAuthorities)
-		if err != nil {
+		pool := x509.NewCertPool()
+		if err := certs.AddFiles(pool, ep.TLS.MutualTLS.CertificateAuthorities...); err != nil {
 			return nil, fmt.Errorf("endpoint %s: %w", ep.Name, err)
 		}
 		cfg.ClientCAs = pool
@@ -108,22 +107,4 @@ func acmeCert(m *autocert.Manager, domain string) certSource {
 			return cs
 		},
 	}
-}
-
-func clientCAPool(files []string) (*x509.CertPool, error) {
-	pool := x509.NewCertPool()
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("read client CA file: %w", err)
-		}
-		list, err := certs.ParseCertificates(data)
-		if err != nil {
-			return nil, fmt.Errorf("client CA file %s: %w", f, err)
-		}
-		for _, c := range list {
-			pool.AddCert(c)
-		}
-	}
-	return pool, nil
 }

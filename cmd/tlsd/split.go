@@ -6,7 +6,6 @@ import (
 	"crypto/x509"
 	"fmt"
 	"net"
-	"os"
 	"os/signal"
 	"syscall"
 	"time"
@@ -91,7 +90,7 @@ the configuration like "tlsd run".`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			host, _, _ := splitHost(edgeAddr)
+			host, _, _ := net.SplitHostPort(edgeAddr)
 			name := tunnel.Identity(cert.Leaf)
 			cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: host}
 			return runAgent(cmd, f, args, name, edgeAddr, cfg)
@@ -107,19 +106,8 @@ the configuration like "tlsd run".`,
 }
 
 func certPool(file string) (*x509.CertPool, error) {
-	data, err := os.ReadFile(file)
-	if err != nil {
-		return nil, fmt.Errorf("read CA file: %w", err)
-	}
-	list, err := certs.ParseCertificates(data)
-	if err != nil {
-		return nil, fmt.Errorf("CA file %s: %w", file, err)
-	}
 	pool := x509.NewCertPool()
-	for _, c := range list {
-		pool.AddCert(c)
-	}
-	return pool, nil
+	return pool, certs.AddFiles(pool, file)
 }
 
 // runAgent loads the agent's view of the configuration and serves it until a signal.
@@ -144,5 +132,3 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 	}
 	return nil
 }
-
-func splitHost(addr string) (string, string, error) { return net.SplitHostPort(addr) }

@@ -20,7 +20,6 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -135,24 +134,11 @@ func rootPool(files []string) (*x509.CertPool, error) {
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
-	for _, f := range files {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("read ca_roots: %w", err)
-		}
-		list, err := certs.ParseCertificates(data)
-		if err != nil {
-			return nil, fmt.Errorf("ca_roots %s: %w", f, err)
-		}
-		for _, c := range list {
-			pool.AddCert(c)
-		}
+	if err := certs.AddFiles(pool, files...); err != nil {
+		return nil, fmt.Errorf("ca_roots: %w", err)
 	}
 	return pool, nil
 }
-
-// Name is the issuer's name.
-func (m *Manager) Name() string { return m.cfg.Name }
 
 // Config is what the manager was made from.
 func (m *Manager) Config() IssuerConfig { return m.cfg }

@@ -12,9 +12,6 @@ import (
 
 var update = flag.Bool("update", false, "rewrite golden files in testdata")
 
-// Updating reports whether golden files are being rewritten.
-func Updating() bool { return *update }
-
 // Check compares got with the file at path, or rewrites the file with -update.
 func Check(t testing.TB, path string, got []byte) {
 	t.Helper()

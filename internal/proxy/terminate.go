@@ -22,7 +22,8 @@ func Terminate(ctx context.Context, c *Conn, cfg *tls.Config) (*tls.Conn, error)
 		c.Conn.SetDeadline(c.Deadline)
 	}
 	tc := tls.Server(c.Replay(), cfg)
-	if err := tc.HandshakeContext(ctx); err != nil {
+	// The handshake goes deep into crypto/tls; see OnFreshStack.
+	if err := OnFreshStack(func() error { return tc.HandshakeContext(ctx) }); err != nil {
 		c.Info.Handshake = "failed"
 		c.Info.Fail(HandshakeFailure(err, c.Hello, cfg))
 		c.Conn.Close()

@@ -1,6 +1,7 @@
 package tunnel
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -175,22 +176,9 @@ func (p *Pool) Agents() []AgentStatus {
 		}
 	}
 	slices.SortFunc(out, func(a, b AgentStatus) int {
-		if a.Name != b.Name {
-			return cmpString(a.Name, b.Name)
-		}
-		return cmpString(a.Address, b.Address)
+		return cmp.Or(cmp.Compare(a.Name, b.Name), cmp.Compare(a.Address, b.Address))
 	})
 	return out
-}
-
-func cmpString(a, b string) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // Streams is the number of streams opened so far.

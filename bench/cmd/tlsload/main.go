@@ -29,17 +29,9 @@ func main() {
 	flag.Parse()
 	var roots *x509.CertPool
 	if *caFile != "" {
-		data, err := os.ReadFile(*caFile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		list, err := certs.ParseCertificates(data)
-		if err != nil {
-			log.Fatalf("%s: %v", *caFile, err)
-		}
 		roots = x509.NewCertPool()
-		for _, c := range list {
-			roots.AddCert(c)
+		if err := certs.AddFiles(roots, *caFile); err != nil {
+			log.Fatal(err)
 		}
 	}
 	cfg := bench.ClientConfig(*sni, roots)
