@@ -7,13 +7,14 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// AdminHandler serves /healthz, /readyz, /status, /config and /metrics.
+// AdminHandler serves /healthz, /readyz, /status, /config, /metrics and /debug/pprof/.
 func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
@@ -27,7 +28,19 @@ func (d *Daemon) AdminHandler() http.Handler {
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Status()) })
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Config()) })
 	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	handleProfiling(mux)
 	return mux
+}
+
+// handleProfiling serves Go's profiles (CPU, heap, goroutines, ...) under /debug/pprof/,
+// for `go tool pprof http://ADMIN/debug/pprof/profile`. The admin API is bound to
+// loopback unless the operator chose otherwise, like the rest of what it reveals.
+func handleProfiling(mux *http.ServeMux) {
+	mux.HandleFunc("GET /debug/pprof/", pprof.Index) // heap, goroutine, allocs, block, mutex...
+	mux.HandleFunc("GET /debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

@@ -34,6 +34,9 @@ func TestAdminEndpoints(t *testing.T) {
 	if code, _ := get(t, h, "/readyz"); code != 200 {
 		t.Errorf("/readyz = %d", code)
 	}
+	if code, body := get(t, h, "/debug/pprof/goroutine?debug=1"); code != 200 || !strings.Contains(body, "goroutine profile:") {
+		t.Errorf("/debug/pprof/goroutine = %d %.80q", code, body)
+	}
 	// One good and one refused connection, then look at the numbers.
 	tc, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})
 	must(t, err)
@@ -76,6 +79,8 @@ func TestAdminEndpoints(t *testing.T) {
 		`tlsd_generation 1`,
 		`tlsd_last_reload_success_timestamp_seconds`,
 		`tlsd_certificate_expiry_timestamp_seconds{endpoint="edge"}`,
+		`go_goroutines `,
+		`process_open_fds `,
 	} {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("/metrics lacks %s", want)

@@ -38,7 +38,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 		closeIf(adminLn)
 		return err
 	}
-	w, err := newWatcher(o.Paths, a.log)
+	w, err := newWatcher(o.Paths, o.StateDir, a.log)
 	if err != nil {
 		closeIf(adminLn)
 		return fmt.Errorf("watch configuration: %w", err)
@@ -68,9 +68,10 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	return <-adminDone
 }
 
-// AdminHandler serves the agent's /healthz, /readyz, /status, /config and /metrics.
+// AdminHandler serves the agent's /healthz, /readyz, /status, /config, /metrics and
+// /debug/pprof/.
 func (a *Agent) AdminHandler() http.Handler {
-	reg := prometheus.NewRegistry()
+	reg := newRegistry()
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_connected", Help: MetricHelp["tlsd_agent_connected"]}, func() float64 {
 			if a.Tunnel != nil && a.Tunnel.Status().Connected {

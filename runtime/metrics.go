@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tlsd/tlsd/internal/proxy"
 )
@@ -39,8 +40,16 @@ var MetricHelp = map[string]string{
 	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
 }
 
+// newRegistry is a registry with the Go runtime's and the process's standard metrics
+// (go_goroutines, go_memstats_*, process_resident_memory_bytes, process_open_fds, ...).
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
 func newMetrics(d *Daemon) *metrics {
-	m := &metrics{reg: prometheus.NewRegistry()}
+	m := &metrics{reg: newRegistry()}
 	counter := func(name string, labels ...string) *prometheus.CounterVec {
 		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: MetricHelp[name]}, labels)
 		m.reg.MustRegister(c)
