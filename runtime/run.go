@@ -69,7 +69,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 		closeIf(tunnelLn)
 		return err
 	}
-	w, err := newWatcher(o.Paths, d.log)
+	w, err := newWatcher(o.Paths, o.StateDir, d.log)
 	if err != nil {
 		d.Shutdown(context.Background())
 		closeIf(adminLn)
@@ -170,6 +170,9 @@ func watchLoop(ctx context.Context, d target, log *slog.Logger, w *watcher, o Ru
 		case ev, ok := <-w.fsw.Events:
 			if !ok {
 				return
+			}
+			if w.ignored(ev.Name) {
+				continue // tlsd's own state
 			}
 			log.Debug("file event", "event", ev.String())
 			quiet.Reset(quietFor)

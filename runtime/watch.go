@@ -16,18 +16,39 @@ import (
 // directory the loader reads, the parent of each root (so a root deleted and recreated is
 // seen), and the directories of the files the configuration references.
 type watcher struct {
-	fsw     *fsnotify.Watcher
-	roots   []string
-	log     *slog.Logger
-	watched map[string]bool
+	fsw   *fsnotify.Watcher
+	roots []string
+	// stateDir is tlsd's own (--state-dir): when it lies inside the configuration
+	// directory, tlsd's writes there (the local CA, ACME certificates, locks) must not
+	// trigger reloads. "" if unknown.
+	stateDir string
+	log      *slog.Logger
+	watched  map[string]bool
 }
 
-func newWatcher(roots []string, log *slog.Logger) (*watcher, error) {
+func newWatcher(roots []string, stateDir string, log *slog.Logger) (*watcher, error) {
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
 	}
-	return &watcher{fsw: fsw, roots: roots, log: log, watched: map[string]bool{}}, nil
+	if stateDir != "" {
+		if abs, err := filepath.Abs(stateDir); err == nil {
+			stateDir = abs
+		}
+	}
+	return &watcher{fsw: fsw, roots: roots, stateDir: stateDir, log: log, watched: map[string]bool{}}, nil
+}
+
+// ignored reports whether path is tlsd's state directory or inside it.
+func (w *watcher) ignored(path string) bool {
+	if w.stateDir == "" {
+		return false
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	return abs == w.stateDir || strings.HasPrefix(abs, w.stateDir+string(filepath.Separator))
 }
 
 func (w *watcher) close() error { return w.fsw.Close() }
@@ -39,7 +60,7 @@ func (w *watcher) arm(cfg *schema.Config) {
 	for _, root := range w.roots {
 		want[filepath.Dir(filepath.Clean(root))] = true
 		if fi, err := os.Stat(root); err == nil && fi.IsDir() {
-			walkDirs(root, want, map[string]bool{})
+			w.walkDirs(root, want, map[string]bool{})
 		}
 	}
 	for _, f := range referencedFiles(cfg) {
@@ -63,10 +84,10 @@ func (w *watcher) arm(cfg *schema.Config) {
 }
 
 // walkDirs adds dir and its subdirectories the loader would read (no dot-names),
-// following symlinks to directories once.
-func walkDirs(dir string, out, seen map[string]bool) {
+// following symlinks to directories once, and leaving out the state directory.
+func (w *watcher) walkDirs(dir string, out, seen map[string]bool) {
 	real, err := filepath.EvalSymlinks(dir)
-	if err != nil || seen[real] {
+	if err != nil || seen[real] || w.ignored(dir) {
 		return
 	}
 	seen[real] = true
@@ -81,10 +102,10 @@ func walkDirs(dir string, out, seen map[string]bool) {
 		}
 		p := filepath.Join(dir, e.Name())
 		if e.IsDir() {
-			walkDirs(p, out, seen)
+			w.walkDirs(p, out, seen)
 		} else if e.Type()&os.ModeSymlink != 0 {
 			if fi, err := os.Stat(p); err == nil && fi.IsDir() {
-				walkDirs(p, out, seen)
+				w.walkDirs(p, out, seen)
 			}
 		}
 	}

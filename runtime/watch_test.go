@@ -270,3 +270,30 @@ func TestWatchCertificateRotation(t *testing.T) {
 	})
 	_ = strings.Contains
 }
+
+// A --state-dir inside the configuration directory is tlsd's own: its writes there
+// (the local CA, ACME certificates, locks) must not reload, while any other write does.
+func TestWatchIgnoresStateDir(t *testing.T) {
+	e := newEnv(t)
+	up := newEchoServer(t, nil)
+	dir := e.path("conf")
+	e.stateDir = filepath.Join(dir, "state")
+	writeFile(t, filepath.Join(dir, "a.yaml"), endpointFile("a", up.addr()))
+	e.runDir(dir)
+	attempt := func() time.Time { return e.d.Status().LastAttempt.At }
+	first := attempt()
+	writeFile(t, filepath.Join(e.stateDir, "acme", "new.crt"), "written by tlsd")
+	writeFile(t, filepath.Join(e.stateDir, "lock"), "written by tlsd")
+	e.settle(1)
+	if got := attempt(); !got.Equal(first) {
+		t.Fatalf("a write in the state directory caused a reload (last attempt %v, first %v)", got, first)
+	}
+	writeFile(t, filepath.Join(dir, "notes.txt"), "written by an operator")
+	deadline := time.Now().Add(5 * time.Second)
+	for attempt().Equal(first) && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if attempt().Equal(first) {
+		t.Fatal("a write beside the configuration caused no reload: this test cannot see reloads")
+	}
+}
