@@ -40,10 +40,19 @@ type Server struct {
 	conns   sync.WaitGroup
 	closing sync.Once
 
-	mu        sync.Mutex          // guards the following fields
-	open      map[net.Conn]*Route // nil until the connection is routed
+	mu        sync.Mutex            // guards the following fields
+	open      map[net.Conn]*tracked // every accepted connection until it ends
 	closed    bool
 	serveDone chan struct{} // closed when Serve returns; nil if it never ran
+	// loop relays passthrough connections without a goroutine while they are idle. It
+	// starts with Serve and ends with Shutdown; nil where the system has none.
+	loop *proxy.Loop
+}
+
+// tracked is an open connection: its route (nil until routed) and what closes it.
+type tracked struct {
+	route  *Route
+	closer io.Closer
 }
 
 // NewServer serves ln with table; call Serve to start.
@@ -55,7 +64,7 @@ func NewServer(ln net.Listener, table *Table, cfg Config) *Server {
 		cfg.Logger = slog.Default()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	s := &Server{ln: ln, cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, open: map[net.Conn]*Route{}}
+	s := &Server{ln: ln, cfg: cfg, log: cfg.Logger, ctx: ctx, cancel: cancel, open: map[net.Conn]*tracked{}}
 	s.table.Store(table)
 	return s
 }
@@ -76,6 +85,9 @@ func (s *Server) Serve() error {
 	}
 	s.serveDone = make(chan struct{})
 	defer close(s.serveDone)
+	if loop, err := proxy.NewLoop(); err == nil {
+		s.loop = loop
+	}
 	s.mu.Unlock()
 	var backoff time.Duration
 	for {
@@ -112,7 +124,7 @@ func (s *Server) track(c net.Conn, add bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if add {
-		s.open[c] = nil
+		s.open[c] = &tracked{closer: c}
 	} else {
 		delete(s.open, c)
 	}
@@ -121,8 +133,24 @@ func (s *Server) track(c net.Conn, add bool) {
 func (s *Server) setRoute(c net.Conn, r *Route) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.open[c]; ok {
-		s.open[c] = r
+	if t, ok := s.open[c]; ok {
+		t.route = r
+	}
+}
+
+func (s *Server) setCloser(c net.Conn, closer io.Closer) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if t, ok := s.open[c]; ok {
+		t.closer = closer
+	}
+}
+
+// closeAll closes the given connections outside s.mu: a relay's close finishes the
+// connection at once, and finishing takes s.mu.
+func closeAll(cs []io.Closer) {
+	for _, c := range cs {
+		c.Close()
 	}
 }
 
@@ -132,15 +160,15 @@ func (s *Server) setRoute(c net.Conn, r *Route) {
 func (s *Server) CloseStale() int {
 	t := s.table.Load()
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	n := 0
-	for c, r := range s.open {
-		if r != nil && !t.Has(r) {
-			c.Close()
-			n++
+	var stale []io.Closer
+	for _, o := range s.open {
+		if o.route != nil && !t.Has(o.route) {
+			stale = append(stale, o.closer)
 		}
 	}
-	return n
+	s.mu.Unlock()
+	closeAll(stale)
+	return len(stale)
 }
 
 // ActiveByEndpoint counts open connections per endpoint name, old routes included.
@@ -148,9 +176,9 @@ func (s *Server) ActiveByEndpoint() map[string]int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	out := map[string]int{}
-	for _, r := range s.open {
-		if r != nil {
-			out[r.Endpoint]++
+	for _, o := range s.open {
+		if o.route != nil {
+			out[o.route.Endpoint]++
 		}
 	}
 	return out
@@ -182,6 +210,7 @@ func (s *Server) Shutdown(ctx context.Context) (cut int, err error) {
 	}
 	done := make(chan struct{})
 	go func() { s.conns.Wait(); close(done) }()
+	defer s.closeLoop()
 	select {
 	case <-done:
 		s.cancel()
@@ -190,20 +219,40 @@ func (s *Server) Shutdown(ctx context.Context) (cut int, err error) {
 	}
 	s.cancel()
 	s.mu.Lock()
-	cut = len(s.open)
-	for c := range s.open {
-		c.Close()
+	open := make([]io.Closer, 0, len(s.open))
+	for _, o := range s.open {
+		open = append(open, o.closer)
 	}
 	s.mu.Unlock()
+	closeAll(open)
 	<-done
-	return cut, ctx.Err()
+	return len(open), ctx.Err()
+}
+
+// closeLoop ends the relay loop once no connection uses it.
+func (s *Server) closeLoop() {
+	s.mu.Lock()
+	loop := s.loop
+	s.loop = nil
+	s.mu.Unlock()
+	if loop != nil {
+		loop.Close()
+	}
 }
 
 func (s *Server) handle(c net.Conn) {
-	defer s.conns.Done()
-	defer s.track(c, false)
 	info := &proxy.Info{Client: c.RemoteAddr(), Start: time.Now()}
-	defer s.end(info)
+	finish := func() {
+		s.end(info)
+		s.track(c, false)
+		s.conns.Done()
+	}
+	detached := false
+	defer func() {
+		if !detached {
+			finish()
+		}
+	}()
 	deadline := info.Start.Add(s.cfg.HandshakeTimeout)
 	c.SetDeadline(deadline)
 	var hello *tls.ClientHelloInfo
@@ -228,6 +277,14 @@ func (s *Server) handle(c net.Conn) {
 		s.cfg.OnRouted(info)
 	}
 	pc := &proxy.Conn{Conn: c, Peeked: peeked, Hello: hello, Deadline: deadline, Info: info}
+	if route.TLS == nil && s.loop != nil {
+		pc.Loop = s.loop
+		pc.Detach = func(closer io.Closer) func() {
+			detached = true
+			s.setCloser(c, closer)
+			return sync.OnceFunc(finish)
+		}
+	}
 	if route.TLS != nil {
 		tc, err := proxy.Terminate(s.ctx, pc, route.TLS)
 		if err != nil {

@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsd/tlsd/internal/proxy"
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/schema"
 )
@@ -344,6 +345,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// needs in a sync.Pool, which two collections empty.
 	deadline := time.Now().Add(3 * time.Second)
 	for openFDs(t) > fdsBefore+4 && time.Now().Before(deadline) {
+		proxy.ReleaseIdlePipes()
 		goruntime.GC()
 		goruntime.GC()
 		time.Sleep(50 * time.Millisecond)

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net"
 	"os"
@@ -140,32 +141,47 @@ func TestPortConflictKeepsGeneration(t *testing.T) {
 }
 
 // TestDrainTimeoutCutsOnlyStaleConnections: with --drain-timeout, connections of a
-// removed endpoint end after it; those of an unchanged endpoint do not.
+// removed endpoint end after it; those of an unchanged endpoint do not. Terminated
+// connections and passthrough ones (idle in the relay loop, no goroutine) alike.
 func TestDrainTimeoutCutsOnlyStaleConnections(t *testing.T) {
-	e := newEnv(t)
-	plain := newEchoServer(t, nil)
-	keep := yamlEndpoint("keep", "keep.test", plain.addr(), "edge", "  issuer: internal\n")
-	e.start(keep+yamlEndpoint("gone", "gone.test", plain.addr(), "edge", "  issuer: internal\n"),
-		func(o *Options) { o.DrainTimeout = 300 * time.Millisecond })
-	roots := e.internalRoots()
-	keepConn, err := e.dialTLS(&tls.Config{ServerName: "keep.test", RootCAs: roots})
-	must(t, err)
-	defer keepConn.Close()
-	goneConn, err := e.dialTLS(&tls.Config{ServerName: "gone.test", RootCAs: roots})
-	must(t, err)
-	defer goneConn.Close()
-	echoOnce(t, goneConn, "before")
-	must(t, e.apply(keep))
-	echoOnce(t, goneConn, "draining")
-	time.Sleep(600 * time.Millisecond)
-	goneConn.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := goneConn.Write([]byte("x")); err == nil {
-		if _, err := goneConn.Read(make([]byte, 1)); err == nil {
-			t.Error("removed endpoint's connection survived the drain timeout")
-		}
+	for _, mode := range []string{"edge", "upstream"} {
+		t.Run(mode, func(t *testing.T) {
+			e := newEnv(t)
+			var up *echoServer
+			var roots *x509.CertPool
+			tlsBlock := "  issuer: internal\n"
+			if mode == "upstream" {
+				up, roots, tlsBlock = e.tlsUpstream("keep.test", "gone.test"), pool(e.upstreamCA), ""
+			} else {
+				up = newEchoServer(t, nil)
+			}
+			keep := yamlEndpoint("keep", "keep.test", up.addr(), mode, tlsBlock)
+			e.start(keep+yamlEndpoint("gone", "gone.test", up.addr(), mode, tlsBlock),
+				func(o *Options) { o.DrainTimeout = 300 * time.Millisecond })
+			if roots == nil {
+				roots = e.internalRoots()
+			}
+			keepConn, err := e.dialTLS(&tls.Config{ServerName: "keep.test", RootCAs: roots})
+			must(t, err)
+			defer keepConn.Close()
+			goneConn, err := e.dialTLS(&tls.Config{ServerName: "gone.test", RootCAs: roots})
+			must(t, err)
+			defer goneConn.Close()
+			echoOnce(t, goneConn, "before")
+			must(t, e.apply(keep))
+			echoOnce(t, goneConn, "draining")
+			time.Sleep(600 * time.Millisecond)
+			goneConn.SetDeadline(time.Now().Add(2 * time.Second))
+			if _, err := goneConn.Write([]byte("x")); err == nil {
+				if _, err := goneConn.Read(make([]byte, 1)); err == nil {
+					t.Error("removed endpoint's connection survived the drain timeout")
+				}
+			}
+			echoOnce(t, keepConn, "unchanged endpoints are never cut")
+			e.log.waitFor(t, "drain timeout: closed connections of removed or changed endpoints", "closed=1")
+			e.log.waitFor(t, "connection closed", "endpoint=gone")
+		})
 	}
-	echoOnce(t, keepConn, "unchanged endpoints are never cut")
-	e.log.waitFor(t, "drain timeout: closed connections of removed or changed endpoints", "closed=1")
 }
 
 // TestListenerMoveDrainsOldListener: an endpoint moving to another listener closes the

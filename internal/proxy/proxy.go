@@ -31,6 +31,12 @@ type Conn struct {
 	// starts copying clears it.
 	Deadline time.Time
 	Info     *Info
+	// Loop and Detach, when the server sets them, let a handler return while the
+	// connection lives on in the Loop without a goroutine: Detach takes what ends the
+	// connection early (a bounded drain, a shutdown) in place of closing the socket, and
+	// returns the function to call once the connection is over.
+	Loop   *Loop
+	Detach func(io.Closer) (finish func())
 }
 
 // Replay returns a net.Conn that reads Peeked before the rest of the connection. Use it

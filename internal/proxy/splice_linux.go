@@ -131,6 +131,19 @@ func (pp pipePool) get() (*pipe, error) {
 	return &pipe{r: fds[0], w: fds[1]}, nil
 }
 
+// ReleaseIdlePipes closes the pipes kept for reuse, so that a test counting descriptors
+// sees only those of open connections.
+func ReleaseIdlePipes() {
+	for {
+		select {
+		case p := <-pipes.free:
+			p.close()
+		default:
+			return
+		}
+	}
+}
+
 func (pp pipePool) put(p *pipe) {
 	select {
 	case pp.free <- p:

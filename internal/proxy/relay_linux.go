@@ -1,0 +1,389 @@
+package proxy
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Loop relays passthrough connections between two TCP sockets without a goroutine per
+// connection while it is idle. Each direction of a connection is parked in one epoll
+// instance of the Loop (one-shot, on its source socket); when bytes arrive, a goroutine
+// splices them until the source runs dry, re-arms, and ends. An idle connection costs its
+// two sockets and a few hundred bytes of heap, where two blocked goroutines would cost
+// their stacks (4 KiB or more each). The epoll instance is itself waited on through Go's
+// netpoller, so the Loop holds no thread either.
+type Loop struct {
+	ep *os.File        // the epoll instance; never call its Fd, which makes it blocking
+	rc syscall.RawConn // of ep
+
+	mu     sync.Mutex // guards the following fields
+	halves map[uint64]*half
+	nextID uint64
+
+	done chan struct{} // closed when the dispatcher has returned
+}
+
+// NewLoop starts a Loop; Close ends it.
+func NewLoop() (*Loop, error) {
+	fd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("relay loop: epoll_create1: %w", err)
+	}
+	if err := unix.SetNonblock(fd, true); err != nil {
+		unix.Close(fd)
+		return nil, fmt.Errorf("relay loop: %w", err)
+	}
+	f := os.NewFile(uintptr(fd), "relay-epoll") // non-blocking, so the netpoller waits on it
+	rc, err := f.SyscallConn()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("relay loop: %w", err)
+	}
+	l := &Loop{ep: f, rc: rc, halves: map[uint64]*half{}, done: make(chan struct{})}
+	go l.dispatch()
+	return l, nil
+}
+
+// Close stops the Loop. Relays still open are not touched: close them first.
+func (l *Loop) Close() error {
+	err := l.ep.Close()
+	<-l.done
+	return err
+}
+
+// dispatch waits for parked directions whose source became readable (or closed) and
+// runs each on a goroutine of its own.
+func (l *Loop) dispatch() {
+	defer close(l.done)
+	events := make([]unix.EpollEvent, 128)
+	for {
+		var n int
+		err := l.rc.Read(func(fd uintptr) bool {
+			var werr error
+			n, werr = unix.EpollWait(int(fd), events, 0)
+			if errors.Is(werr, unix.EINTR) {
+				n = 0
+				return true // try again at once
+			}
+			return n > 0 // none: wait until the epoll instance is readable
+		})
+		if err != nil {
+			return // closed
+		}
+		for _, ev := range events[:n] {
+			l.wake(uint64(uint32(ev.Fd)) | uint64(uint32(ev.Pad))<<32)
+		}
+	}
+}
+
+func (l *Loop) wake(id uint64) {
+	l.mu.Lock()
+	h := l.halves[id]
+	l.mu.Unlock()
+	if h == nil || !h.r.claim(h) {
+		return // ended meanwhile
+	}
+	go h.run()
+}
+
+func (l *Loop) register(h *half) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.nextID++
+	h.id = l.nextID
+	l.halves[h.id] = h
+}
+
+func (l *Loop) forget(hs ...*half) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for _, h := range hs {
+		delete(l.halves, h.id)
+	}
+}
+
+// Relay prepares to copy both ways between client and upstream; Start begins. Until
+// the relay ends, its Close is how anyone else ends it: closing a socket directly would
+// leave a parked direction waiting for an event that never comes.
+type Relay struct {
+	loop   *Loop
+	client *net.TCPConn
+	up     *net.TCPConn
+	in     *half // client -> upstream
+	out    *half // upstream -> client
+
+	mu       sync.Mutex // guards the following fields and the halves' state
+	started  bool
+	closed   bool  // both sockets closed (or about to be)
+	err      error // the first error that was not a normal close
+	finished bool
+	done     func(in, out int64, err error)
+}
+
+type halfState int
+
+const (
+	parked  halfState = iota // in the epoll set, no goroutine
+	running                  // a goroutine is copying
+	ended                    // EOF passed on, or the relay closed
+)
+
+// half is one direction of a Relay.
+type half struct {
+	id       uint64
+	r        *Relay
+	src, dst *net.TCPConn
+	srcRC    syscall.RawConn
+	dstRC    syscall.RawConn
+	armed    bool      // added to the epoll set once (then re-armed with MOD)
+	state    halfState // guarded by r.mu
+	bytes    int64     // written only by the goroutine running the half
+}
+
+// NewRelay readies a relay of client and upstream on l.
+func (l *Loop) NewRelay(client, upstream *net.TCPConn) (*Relay, error) {
+	r := &Relay{loop: l, client: client, up: upstream}
+	var err error
+	if r.in, err = newHalf(r, client, upstream); err != nil {
+		return nil, err
+	}
+	if r.out, err = newHalf(r, upstream, client); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func newHalf(r *Relay, src, dst *net.TCPConn) (*half, error) {
+	h := &half{r: r, src: src, dst: dst, state: parked}
+	var err error
+	if h.srcRC, err = src.SyscallConn(); err != nil {
+		return nil, err
+	}
+	if h.dstRC, err = dst.SyscallConn(); err != nil {
+		return nil, err
+	}
+	return h, nil
+}
+
+// Start parks both directions; done runs once, when both have ended, with the bytes
+// copied each way and the first error that was not a normal close. Both sockets are
+// closed by then.
+func (r *Relay) Start(done func(in, out int64, err error)) {
+	r.mu.Lock()
+	r.done, r.started = done, true
+	closed := r.closed
+	r.mu.Unlock()
+	if closed { // Close came first
+		r.in.end()
+		r.out.end()
+		return
+	}
+	r.loop.register(r.in)
+	r.loop.register(r.out)
+	for _, h := range []*half{r.in, r.out} {
+		if err := h.arm(); err != nil {
+			r.fail(h, err)
+			return
+		}
+	}
+}
+
+// Close ends the relay now: both sockets are closed and done runs.
+func (r *Relay) Close() error {
+	r.shut(nil)
+	return nil
+}
+
+// claim moves h from parked to running; false if it is not parked.
+func (r *Relay) claim(h *half) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if h.state != parked || r.closed {
+		return false
+	}
+	h.state = running
+	return true
+}
+
+// arm puts h's source in the epoll set for one event. The epoll_ctl runs inside the
+// socket's Control so that the descriptor cannot be closed and reused meanwhile.
+func (h *half) arm() error {
+	var cerr error
+	err := h.srcRC.Control(func(fd uintptr) {
+		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(h.id)), Pad: int32(uint32(h.id >> 32))}
+		op := unix.EPOLL_CTL_MOD
+		if !h.armed {
+			op = unix.EPOLL_CTL_ADD
+		}
+		eerr := h.r.loop.rc.Control(func(epfd uintptr) { cerr = unix.EpollCtl(int(epfd), op, int(fd), &ev) })
+		if cerr == nil {
+			cerr = eerr
+		}
+		if cerr == nil {
+			h.armed = true
+		}
+	})
+	if err != nil {
+		return err
+	}
+	return cerr
+}
+
+// run copies what the source has, then waits a little for more, parks the half again,
+// passes on an EOF, or fails the relay.
+func (h *half) run() {
+	for {
+		switch h.copyBurst() {
+		case drained:
+			if h.stayHot() {
+				continue
+			}
+			h.park()
+		case sourceEnded:
+			h.eof()
+		}
+		return
+	}
+}
+
+type burstEnd int
+
+const (
+	drained     burstEnd = iota // the source has nothing more for now
+	sourceEnded                 // EOF
+	failed                      // the relay has been failed
+)
+
+// copyBurst splices from source to destination until the source runs dry or ends; on
+// an error it fails the relay.
+func (h *half) copyBurst() burstEnd {
+	p, err := pipes.get()
+	if err != nil {
+		h.r.fail(h, err)
+		return failed
+	}
+	for {
+		n, err := spliceIn(h.srcRC, p)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			pipes.put(p)
+			return drained
+		case err == nil && n == 0:
+			pipes.put(p)
+			return sourceEnded
+		case err == nil:
+			err = spliceOut(h.dstRC, p, n)
+		}
+		if err != nil {
+			p.close() // it may hold bytes that belong to nobody now
+			h.r.fail(h, err)
+			return failed
+		}
+		h.bytes += int64(n)
+	}
+}
+
+// hotWait is how long a direction that just moved bytes waits for more on its goroutine
+// before it parks. Interactive traffic (a request, its answer, the next request) then
+// keeps the latency of a goroutine woken by the runtime, and a connection that goes quiet
+// gives its goroutine back soon after.
+const hotWait = 25 * time.Millisecond
+
+// stayHot waits up to hotWait for the source to have bytes (or an EOF, or an error) and
+// reports whether it does.
+func (h *half) stayHot() bool {
+	if err := h.src.SetReadDeadline(time.Now().Add(hotWait)); err != nil {
+		return false
+	}
+	err := waitReadable(h.srcRC)
+	if derr := h.src.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+		err = derr
+	}
+	// A timeout parks the half; a closed socket makes the next splice fail the relay.
+	return err == nil || !errors.Is(err, os.ErrDeadlineExceeded)
+}
+
+func (h *half) park() {
+	h.r.mu.Lock()
+	if h.r.closed {
+		h.r.mu.Unlock()
+		h.end()
+		return
+	}
+	h.state = parked
+	h.r.mu.Unlock()
+	if err := h.arm(); err != nil {
+		h.r.fail(h, err)
+	}
+}
+
+// eof passes the end of the source on as a half-close of the destination.
+func (h *half) eof() {
+	if err := h.dst.CloseWrite(); err != nil {
+		h.r.fail(h, err)
+		return
+	}
+	h.end()
+}
+
+// end marks h over; the last half to end finishes the relay.
+func (h *half) end() {
+	r := h.r
+	r.mu.Lock()
+	h.state = ended
+	last := r.in.state == ended && r.out.state == ended && r.started && !r.finished
+	if last {
+		r.finished = true
+	}
+	err := r.err
+	r.mu.Unlock()
+	if last {
+		r.finish(err)
+	}
+}
+
+func (r *Relay) finish(err error) {
+	r.loop.forget(r.in, r.out)
+	r.client.Close()
+	r.up.Close()
+	r.done(r.in.bytes, r.out.bytes, quiet(err))
+}
+
+// fail ends the relay because h could not go on.
+func (r *Relay) fail(h *half, err error) {
+	r.shut(err)
+	h.end()
+}
+
+// shut closes both sockets once: a running half then fails on its next system call and
+// ends itself; parked halves will never be woken, so they end here.
+func (r *Relay) shut(err error) {
+	r.mu.Lock()
+	if r.closed {
+		r.mu.Unlock()
+		return
+	}
+	r.closed, r.err = true, err
+	var idle []*half
+	for _, h := range []*half{r.in, r.out} {
+		if h.state == parked {
+			idle = append(idle, h)
+		}
+	}
+	r.mu.Unlock()
+	r.client.Close()
+	r.up.Close()
+	for _, h := range idle {
+		h.end()
+	}
+}
+
+var _ io.Closer = (*Relay)(nil)

@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/rand"
+	"io"
+	"net"
+	goruntime "runtime"
+	"testing"
+	"time"
+
+	"go.uber.org/goleak"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns the two ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() { c, _ := ln.Accept(); accepted <- c }()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := <-accepted
+	if s == nil {
+		t.Fatal("accept failed")
+	}
+	return c.(*net.TCPConn), s.(*net.TCPConn)
+}
+
+type relayEnd struct {
+	in, out int64
+	err     error
+}
+
+// startRelay relays client <-> upstream through l: it returns the far ends (what a
+// client and an upstream hold) and the relay's result once done.
+func startRelay(t *testing.T, l *Loop) (client, upstream *net.TCPConn, r *Relay, done chan relayEnd) {
+	t.Helper()
+	client, near := tcpPair(t)
+	nearUp, upstream := tcpPair(t)
+	r, err := l.NewRelay(near, nearUp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done = make(chan relayEnd, 1)
+	r.Start(func(in, out int64, err error) { done <- relayEnd{in, out, err} })
+	t.Cleanup(func() { client.Close(); upstream.Close() })
+	return client, upstream, r, done
+}
+
+func newLoop(t *testing.T) *Loop {
+	t.Helper()
+	l, err := NewLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+func wait(t *testing.T, done chan relayEnd) relayEnd {
+	t.Helper()
+	select {
+	case e := <-done:
+		return e
+	case <-time.After(10 * time.Second):
+		t.Fatal("relay never finished")
+		return relayEnd{}
+	}
+}
+
+// Both sides send 8 MiB before reading anything: each direction must flow on its own, or
+// the two writers block each other forever.
+func TestRelayBothWaysAtOnce(t *testing.T) {
+	l := newLoop(t)
+	client, upstream, _, done := startRelay(t, l)
+	const size = 8 << 20
+	up, down := make([]byte, size), make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+	type got struct {
+		b   []byte
+		err error
+	}
+	send := func(c *net.TCPConn, b []byte, into chan got) {
+		go func() {
+			if _, err := c.Write(b); err != nil {
+				into <- got{err: err}
+				return
+			}
+			c.CloseWrite()
+		}()
+		go func() { b, err := io.ReadAll(c); into <- got{b, err} }()
+	}
+	atUpstream, atClient := make(chan got, 2), make(chan got, 2)
+	send(client, up, atClient)
+	send(upstream, down, atUpstream)
+	if g := <-atUpstream; g.err != nil || !bytes.Equal(g.b, up) {
+		t.Fatalf("upstream got %d bytes, err %v; want the client's %d", len(g.b), g.err, size)
+	}
+	if g := <-atClient; g.err != nil || !bytes.Equal(g.b, down) {
+		t.Fatalf("client got %d bytes, err %v; want the upstream's %d", len(g.b), g.err, size)
+	}
+	e := wait(t, done)
+	if e.in != size || e.out != size || e.err != nil {
+		t.Errorf("relay result = %+v, want %d each way and no error", e, size)
+	}
+}
+
+// A client that half-closes after its request still gets the whole answer.
+func TestRelayHalfClose(t *testing.T) {
+	l := newLoop(t)
+	client, upstream, _, done := startRelay(t, l)
+	client.Write([]byte("request"))
+	client.CloseWrite()
+	req, err := io.ReadAll(upstream)
+	if err != nil || string(req) != "request" {
+		t.Fatalf("upstream read %q, %v", req, err)
+	}
+	upstream.Write([]byte("answer after the client's EOF"))
+	upstream.Close()
+	resp, err := io.ReadAll(client)
+	if err != nil || string(resp) != "answer after the client's EOF" {
+		t.Fatalf("client read %q, %v", resp, err)
+	}
+	if e := wait(t, done); e.in != 7 || e.out != 29 || e.err != nil {
+		t.Errorf("relay result = %+v", e)
+	}
+}
+
+// Close ends an idle relay at once: both peers see the connection end and done runs.
+func TestRelayCloseWhileIdle(t *testing.T) {
+	l := newLoop(t)
+	client, upstream, r, done := startRelay(t, l)
+	client.Write([]byte("x"))
+	one := make([]byte, 1)
+	if _, err := io.ReadFull(upstream, one); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	e := wait(t, done)
+	if e.in != 1 || e.err != nil {
+		t.Errorf("relay result = %+v", e)
+	}
+	for name, c := range map[string]*net.TCPConn{"client": client, "upstream": upstream} {
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if n, err := c.Read(one); err == nil {
+			t.Errorf("%s read %d bytes after Close, want the end of the connection", name, n)
+		}
+	}
+}
+
+func TestRelayCloseBeforeStart(t *testing.T) {
+	l := newLoop(t)
+	_, near := tcpPair(t)
+	nearUp, upstream := tcpPair(t)
+	defer upstream.Close()
+	r, err := l.NewRelay(near, nearUp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	done := make(chan relayEnd, 1)
+	r.Start(func(in, out int64, err error) { done <- relayEnd{in, out, err} })
+	wait(t, done)
+	upstream.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := upstream.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("upstream read after Close before Start: %v, want EOF", err)
+	}
+}
+
+// The point of the Loop: idle relays hold no goroutine.
+func TestRelayIdleHoldsNoGoroutine(t *testing.T) {
+	l := newLoop(t)
+	const n = 100
+	var relays []*Relay
+	var ends []chan relayEnd
+	before := goruntime.NumGoroutine()
+	for range n {
+		client, upstream, r, done := startRelay(t, l)
+		relays, ends = append(relays, r), append(ends, done)
+		client.Write([]byte("hello"))
+		if _, err := io.ReadFull(upstream, make([]byte, 5)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for goruntime.NumGoroutine() > before+n/10 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := goruntime.NumGoroutine() - before; g > n/10 {
+		t.Errorf("%d idle relays hold %d goroutines", n, g)
+	}
+	for i, r := range relays {
+		r.Close()
+		wait(t, ends[i])
+	}
+}
