@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"regexp"
 	"runtime"
 	"slices"
 	"strings"
@@ -20,6 +21,12 @@ type Options struct {
 	IdleConns int           // connections held open for the memory cases
 	Peers     bool          // also run HAProxy and nginx
 	Log       io.Writer     // progress
+	// Only, if set, keeps the cases whose name it matches (route scale is the case
+	// "passthrough new connections by routes").
+	Only *regexp.Regexp
+	// ProfileDir, if set, receives a CPU profile of tlsd for every timed case and a heap
+	// and goroutine profile for the idle ones, for `go tool pprof`.
+	ProfileDir string
 }
 
 // Result is one figure of one server: every run's value.
@@ -52,7 +59,7 @@ func Run(o Options) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	servers := []func() (*Server, error){func() (*Server, error) { return StartTLSD(w, o.TLSD, 0) }}
+	servers := []func() (*Server, error){func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "") }}
 	if o.Peers {
 		servers = append(servers, func() (*Server, error) { return StartHAProxy(w) }, func() (*Server, error) { return StartNginx(w) })
 	}
@@ -96,8 +103,15 @@ func Run(o Options) ([]Result, error) {
 			}
 			for _, c := range cases {
 				fmt.Fprintf(o.Log, "run %d/%d: %s: %s\n", run, o.Runs, s.Name, c.name)
+				var profiled func()
+				if c.timed {
+					profiled = s.profileCPU(o.ProfileDir, c.name, run, o.Duration)
+				}
 				cpu0 := CPUSeconds(s.Pids())
 				values, note, err := c.fn(s)
+				if profiled != nil {
+					profiled()
+				}
 				if err != nil {
 					s.Stop()
 					return nil, fmt.Errorf("%s, %s: %w", s.Name, c.name, err)
@@ -115,30 +129,41 @@ func Run(o Options) ([]Result, error) {
 			}
 			s.Stop()
 		}
-		if err := routeScale(w, hello, o, add); err != nil {
-			return nil, err
+		if o.Only == nil || o.Only.MatchString(routeScaleCase) {
+			if err := routeScale(w, hello, o, add); err != nil {
+				return nil, err
+			}
 		}
 	}
 	return results, nil
 }
 
 type namedCase struct {
-	name string
-	fn   measure
+	name  string
+	fn    measure
+	timed bool // runs for Options.Duration
 }
 
 // cases are the figures of the table. Metrics named ".../CPU-s" are divided by the
 // server's CPU time during the case, "CPU-s per ..." divide it.
 func cases(w *World, hello []byte, o Options) []namedCase {
+	all := allCases(w, hello, o)
+	if o.Only != nil {
+		all = slices.DeleteFunc(all, func(c namedCase) bool { return !o.Only.MatchString(c.name) })
+	}
+	return all
+}
+
+func allCases(w *World, hello []byte, o Options) []namedCase {
 	d := o.Duration
 	return []namedCase{
-		{"idle RSS per connection, passthrough", func(s *Server) (map[string]float64, string, error) {
-			return idleRSS(s, s.PT, hello, nil, o.IdleConns)
+		{name: "idle RSS per connection, passthrough", fn: func(s *Server) (map[string]float64, string, error) {
+			return idleRSS(s, s.PT, hello, nil, o)
 		}},
-		{"idle RSS per connection, terminated", func(s *Server) (map[string]float64, string, error) {
-			return idleRSS(s, s.Term, nil, w.TermConfig(), o.IdleConns)
+		{name: "idle RSS per connection, terminated", fn: func(s *Server) (map[string]float64, string, error) {
+			return idleRSS(s, s.Term, nil, w.TermConfig(), o)
 		}},
-		{"1 KiB ping-pong, 10 conns, 2,000 msg/s", func(s *Server) (map[string]float64, string, error) {
+		{name: "1 KiB ping-pong, 10 conns, 2,000 msg/s", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			echoHello, err := HelloBytes("echo.test")
 			if err != nil {
 				return nil, "", err
@@ -146,27 +171,27 @@ func cases(w *World, hello []byte, o Options) []namedCase {
 			p50, p99, err := latencyPercentiles(s.PT, echoHello, d)
 			return map[string]float64{"p50 µs": p50, "p99 µs": p99}, "", err
 		}},
-		{"passthrough bulk, 1 conn", func(s *Server) (map[string]float64, string, error) {
+		{name: "passthrough bulk, 1 conn", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, err := Bulk(s.PT, hello, nil, 1, d)
 			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
 		}},
-		{"passthrough bulk, 8 conn", func(s *Server) (map[string]float64, string, error) {
+		{name: "passthrough bulk, 8 conn", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, err := Bulk(s.PT, hello, nil, 8, d)
 			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
 		}},
-		{"passthrough new connections", func(s *Server) (map[string]float64, string, error) {
+		{name: "passthrough new connections", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, err := ConnRate(s.PT, hello, 8, d)
 			return map[string]float64{"conn/s": float64(n) / d.Seconds(), "conn/CPU-s": float64(n)}, "", err
 		}},
-		{"TLS 1.3 full handshakes", func(s *Server) (map[string]float64, string, error) {
+		{name: "TLS 1.3 full handshakes", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, neg, err := Handshakes(s.Term, w.TermConfig(), false, 8, d)
 			return map[string]float64{"hs/s": float64(n) / d.Seconds(), "hs/CPU-s": float64(n)}, neg, err
 		}},
-		{"TLS 1.3 resumed handshakes", func(s *Server) (map[string]float64, string, error) {
+		{name: "TLS 1.3 resumed handshakes", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, neg, err := Handshakes(s.Term, w.TermConfig(), true, 8, d)
 			return map[string]float64{"hs/s": float64(n) / d.Seconds(), "hs/CPU-s": float64(n)}, neg, err
 		}},
-		{"terminated bulk, 1 conn", func(s *Server) (map[string]float64, string, error) {
+		{name: "terminated bulk, 1 conn", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, err := Bulk(s.TermBulk, nil, w.TermConfig(), 1, d)
 			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
 		}},
@@ -175,7 +200,8 @@ func cases(w *World, hello []byte, o Options) []namedCase {
 
 // idleRSS is the server's resident memory growth per idle connection. It runs first on
 // a freshly started server, so memory freed by earlier cases cannot hide the cost.
-func idleRSS(s *Server, addr string, hello []byte, cfg *tls.Config, n int) (map[string]float64, string, error) {
+func idleRSS(s *Server, addr string, hello []byte, cfg *tls.Config, o Options) (map[string]float64, string, error) {
+	n := o.IdleConns
 	fds := openFDs()
 	before := RSSKB(s.Pids())
 	closeAll, err := OpenIdle(addr, hello, cfg, n)
@@ -184,6 +210,11 @@ func idleRSS(s *Server, addr string, hello []byte, cfg *tls.Config, n int) (map[
 	}
 	time.Sleep(300 * time.Millisecond)
 	after := RSSKB(s.Pids())
+	name := "idle-passthrough"
+	if cfg != nil {
+		name = "idle-terminated"
+	}
+	s.saveProfiles(o.ProfileDir, name, "heap", "goroutine")
 	closeAll()
 	// This process holds the upstream side too: wait until the server has let go of
 	// every connection, or the next case runs out of descriptors.
@@ -199,22 +230,26 @@ func openFDs() int {
 	return len(entries)
 }
 
+const routeScaleCase = "passthrough new connections by routes"
+
 // routeScale compares tlsd's passthrough connection rate per CPU-s with 1 and with
 // 10,001 routes on the listener.
 func routeScale(w *World, hello []byte, o Options, add func(string, string, string, float64, string)) error {
 	for _, extra := range []int{0, 10_000} {
-		s, err := StartTLSD(w, o.TLSD, extra)
+		s, err := StartTLSD(w, o.TLSD, extra, o.ProfileDir != "")
 		if err != nil {
 			return err
 		}
+		profiled := s.profileCPU(o.ProfileDir, fmt.Sprintf("routes-%d", extra+1), 1, o.Duration)
 		cpu0 := CPUSeconds(s.Pids())
 		n, err := ConnRate(s.PT, hello, 8, o.Duration)
 		cpu := CPUSeconds(s.Pids()) - cpu0
+		profiled()
 		s.Stop()
 		if err != nil {
 			return err
 		}
-		add("passthrough new connections by routes", "conn/CPU-s", fmt.Sprintf("tlsd, %d routes", extra+1), safeDiv(float64(n), cpu), "")
+		add(routeScaleCase, "conn/CPU-s", fmt.Sprintf("tlsd, %d routes", extra+1), safeDiv(float64(n), cpu), "")
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -103,6 +104,7 @@ func (w *World) Close() {
 type Server struct {
 	Name               string
 	PT, Term, TermBulk string
+	Admin              string // tlsd's admin API when profiling, else ""
 	cmd                *exec.Cmd
 	pid                int
 }
@@ -163,8 +165,13 @@ func (s *Server) start(dir string, args ...string) error {
 
 // StartTLSD runs the tlsd binary with extraRoutes more passthrough endpoints (to
 // measure route-table scale).
-func StartTLSD(w *World, bin string, extraRoutes int) (*Server, error) {
+func StartTLSD(w *World, bin string, extraRoutes int, admin bool) (*Server, error) {
 	s := newServer("tlsd")
+	adminAddr := "off"
+	if admin {
+		s.Admin = freeAddr()
+		adminAddr = s.Admin
+	}
 	dir := filepath.Join(w.Dir, fmt.Sprintf("tlsd-%d", extraRoutes))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -184,7 +191,7 @@ func StartTLSD(w *World, bin string, extraRoutes int) (*Server, error) {
 	if err := os.WriteFile(filepath.Join(dir, "endpoints.yaml"), []byte(b.String()), 0o644); err != nil {
 		return nil, err
 	}
-	return s, s.start(w.Dir, bin, "run", "--admin", "off", "--log-level", "warn", "--state-dir", filepath.Join(dir, "state"), dir)
+	return s, s.start(w.Dir, bin, "run", "--admin", adminAddr, "--log-level", "warn", "--state-dir", filepath.Join(dir, "state"), dir)
 }
 
 // StartHAProxy runs HAProxy in TCP mode, one thread, splicing passthrough.
@@ -260,3 +267,47 @@ stream {
 
 // TermConfig is the client configuration for the termination listeners.
 func (w *World) TermConfig() *tls.Config { return ClientConfig("term.test", w.Roots) }
+
+// profileCPU starts a CPU profile of tlsd lasting d and returns a function that waits for
+// it and saves it in dir; it does nothing unless the server has an admin API and dir is set.
+func (s *Server) profileCPU(dir, caseName string, run int, d time.Duration) (wait func()) {
+	if dir == "" || s.Admin == "" {
+		return func() {}
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		secs := max(1, int(d.Round(time.Second)/time.Second))
+		s.saveProfile(dir, fmt.Sprintf("%s-run%d", caseName, run), fmt.Sprintf("profile?seconds=%d", secs))
+	}()
+	return func() { <-done }
+}
+
+// saveProfiles saves tlsd's current profiles of the given kinds (heap, goroutine, ...).
+func (s *Server) saveProfiles(dir, name string, kinds ...string) {
+	if dir == "" || s.Admin == "" {
+		return
+	}
+	for _, k := range kinds {
+		s.saveProfile(dir, name+"-"+k, k)
+	}
+	s.save(dir, name+"-metrics.txt", "/metrics")
+}
+
+func (s *Server) saveProfile(dir, name, query string) {
+	s.save(dir, name+".pprof", "/debug/pprof/"+query)
+}
+
+func (s *Server) save(dir, file, path string) {
+	resp, err := http.Get("http://" + s.Admin + path)
+	if err != nil {
+		return
+	}
+	defer resp.Body.Close()
+	f, err := os.Create(filepath.Join(dir, strings.NewReplacer(" ", "-", ",", "", "/", "-").Replace(file)))
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	io.Copy(f, resp.Body)
+}

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"strings"
 	"syscall"
@@ -27,7 +28,22 @@ func main() {
 	idle := flag.Int("idle", 4000, "connections held open for the memory cases")
 	peers := flag.Bool("peers", true, "also measure HAProxy and nginx (installed with apt-get if missing)")
 	out := flag.String("out", "", "also write the report to this file (default bench/results/DATE.md with -peers)")
+	only := flag.String("only", "", "run only the cases whose name matches this regular expression")
+	profile := flag.String("profile", "", "save tlsd's CPU profile of every timed case, and heap and goroutine profiles of the idle ones, in this directory")
 	flag.Parse()
+	var onlyRE *regexp.Regexp
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			log.Fatalf("-only: %v", err)
+		}
+		onlyRE = re
+	}
+	if *profile != "" {
+		if err := os.MkdirAll(*profile, 0o755); err != nil {
+			log.Fatal(err)
+		}
+	}
 	raiseFileLimit(4**idle + 1024)
 	if *peers {
 		if err := ensurePeers(); err != nil {
@@ -43,7 +59,7 @@ func main() {
 	}
 	defer os.RemoveAll(dir)
 	start := time.Now()
-	results, err := bench.Run(bench.Options{TLSD: *tlsd, Dir: dir, Runs: *runs, Duration: *dur, IdleConns: *idle, Peers: *peers, Log: os.Stderr})
+	results, err := bench.Run(bench.Options{TLSD: *tlsd, Dir: dir, Runs: *runs, Duration: *dur, IdleConns: *idle, Peers: *peers, Log: os.Stderr, Only: onlyRE, ProfileDir: *profile})
 	if err != nil {
 		log.Fatal(err)
 	}
