@@ -43,9 +43,14 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 	var err error
 	srcTCP, srcOK := src.(*net.TCPConn)
 	dstTCP, dstOK := dst.(*net.TCPConn)
-	if srcOK && dstOK {
+	switch {
+	case srcOK && dstOK:
 		n, err = spliceCopy(dstTCP, srcTCP)
-	} else {
+	case srcOK:
+		n, err = copyWhenReadable(dst, srcTCP)
+	default:
+		// A TLS connection may hold decrypted bytes that its socket no longer shows as
+		// readable, so the read must block inside crypto/tls, holding the buffer.
 		bp := bufPool.Get().(*[]byte)
 		n, err = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
 		bufPool.Put(bp)
@@ -64,6 +69,38 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		dst.Close()
 	}
 	return n, nil
+}
+
+// copyWhenReadable copies from a TCP socket into dst (the plaintext side of a TLS
+// connection tlsd terminated) taking a buffer from the pool only once src has bytes, so
+// an idle connection holds none: 32 KiB saved per idle terminated connection.
+func copyWhenReadable(dst net.Conn, src *net.TCPConn) (int64, error) {
+	rc, err := src.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var total int64
+	for {
+		if err := waitReadable(rc); err != nil {
+			return total, err
+		}
+		bp := bufPool.Get().(*[]byte)
+		n, rerr := src.Read(*bp)
+		var werr error
+		if n > 0 {
+			_, werr = dst.Write((*bp)[:n])
+			total += int64(n)
+		}
+		bufPool.Put(bp)
+		switch {
+		case werr != nil:
+			return total, werr
+		case errors.Is(rerr, io.EOF):
+			return total, nil
+		case rerr != nil:
+			return total, rerr
+		}
+	}
 }
 
 // quiet drops the errors of a connection closed by our own side or reset by a peer that
