@@ -1,78 +1,61 @@
 package edge
 
 import (
-	"bytes"
 	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
+	"sync"
 )
 
 // MaxClientHello bounds the bytes read while looking for the ClientHello. A post-quantum
-// ClientHello is under 2 KiB; 64 KiB leaves room for large extensions without letting a
-// client make tlsd buffer without limit.
+// ClientHello is under 2 KiB; 64 KiB (the largest handshake message crypto/tls accepts)
+// leaves room for large extensions without letting a client make tlsd buffer without
+// limit.
 const MaxClientHello = 64 << 10
 
 var (
-	errPeeked          = errors.New("clienthello peeked")
-	errReadOnly        = errors.New("peek: connection is read-only")
 	errHelloTooLarge   = fmt.Errorf("ClientHello larger than %d bytes", MaxClientHello)
 	errNotAClientHello = errors.New("not a TLS ClientHello")
 )
 
-// PeekClientHello reads the client's ClientHello with crypto/tls's own parser and returns
-// it with every byte read, which the caller must replay to whatever handles the
-// connection next. The caller sets the deadline.
+// peekBufs hold the bytes of ClientHellos being read. Nearly all fit in the first
+// buffer; what the connection keeps is an exact copy of the bytes read.
+var peekBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
+
+// PeekClientHello reads the client's ClientHello and returns what tlsd routes by with
+// every byte read, which the caller must replay to whatever handles the connection next.
+// It reads nothing past the bytes the client has sent with its hello, and allocates
+// little: this runs for every connection. The caller sets the deadline.
 func PeekClientHello(conn net.Conn) (*tls.ClientHelloInfo, []byte, error) {
-	rc := &recordingConn{Conn: conn}
-	var hello *tls.ClientHelloInfo
-	cfg := &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
-		c := *h
-		c.Conn = nil // the recording conn must not outlive the peek
-		hello = &c
-		return nil, errPeeked
-	}}
-	err := tls.Server(rc, cfg).Handshake()
-	if hello != nil {
-		return hello, rc.buf.Bytes(), nil
+	bp := peekBufs.Get().(*[]byte)
+	defer peekBufs.Put(bp)
+	buf := (*bp)[:0]
+	for {
+		hello, need, perr := parseClientHello(buf)
+		if hello != nil {
+			return hello, clone(buf), nil
+		}
+		if perr != nil {
+			return nil, clone(buf), fmt.Errorf("%w: %v", errNotAClientHello, perr)
+		}
+		if need > MaxClientHello {
+			return nil, clone(buf), errHelloTooLarge
+		}
+		if need > cap(buf) {
+			buf = append(make([]byte, 0, min(max(need, 2*cap(buf)), MaxClientHello)), buf...)
+		}
+		n, err := conn.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err != nil && n == 0 {
+			return nil, clone(buf), err
+		}
 	}
-	switch {
-	case rc.err != nil:
-		err = rc.err
-	case rc.tooLarge:
-		err = errHelloTooLarge
-	case err == nil:
-		err = errNotAClientHello
-	default:
-		err = fmt.Errorf("%w: %v", errNotAClientHello, err)
-	}
-	return nil, rc.buf.Bytes(), err
 }
 
-// recordingConn keeps every byte read and refuses writes, so the peek never answers the
-// client: whatever handles the connection next sends the first byte.
-type recordingConn struct {
-	net.Conn
-	buf      bytes.Buffer
-	err      error // the first read error of the underlying connection
-	tooLarge bool
+func clone(b []byte) []byte {
+	if len(b) == 0 {
+		return nil
+	}
+	return append([]byte(nil), b...)
 }
-
-func (c *recordingConn) Read(p []byte) (int, error) {
-	room := MaxClientHello - c.buf.Len()
-	if room <= 0 {
-		c.tooLarge = true
-		return 0, errHelloTooLarge
-	}
-	if len(p) > room {
-		p = p[:room]
-	}
-	n, err := c.Conn.Read(p)
-	c.buf.Write(p[:n])
-	if err != nil && c.err == nil {
-		c.err = err
-	}
-	return n, err
-}
-
-func (c *recordingConn) Write([]byte) (int, error) { return 0, errReadOnly }

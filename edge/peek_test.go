@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,9 +101,36 @@ func readHelloFiles(t testing.TB) map[string][]byte {
 	return out
 }
 
+// fragmented splits a one-record ClientHello into records of at most size bytes, as TLS
+// allows and some clients and middleboxes do.
+func fragmented(rec []byte, size int) []byte {
+	var out []byte
+	for hs := rec[recordHeaderLen:]; len(hs) > 0; {
+		n := min(size, len(hs))
+		out = append(out, rec[0], rec[1], rec[2], byte(n>>8), byte(n))
+		out = append(out, hs[:n]...)
+		hs = hs[n:]
+	}
+	return out
+}
+
+// cryptoTLSHello is what crypto/tls's own server parses from data: the reference the peek
+// must agree with. nil if crypto/tls rejects it.
+func cryptoTLSHello(data []byte) *tls.ClientHelloInfo {
+	var hello *tls.ClientHelloInfo
+	stop := errors.New("stop")
+	cfg := &tls.Config{GetConfigForClient: func(h *tls.ClientHelloInfo) (*tls.Config, error) {
+		hello = h
+		return nil, stop
+	}}
+	tls.Server(&bytesConn{r: bytes.NewReader(data)}, cfg).Handshake()
+	return hello
+}
+
 func TestPeekRealClientHellos(t *testing.T) {
 	hellos := goHellos(t)
 	hellos["go-grease"] = withGREASE(t, hellos["go-tls12"])
+	hellos["go-fragmented"] = fragmented(hellos["go-default-pq"], 100)
 	for name, data := range readHelloFiles(t) {
 		hellos[name] = data
 	}
@@ -117,6 +145,11 @@ func TestPeekRealClientHellos(t *testing.T) {
 				t.Fatalf("peek: %v", err)
 			}
 			want := referenceSNI(data)
+			if ref := cryptoTLSHello(data); ref == nil {
+				t.Fatal("crypto/tls rejects this ClientHello")
+			} else if want == "" {
+				want = ref.ServerName // several records: beyond the minimal reference parser
+			}
 			if want == "" && !strings.Contains(name, "no-sni") {
 				t.Fatalf("reference parser found no SNI in %s", name)
 			}
@@ -131,8 +164,12 @@ func TestPeekRealClientHellos(t *testing.T) {
 }
 
 func TestPeekRejections(t *testing.T) {
+	go12 := goHellos(t)["go-tls12"]
 	cases := map[string][]byte{
-		"http":      []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
+		"duplicate server_name": withExtension(t, go12, 0, []byte{0, 6, 0, 0, 3, 'e', 'v', 'l'}),
+		"trailing dot":          withoutSNI(t, withExtension(t, go12, 0, []byte{0, 6, 0, 0, 3, 'a', 'b', '.'})),
+		"not a hello first":     append([]byte{22, 3, 1, 0, 4, 2, 0, 0, 0}, go12...),
+		"http":                  []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
 		"empty":     nil,
 		"truncated": goHellos(t)["go-tls12"][:40],
 		"sslv2":     {0x80, 0x2e, 0x01, 0x00, 0x02},
@@ -141,6 +178,9 @@ func TestPeekRejections(t *testing.T) {
 	}
 	for name, data := range cases {
 		t.Run(name, func(t *testing.T) {
+			if cryptoTLSHello(data) != nil {
+				t.Fatal("crypto/tls accepts this input: not a rejection case")
+			}
 			hello, peeked, err := PeekClientHello(&bytesConn{r: bytes.NewReader(data)})
 			if err == nil || hello != nil {
 				t.Fatalf("accepted %q", name)
@@ -250,6 +290,7 @@ func FuzzClientHello(f *testing.F) {
 		f.Add(h)
 	}
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
+	f.Add(fragmented(hellos["go-default-pq"], 300))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		hello, peeked, err := PeekClientHello(&bytesConn{r: bytes.NewReader(data)})
 		if len(peeked) > MaxClientHello || !bytes.HasPrefix(data, peeked) {
@@ -263,5 +304,62 @@ func FuzzClientHello(f *testing.F) {
 				t.Fatalf("SNI %q, reference %q", hello.ServerName, ref)
 			}
 		}
+		// What crypto/tls accepts, the peek accepts, with the same name and versions.
+		if ref := cryptoTLSHello(data); ref != nil {
+			if hello == nil {
+				t.Fatalf("crypto/tls accepts a ClientHello the peek rejects: %v", err)
+			}
+			if hello.ServerName != ref.ServerName || !slices.Equal(hello.SupportedVersions, ref.SupportedVersions) ||
+				!slices.Equal(hello.SupportedProtos, ref.SupportedProtos) {
+				t.Fatalf("peek %q %x %q, crypto/tls %q %x %q", hello.ServerName, hello.SupportedVersions, hello.SupportedProtos,
+					ref.ServerName, ref.SupportedVersions, ref.SupportedProtos)
+			}
+		}
 	})
+}
+
+// withExtension appends an extension to a one-record ClientHello, fixing the lengths.
+func withExtension(t testing.TB, rec []byte, typ uint16, data []byte) []byte {
+	t.Helper()
+	ext := binary.BigEndian.AppendUint16(nil, typ)
+	ext = binary.BigEndian.AppendUint16(ext, uint16(len(data)))
+	ext = append(ext, data...)
+	out := append(bytes.Clone(rec), ext...)
+	grow := func(at, width int) {
+		if width == 2 {
+			binary.BigEndian.PutUint16(out[at:], binary.BigEndian.Uint16(out[at:])+uint16(len(ext)))
+			return
+		}
+		n := int(out[at])<<16 | int(out[at+1])<<8 | int(out[at+2]) + len(ext)
+		out[at], out[at+1], out[at+2] = byte(n>>16), byte(n>>8), byte(n)
+	}
+	grow(3, 2) // record length
+	grow(6, 3) // handshake length
+	body := out[9:]
+	p := 2 + 32
+	p += 1 + int(body[p])
+	p += 2 + int(binary.BigEndian.Uint16(body[p:]))
+	p += 1 + int(body[p])
+	grow(9+p, 2) // extensions length
+	return out
+}
+
+// withoutSNI renames the first server_name extension of a one-record ClientHello to an
+// unassigned type, so that the one added after it is the only one.
+func withoutSNI(t testing.TB, rec []byte) []byte {
+	t.Helper()
+	out := bytes.Clone(rec)
+	body := out[9:]
+	p := 2 + 32
+	p += 1 + int(body[p])
+	p += 2 + int(binary.BigEndian.Uint16(body[p:]))
+	p += 1 + int(body[p])
+	for q := p + 2; q+4 <= len(body); q += 4 + int(binary.BigEndian.Uint16(body[q+2:])) {
+		if binary.BigEndian.Uint16(body[q:]) == 0 {
+			binary.BigEndian.PutUint16(body[q:], 0xfe00)
+			return out
+		}
+	}
+	t.Fatal("no server_name extension")
+	return nil
 }

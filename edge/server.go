@@ -2,7 +2,6 @@ package edge
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
@@ -87,6 +86,8 @@ func (s *Server) Serve() error {
 	defer close(s.serveDone)
 	if loop, err := proxy.NewLoop(); err == nil {
 		s.loop = loop
+	} else if !errors.Is(err, errors.ErrUnsupported) {
+		s.log.Warn("no relay loop: idle passthrough connections will each hold two goroutines", "listener", s.ln.Addr().String(), "error", err)
 	}
 	s.mu.Unlock()
 	var backoff time.Duration
@@ -255,9 +256,7 @@ func (s *Server) handle(c net.Conn) {
 	}()
 	deadline := info.Start.Add(s.cfg.HandshakeTimeout)
 	c.SetDeadline(deadline)
-	var hello *tls.ClientHelloInfo
-	var peeked []byte
-	err := proxy.OnFreshStack(func() (err error) { hello, peeked, err = PeekClientHello(c); return err })
+	hello, peeked, err := PeekClientHello(c)
 	if err != nil {
 		info.Fail(peekFailure(err, len(peeked)))
 		c.Close()
