@@ -20,5 +20,5 @@ func (t *Terminator) Serve(ctx context.Context, c *proxy.Conn) {
 	if err != nil {
 		return
 	}
-	t.Next.Serve(ctx, &proxy.Conn{Conn: tc, Hello: c.Hello, Deadline: c.Deadline, Info: c.Info})
+	t.Next.Serve(ctx, &proxy.Conn{Conn: tc, Hello: c.Hello, Deadline: c.Deadline, Info: c.Info, Loop: c.Loop})
 }

@@ -59,6 +59,10 @@ func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 	if relayed(c, up) {
 		return
 	}
+	if upTCP, ok := up.(*net.TCPConn); ok && c.Loop != nil {
+		recordCopy(c.Info)(c.Loop.Pipe(c.Conn, upTCP)) // terminated: the upstream's side waits in the loop
+		return
+	}
 	recordCopy(c.Info)(proxy.Pipe(c.Conn, up))
 }
 

@@ -170,9 +170,9 @@ func TestPeekRejections(t *testing.T) {
 		"trailing dot":          withoutSNI(t, withExtension(t, go12, 0, []byte{0, 6, 0, 0, 3, 'a', 'b', '.'})),
 		"not a hello first":     append([]byte{22, 3, 1, 0, 4, 2, 0, 0, 0}, go12...),
 		"http":                  []byte("GET / HTTP/1.1\r\nHost: example.com\r\n\r\n"),
-		"empty":     nil,
-		"truncated": goHellos(t)["go-tls12"][:40],
-		"sslv2":     {0x80, 0x2e, 0x01, 0x00, 0x02},
+		"empty":                 nil,
+		"truncated":             goHellos(t)["go-tls12"][:40],
+		"sslv2":                 {0x80, 0x2e, 0x01, 0x00, 0x02},
 		"huge record": append([]byte{22, 3, 1, 0xff, 0xff, 1, 0xff, 0xff, 0xff},
 			bytes.Repeat([]byte{0}, 70_000)...),
 	}

@@ -295,7 +295,7 @@ func (s *Server) handle(c net.Conn) {
 			tc.Close()
 			return
 		}
-		pc = &proxy.Conn{Conn: tc, Hello: hello, Deadline: deadline, Info: info}
+		pc = &proxy.Conn{Conn: tc, Hello: hello, Deadline: deadline, Info: info, Loop: s.loop}
 	}
 	route.Handler.Serve(s.ctx, pc)
 }

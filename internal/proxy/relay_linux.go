@@ -115,7 +115,7 @@ func (l *Loop) forget(hs ...*half) {
 // leave a parked direction waiting for an event that never comes.
 type Relay struct {
 	loop   *Loop
-	client *net.TCPConn
+	client net.Conn // a TCP socket, or the plaintext side of a TLS connection (Pipe)
 	up     *net.TCPConn
 	in     *half // client -> upstream
 	out    *half // upstream -> client
@@ -138,39 +138,71 @@ const (
 
 // half is one direction of a Relay.
 type half struct {
-	id       uint64
-	r        *Relay
-	src, dst *net.TCPConn
-	srcRC    syscall.RawConn
-	dstRC    syscall.RawConn
-	armed    bool      // added to the epoll set once (then re-armed with MOD)
-	state    halfState // guarded by r.mu
-	bytes    int64     // written only by the goroutine running the half
+	id     uint64
+	r      *Relay
+	src    net.Conn
+	dst    net.Conn
+	srcTCP *net.TCPConn    // nil when src is not a socket (blocking half)
+	srcRC  syscall.RawConn // of srcTCP
+	dstRC  syscall.RawConn // set when both ends are sockets: the half splices
+	armed  bool            // added to the epoll set once (then re-armed with MOD)
+	state  halfState       // guarded by r.mu
+	bytes  int64           // written only by the goroutine running the half
 }
 
 // NewRelay readies a relay of client and upstream on l.
 func (l *Loop) NewRelay(client, upstream *net.TCPConn) (*Relay, error) {
 	r := &Relay{loop: l, client: client, up: upstream}
 	var err error
-	if r.in, err = newHalf(r, client, upstream); err != nil {
+	if r.in, err = newHalf(r, client, upstream, upstream); err != nil {
 		return nil, err
 	}
-	if r.out, err = newHalf(r, upstream, client); err != nil {
+	if r.out, err = newHalf(r, upstream, client, client); err != nil {
 		return nil, err
 	}
 	return r, nil
 }
 
-func newHalf(r *Relay, src, dst *net.TCPConn) (*half, error) {
-	h := &half{r: r, src: src, dst: dst, state: parked}
+// newHalf makes the half that copies src to dst, parked on src's socket; dstTCP, when
+// set, is dst as a socket to splice into.
+func newHalf(r *Relay, src *net.TCPConn, dst net.Conn, dstTCP *net.TCPConn) (*half, error) {
+	h := &half{r: r, src: src, dst: dst, srcTCP: src, state: parked}
 	var err error
 	if h.srcRC, err = src.SyscallConn(); err != nil {
 		return nil, err
 	}
-	if h.dstRC, err = dst.SyscallConn(); err != nil {
-		return nil, err
+	if dstTCP != nil {
+		if h.dstRC, err = dstTCP.SyscallConn(); err != nil {
+			return nil, err
+		}
 	}
 	return h, nil
+}
+
+// Pipe copies both ways between client, the plaintext side of a TLS connection tlsd
+// terminated, and upstream until both directions end, like the package's Pipe. The
+// client's direction runs on the calling goroutine, which a TLS read needs (crypto/tls
+// may hold decrypted bytes its socket no longer shows); the upstream's direction waits
+// parked in the Loop, without a goroutine, and takes a buffer only while bytes flow.
+func (l *Loop) Pipe(client net.Conn, upstream *net.TCPConn) (in, out int64, err error) {
+	r := &Relay{loop: l, client: client, up: upstream, started: true}
+	r.in = &half{r: r, src: client, dst: upstream, state: running}
+	if r.out, err = newHalf(r, upstream, client, nil); err != nil {
+		return Pipe(client, upstream)
+	}
+	type result struct {
+		in, out int64
+		err     error
+	}
+	done := make(chan result, 1)
+	r.done = func(in, out int64, err error) { done <- result{in, out, err} }
+	l.register(r.out)
+	if err := r.out.arm(); err != nil {
+		r.fail(r.out, err)
+	}
+	r.in.runBlocking()
+	res := <-done
+	return res.in, res.out, res.err
 }
 
 // Start parks both directions; done runs once, when both have ended, with the bytes
@@ -237,6 +269,20 @@ func (h *half) arm() error {
 	return cerr
 }
 
+// runBlocking copies a source that is not a socket until it ends, on the caller's
+// goroutine.
+func (h *half) runBlocking() {
+	bp := bufPool.Get().(*[]byte)
+	n, err := io.CopyBuffer(struct{ io.Writer }{h.dst}, struct{ io.Reader }{h.src}, *bp)
+	bufPool.Put(bp)
+	h.bytes = n
+	if err != nil {
+		h.r.fail(h, err)
+		return
+	}
+	h.eof()
+}
+
 // run copies what the source has, then waits a little for more, parks the half again,
 // passes on an EOF, or fails the relay.
 func (h *half) run() {
@@ -262,9 +308,61 @@ const (
 	failed                      // the relay has been failed
 )
 
-// copyBurst splices from source to destination until the source runs dry or ends; on
+// copyBurst copies from source to destination until the source runs dry or ends; on
 // an error it fails the relay.
 func (h *half) copyBurst() burstEnd {
+	if h.dstRC == nil {
+		return h.bufferBurst()
+	}
+	return h.spliceBurst()
+}
+
+// bufferBurst reads the source without waiting into a pooled buffer and writes to the
+// destination (a TLS connection: crypto/tls must see the bytes to encrypt them).
+func (h *half) bufferBurst() burstEnd {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	for {
+		n, err := readNow(h.srcRC, *bp)
+		switch {
+		case errors.Is(err, unix.EAGAIN):
+			return drained
+		case err == nil && n == 0:
+			return sourceEnded
+		case err == nil:
+			_, err = h.dst.Write((*bp)[:n])
+		}
+		if err != nil {
+			h.r.fail(h, err)
+			return failed
+		}
+		h.bytes += int64(n)
+	}
+}
+
+// readNow reads what the socket has without waiting; EAGAIN means nothing now.
+func readNow(rc syscall.RawConn, buf []byte) (int, error) {
+	var n int
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		for {
+			n, rerr = unix.Read(int(fd), buf)
+			if !errors.Is(rerr, unix.EINTR) {
+				return true
+			}
+		}
+	})
+	if err != nil {
+		return 0, err
+	}
+	if n < 0 {
+		n = 0
+	}
+	return n, rerr
+}
+
+// spliceBurst splices from source to destination socket through a pooled pipe.
+func (h *half) spliceBurst() burstEnd {
 	p, err := pipes.get()
 	if err != nil {
 		h.r.fail(h, err)
@@ -300,11 +398,11 @@ const hotWait = 25 * time.Millisecond
 // stayHot waits up to hotWait for the source to have bytes (or an EOF, or an error) and
 // reports whether it does.
 func (h *half) stayHot() bool {
-	if err := h.src.SetReadDeadline(time.Now().Add(hotWait)); err != nil {
+	if err := h.srcTCP.SetReadDeadline(time.Now().Add(hotWait)); err != nil {
 		return false
 	}
 	err := waitReadable(h.srcRC)
-	if derr := h.src.SetReadDeadline(time.Time{}); derr != nil && err == nil {
+	if derr := h.srcTCP.SetReadDeadline(time.Time{}); derr != nil && err == nil {
 		err = derr
 	}
 	// A timeout parks the half; a closed socket makes the next splice fail the relay.
@@ -327,7 +425,12 @@ func (h *half) park() {
 
 // eof passes the end of the source on as a half-close of the destination.
 func (h *half) eof() {
-	if err := h.dst.CloseWrite(); err != nil {
+	cw, ok := h.dst.(closeWriter)
+	if !ok {
+		h.r.fail(h, nil) // nothing to half-close: end the connection
+		return
+	}
+	if err := cw.CloseWrite(); err != nil {
 		h.r.fail(h, err)
 		return
 	}

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/tls"
 	"io"
 	"net"
 	goruntime "runtime"
@@ -10,6 +11,8 @@ import (
 	"time"
 
 	"go.uber.org/goleak"
+
+	"github.com/tlsd/tlsd/internal/testpki"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -201,6 +204,119 @@ func TestRelayIdleHoldsNoGoroutine(t *testing.T) {
 	}
 	for i, r := range relays {
 		r.Close()
+		wait(t, ends[i])
+	}
+}
+
+// tlsPair is a TLS connection over loopback: the client's end, and the server's end as
+// tlsd holds it after terminating, with the raw socket under it.
+func tlsPair(t *testing.T) (client *tls.Conn, server *tls.Conn, raw *net.TCPConn) {
+	t.Helper()
+	ca, err := testpki.NewCA("relay test CA", time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, err := ca.Issue(testpki.Options{CommonName: "relay.test", DNSNames: []string{"relay.test"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair, err := tls.X509KeyPair(leaf.CertPEM(), leaf.KeyPEM())
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, s := tcpPair(t)
+	server = tls.Server(s, &tls.Config{Certificates: []tls.Certificate{pair}})
+	client = tls.Client(c, &tls.Config{ServerName: "relay.test", InsecureSkipVerify: true})
+	errc := make(chan error, 1)
+	go func() { errc <- server.Handshake() }()
+	if err := client.Handshake(); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { client.Close() })
+	return client, server, s
+}
+
+// startPipe runs l.Pipe between a terminated TLS connection and an upstream socket.
+func startPipe(t *testing.T, l *Loop) (client *tls.Conn, raw *net.TCPConn, upstream *net.TCPConn, done chan relayEnd) {
+	t.Helper()
+	client, server, raw := tlsPair(t)
+	nearUp, upstream := tcpPair(t)
+	t.Cleanup(func() { upstream.Close() })
+	done = make(chan relayEnd, 1)
+	go func() {
+		in, out, err := l.Pipe(server, nearUp)
+		done <- relayEnd{in, out, err}
+	}()
+	return client, raw, upstream, done
+}
+
+func TestLoopPipeTerminated(t *testing.T) {
+	l := newLoop(t)
+	client, _, upstream, done := startPipe(t, l)
+	const size = 4 << 20
+	up, down := make([]byte, size), make([]byte, size)
+	rand.Read(up)
+	rand.Read(down)
+	gotUp := make(chan []byte, 1)
+	go func() { b, _ := io.ReadAll(upstream); gotUp <- b }()
+	go func() { upstream.Write(down); upstream.CloseWrite() }()
+	go func() { client.Write(up); client.CloseWrite() }()
+	gotDown, err := io.ReadAll(client)
+	if err != nil || !bytes.Equal(gotDown, down) {
+		t.Fatalf("client got %d bytes, %v; want the upstream's %d", len(gotDown), err, size)
+	}
+	if b := <-gotUp; !bytes.Equal(b, up) {
+		t.Fatalf("upstream got %d bytes, want the client's %d", len(b), size)
+	}
+	if e := wait(t, done); e.in != size || e.out != size || e.err != nil {
+		t.Errorf("pipe result = %+v", e)
+	}
+}
+
+// Closing the socket under the TLS connection (what a drain timeout does) ends the pipe
+// even while the upstream's direction is parked.
+func TestLoopPipeClosedFromOutside(t *testing.T) {
+	l := newLoop(t)
+	client, raw, upstream, done := startPipe(t, l)
+	client.Write([]byte("ping"))
+	if _, err := io.ReadFull(upstream, make([]byte, 4)); err != nil {
+		t.Fatal(err)
+	}
+	raw.Close()
+	wait(t, done)
+	upstream.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := upstream.Read(make([]byte, 1)); err == nil {
+		t.Error("upstream still open after the client's socket was closed")
+	}
+}
+
+// An idle terminated connection holds one goroutine (the TLS read), not two.
+func TestLoopPipeIdleHoldsOneGoroutine(t *testing.T) {
+	l := newLoop(t)
+	const n = 50
+	before := goruntime.NumGoroutine()
+	var raws []*net.TCPConn
+	var ends []chan relayEnd
+	for range n {
+		client, raw, upstream, done := startPipe(t, l)
+		raws, ends = append(raws, raw), append(ends, done)
+		upstream.Write([]byte("hi"))
+		if _, err := io.ReadFull(client, make([]byte, 2)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for goruntime.NumGoroutine() > before+n+n/10 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if g := goruntime.NumGoroutine() - before; g > n+n/10 {
+		t.Errorf("%d idle terminated pipes hold %d goroutines", n, g)
+	}
+	for i, raw := range raws {
+		raw.Close()
 		wait(t, ends[i])
 	}
 }

@@ -30,3 +30,8 @@ func (r *Relay) Start(func(in, out int64, err error)) {}
 
 // Close does nothing.
 func (r *Relay) Close() error { return nil }
+
+// Pipe copies both ways with the package's Pipe.
+func (l *Loop) Pipe(client net.Conn, upstream *net.TCPConn) (in, out int64, err error) {
+	return Pipe(client, upstream)
+}
