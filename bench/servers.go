@@ -50,15 +50,15 @@ func NewWorld(dir string) (*World, error) {
 	w.Roots = x509.NewCertPool()
 	w.Roots.AddCert(ca.Cert)
 	if w.Sink, err = w.serve(func(c net.Conn) {
-		buf := make([]byte, 64<<10)
+		buf := make([]byte, 256<<10)
 		if _, err := c.Read(buf); err == nil {
 			c.Write([]byte{22})
-			io.CopyBuffer(io.Discard, c, buf)
+			discard(c, buf)
 		}
 	}); err != nil {
 		return nil, err
 	}
-	if w.Discard, err = w.serve(func(c net.Conn) { io.Copy(io.Discard, c) }); err != nil {
+	if w.Discard, err = w.serve(func(c net.Conn) { discard(c, make([]byte, 256<<10)) }); err != nil {
 		return nil, err
 	}
 	if w.Echo, err = w.serve(func(c net.Conn) { io.Copy(c, c) }); err != nil {
@@ -71,6 +71,16 @@ func NewWorld(dir string) (*World, error) {
 		}
 	})
 	return w, err
+}
+
+// discard reads c to its end in reads as large as the load client's writes (io.Discard's
+// own ReadFrom would read 8 KiB at a time and make the sink the bottleneck).
+func discard(c net.Conn, buf []byte) {
+	for {
+		if _, err := c.Read(buf); err != nil {
+			return
+		}
+	}
 }
 
 func (w *World) serve(h func(net.Conn)) (string, error) {

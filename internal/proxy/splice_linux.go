@@ -65,8 +65,11 @@ func waitReadable(rc syscall.RawConn) error {
 	})
 }
 
-// spliceChunk is at most what one pipe holds by default.
-const spliceChunk = 64 << 10
+// spliceChunk is what a pipe holds: one splice moves up to this much. 256 KiB pipes
+// cut the CPU per GB of passthrough by about a fifth against the default 64 KiB
+// (bench: passthrough bulk, 8 conns). The kernel counts a pipe's capacity against a
+// per-user budget (fs.pipe-user-pages-soft, 64 MiB by default), so the pool keeps few.
+const spliceChunk = 256 << 10
 
 // spliceIn moves what src has into the pipe without waiting: EAGAIN means nothing now.
 func spliceIn(rc syscall.RawConn, p *pipe) (int, error) {
@@ -116,7 +119,7 @@ func (p *pipe) close() {
 // and those beyond the pool's capacity are closed when returned.
 type pipePool struct{ free chan *pipe }
 
-var pipes = pipePool{free: make(chan *pipe, 256)}
+var pipes = pipePool{free: make(chan *pipe, 64)}
 
 func (pp pipePool) get() (*pipe, error) {
 	select {
@@ -128,6 +131,7 @@ func (pp pipePool) get() (*pipe, error) {
 	if err := unix.Pipe2(fds[:], unix.O_CLOEXEC|unix.O_NONBLOCK); err != nil {
 		return nil, err
 	}
+	unix.FcntlInt(uintptr(fds[1]), unix.F_SETPIPE_SZ, spliceChunk) // over budget: the default size stays
 	return &pipe{r: fds[0], w: fds[1]}, nil
 }
 
