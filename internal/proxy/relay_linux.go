@@ -13,13 +13,15 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Loop relays passthrough connections between two TCP sockets without a goroutine per
-// connection while it is idle. Each direction of a connection is parked in one epoll
-// instance of the Loop (one-shot, on its source socket); when bytes arrive, a goroutine
-// splices them until the source runs dry, re-arms, and ends. An idle connection costs its
-// two sockets and a few hundred bytes of heap, where two blocked goroutines would cost
-// their stacks (4 KiB or more each). The epoll instance is itself waited on through Go's
-// netpoller, so the Loop holds no thread either.
+// Loop relays connections without a goroutine per direction while they are idle. Each
+// direction whose source is a TCP socket is parked in one epoll instance of the Loop
+// (one-shot, on that socket); when bytes arrive, a goroutine moves them (splice between
+// two sockets, a pooled buffer into a TLS connection) until the source runs dry, waits a
+// little for more, re-arms, and ends. An idle passthrough connection costs its two
+// sockets and a few hundred bytes of heap, where two blocked goroutines would cost their
+// stacks (4 KiB or more each); a terminated one keeps only the goroutine of its TLS read.
+// The epoll instance is itself waited on through Go's netpoller, so the Loop holds no
+// thread either.
 type Loop struct {
 	ep *os.File        // the epoll instance; never call its Fd, which makes it blocking
 	rc syscall.RawConn // of ep
