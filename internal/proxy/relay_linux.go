@@ -285,15 +285,14 @@ func (h *half) runBlocking() {
 	h.eof()
 }
 
-// run copies what the source has, then waits a little for more, parks the half again,
-// passes on an EOF, or fails the relay.
+// run moves what the source has, keeps moving while more comes within hotWait, and then
+// parks the half again, passes on an EOF, or fails the relay.
 func (h *half) run() {
 	for {
-		switch h.copyBurst() {
+		switch h.hot() {
 		case drained:
-			if h.stayHot() {
-				continue
-			}
+			continue
+		case wentQuiet:
 			h.park()
 		case sourceEnded:
 			h.eof()
@@ -306,6 +305,7 @@ type burstEnd int
 
 const (
 	drained     burstEnd = iota // the source has nothing more for now
+	wentQuiet                   // and had nothing for hotWait
 	sourceEnded                 // EOF
 	failed                      // the relay has been failed
 )
@@ -397,18 +397,39 @@ func (h *half) spliceBurst() burstEnd {
 // gives its goroutine back soon after.
 const hotWait = 25 * time.Millisecond
 
-// stayHot waits up to hotWait for the source to have bytes (or an EOF, or an error) and
-// reports whether it does.
-func (h *half) stayHot() bool {
+// hot waits up to hotWait for bytes and reads them straight into a pooled buffer, so a
+// small message costs one read and one write and no pipe. A full buffer means a stream:
+// copyBurst moves the rest (spliced between sockets).
+func (h *half) hot() burstEnd {
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
 	if err := h.srcTCP.SetReadDeadline(time.Now().Add(hotWait)); err != nil {
-		return false
+		h.r.fail(h, err)
+		return failed
 	}
-	err := waitReadable(h.srcRC)
+	n, err := h.srcTCP.Read(*bp)
+	// Cleared at once: the non-waiting reads of copyBurst would see an expired deadline.
 	if derr := h.srcTCP.SetReadDeadline(time.Time{}); derr != nil && err == nil {
 		err = derr
 	}
-	// A timeout parks the half; a closed socket makes the next splice fail the relay.
-	return err == nil || !errors.Is(err, os.ErrDeadlineExceeded)
+	switch {
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return wentQuiet
+	case errors.Is(err, io.EOF):
+		return sourceEnded
+	case err != nil:
+		h.r.fail(h, err)
+		return failed
+	}
+	if _, err := h.dst.Write((*bp)[:n]); err != nil {
+		h.r.fail(h, err)
+		return failed
+	}
+	h.bytes += int64(n)
+	if n == len(*bp) {
+		return h.copyBurst()
+	}
+	return drained
 }
 
 func (h *half) park() {
