@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -259,5 +260,49 @@ func TestIdlePassthroughHoldsNoPipes(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	if added := countPipes(t) - before; added > 2*16 {
 		t.Errorf("%d pipe descriptors for %d idle connections: pipes are held while idle", added, len(conns))
+	}
+}
+
+// dataPlaneGoroutines counts the goroutines in tlsd's copy paths and connection handlers.
+func dataPlaneGoroutines(t testing.TB) int {
+	var b strings.Builder
+	must(t, pprof.Lookup("goroutine").WriteTo(&b, 2))
+	n := 0
+	for _, g := range strings.Split(b.String(), "\n\n") {
+		if strings.Contains(g, "tlsd/internal/proxy.") || strings.Contains(g, "tlsd/edge.(*Server).handle") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestIdleConnectionsGoroutines: once quiet, a passthrough connection holds no goroutine
+// and a terminated one holds one (its TLS read), however many are open.
+func TestIdleConnectionsGoroutines(t *testing.T) {
+	up := sink(t)
+	e := newEnv(t)
+	e.start(yamlEndpoint("pt", "pt.test", up.Addr().String(), "", "") +
+		yamlEndpoint("term", "term.test", up.Addr().String(), "edge", "  issuer: internal\n"))
+	hello := helloBytes(t, "pt.test")
+	const n = 40
+	for range n {
+		c, err := net.Dial("tcp", e.addr())
+		must(t, err)
+		defer c.Close()
+		c.Write(hello)
+		_, err = io.ReadFull(c, make([]byte, 1))
+		must(t, err)
+		c.Write([]byte("a request"))
+		tc, err := e.dialTLS(&tls.Config{ServerName: "term.test", RootCAs: e.internalRoots()})
+		must(t, err)
+		defer tc.Close()
+		tc.Write([]byte("a request"))
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for dataPlaneGoroutines(t) > n+2 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if g := dataPlaneGoroutines(t); g > n+2 {
+		t.Errorf("%d idle passthrough and %d idle terminated connections hold %d goroutines, want about %d", n, n, g, n)
 	}
 }
