@@ -226,7 +226,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		if d.servers[addr] != nil {
 			continue
 		}
-		ln, err := net.Listen("tcp", addr)
+		ln, err := edge.Listen(d.ctx, addr)
 		if err != nil {
 			for _, l := range fresh {
 				l.Close()
