@@ -171,8 +171,8 @@ func watchLoop(ctx context.Context, d target, log *slog.Logger, w *watcher, o Ru
 			if !ok {
 				return
 			}
-			if w.ignored(ev.Name) {
-				continue // tlsd's own state
+			if !w.relevant(ev.Name) {
+				continue // tlsd's own state, or a file beside a certificate
 			}
 			log.Debug("file event", "event", ev.String())
 			quiet.Reset(quietFor)

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -24,6 +25,12 @@ type watcher struct {
 	stateDir string
 	log      *slog.Logger
 	watched  map[string]bool
+	// configDirs are the directories the loader reads (and the roots' parents): any
+	// change there may change the configuration. refs are the files the configuration
+	// references: in their directories only those matter, so that a log or a backup
+	// written beside a certificate does not reload everything.
+	configDirs map[string]bool
+	refs       map[string]bool
 }
 
 func newWatcher(roots []string, stateDir string, log *slog.Logger) (*watcher, error) {
@@ -37,6 +44,20 @@ func newWatcher(roots []string, stateDir string, log *slog.Logger) (*watcher, er
 		}
 	}
 	return &watcher{fsw: fsw, roots: roots, stateDir: stateDir, log: log, watched: map[string]bool{}}, nil
+}
+
+// relevant reports whether a file event on path can change the configuration: anything
+// in a configuration directory, a referenced file, or Kubernetes' "..data" symlink swap
+// beside one; never tlsd's own state directory.
+func (w *watcher) relevant(path string) bool {
+	path = filepath.Clean(path)
+	switch {
+	case w.ignored(path):
+		return false
+	case w.configDirs[filepath.Dir(path)], w.refs[path]:
+		return true
+	}
+	return strings.HasPrefix(filepath.Base(path), "..")
 }
 
 // ignored reports whether path is tlsd's state directory or inside it.
@@ -63,8 +84,11 @@ func (w *watcher) arm(cfg *schema.Config) {
 			w.walkDirs(root, want, map[string]bool{})
 		}
 	}
+	w.configDirs = maps.Clone(want)
+	w.refs = map[string]bool{}
 	for _, f := range referencedFiles(cfg) {
 		want[filepath.Dir(f)] = true
+		w.refs[filepath.Clean(f)] = true
 	}
 	for dir := range want {
 		if !w.watched[dir] {

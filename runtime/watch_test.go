@@ -268,6 +268,15 @@ func TestWatchCertificateRotation(t *testing.T) {
 			t.Error("the renamed-in certificate is not served")
 		}
 	})
+	t.Run("unrelated file beside it", func(t *testing.T) {
+		before := e.d.Status().LastAttempt.At
+		writeFile(t, filepath.Join(certDir, "renew.log"), "a log line")
+		writeFile(t, filepath.Join(certDir, "a.crt.bak"), "a backup")
+		e.settle(gen)
+		if after := e.d.Status().LastAttempt.At; !after.Equal(before) {
+			t.Errorf("files beside a certificate caused a reload (last attempt %v, before %v)", after, before)
+		}
+	})
 	_ = strings.Contains
 }
 
