@@ -25,10 +25,10 @@ type watcher struct {
 	stateDir string
 	log      *slog.Logger
 	watched  map[string]bool
-	// configDirs are the directories the loader reads (and the roots' parents): any
-	// change there may change the configuration. refs are the files the configuration
-	// references: in their directories only those matter, so that a log or a backup
-	// written beside a certificate does not reload everything.
+	// configDirs are the directories the loader reads: any change there may change the
+	// configuration. refs are the roots and the files the configuration references: in
+	// the other watched directories (the roots' parents, those of certificates) only
+	// those matter, so that a log or a backup written beside them reloads nothing.
 	configDirs map[string]bool
 	refs       map[string]bool
 }
@@ -79,13 +79,18 @@ func (w *watcher) close() error { return w.fsw.Close() }
 func (w *watcher) arm(cfg *schema.Config) {
 	want := map[string]bool{}
 	for _, root := range w.roots {
-		want[filepath.Dir(filepath.Clean(root))] = true
 		if fi, err := os.Stat(root); err == nil && fi.IsDir() {
 			w.walkDirs(root, want, map[string]bool{})
 		}
 	}
 	w.configDirs = maps.Clone(want)
 	w.refs = map[string]bool{}
+	for _, root := range w.roots {
+		// The parent is watched so that a root deleted and recreated is seen; only
+		// events on the root itself count there.
+		want[filepath.Dir(filepath.Clean(root))] = true
+		w.refs[filepath.Clean(root)] = true
+	}
 	for _, f := range referencedFiles(cfg) {
 		want[filepath.Dir(f)] = true
 		w.refs[filepath.Clean(f)] = true

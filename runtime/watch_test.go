@@ -281,7 +281,8 @@ func TestWatchCertificateRotation(t *testing.T) {
 }
 
 // A --state-dir inside the configuration directory is tlsd's own: its writes there
-// (the local CA, ACME certificates, locks) must not reload, while any other write does.
+// (the local CA, ACME certificates, locks) must not reload, nor files beside the
+// configuration directory, while any other write in it does.
 func TestWatchIgnoresStateDir(t *testing.T) {
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
@@ -293,9 +294,10 @@ func TestWatchIgnoresStateDir(t *testing.T) {
 	first := attempt()
 	writeFile(t, filepath.Join(e.stateDir, "acme", "new.crt"), "written by tlsd")
 	writeFile(t, filepath.Join(e.stateDir, "lock"), "written by tlsd")
+	writeFile(t, filepath.Join(filepath.Dir(dir), "tlsd.log"), "beside the configuration directory")
 	e.settle(1)
 	if got := attempt(); !got.Equal(first) {
-		t.Fatalf("a write in the state directory caused a reload (last attempt %v, first %v)", got, first)
+		t.Fatalf("a write in the state directory or beside the configuration caused a reload (last attempt %v, first %v)", got, first)
 	}
 	writeFile(t, filepath.Join(dir, "notes.txt"), "written by an operator")
 	deadline := time.Now().Add(5 * time.Second)
