@@ -446,15 +446,12 @@ func (h *half) park() {
 	}
 }
 
-// eof passes the end of the source on as a half-close of the destination.
+// eof passes the end of the source on as a half-close of the destination. When there
+// is nothing to half-close, or the destination's peer is gone already (it reset the
+// connection), the relay ends; that is how connections end, not a failure.
 func (h *half) eof() {
-	cw, ok := h.dst.(closeWriter)
-	if !ok {
-		h.r.fail(h, nil) // nothing to half-close: end the connection
-		return
-	}
-	if err := cw.CloseWrite(); err != nil {
-		h.r.fail(h, err)
+	if cw, ok := h.dst.(closeWriter); !ok || cw.CloseWrite() != nil {
+		h.r.fail(h, nil)
 		return
 	}
 	h.end()

@@ -139,6 +139,25 @@ func TestRelayHalfClose(t *testing.T) {
 	}
 }
 
+// A client that closes after its request, so that the upstream's last bytes (a TLS
+// close_notify, say) meet a closed socket and its reset: passing on the upstream's EOF
+// then finds nothing to half-close. That is how many connections end, not a failure.
+func TestRelayUpstreamEOFAfterClientGone(t *testing.T) {
+	l := newLoop(t)
+	client, upstream, _, done := startRelay(t, l)
+	client.Write([]byte("GET"))
+	client.Close()
+	if req, err := io.ReadAll(upstream); err != nil || string(req) != "GET" {
+		t.Fatalf("upstream read %q, %v", req, err)
+	}
+	upstream.Write([]byte("bye")) // answered by a reset from the closed client
+	time.Sleep(50 * time.Millisecond)
+	upstream.Close()
+	if e := wait(t, done); e.err != nil {
+		t.Errorf("relay ended with %v, want no error", e.err)
+	}
+}
+
 // Close ends an idle relay at once: both peers see the connection end and done runs.
 func TestRelayCloseWhileIdle(t *testing.T) {
 	l := newLoop(t)
