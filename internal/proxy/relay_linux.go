@@ -150,6 +150,7 @@ type half struct {
 	armed  bool            // added to the epoll set once (then re-armed with MOD)
 	state  halfState       // guarded by r.mu
 	bytes  int64           // written only by the goroutine running the half
+	sawEOF bool            // the source ended normally; guarded by r.mu
 }
 
 // NewRelay readies a relay of client and upstream on l.
@@ -450,6 +451,9 @@ func (h *half) park() {
 // is nothing to half-close, or the destination's peer is gone already (it reset the
 // connection), the relay ends; that is how connections end, not a failure.
 func (h *half) eof() {
+	h.r.mu.Lock()
+	h.sawEOF = true
+	h.r.mu.Unlock()
 	if cw, ok := h.dst.(closeWriter); !ok || cw.CloseWrite() != nil {
 		h.r.fail(h, nil)
 		return
@@ -482,8 +486,27 @@ func (r *Relay) finish(err error) {
 
 // fail ends the relay because h could not go on.
 func (r *Relay) fail(h *half, err error) {
+	if r.peerLeft(h, err) {
+		err = nil
+	}
 	r.shut(err)
 	h.end()
+}
+
+// peerLeft reports whether err is h's destination resetting the connection after that
+// same peer had finished sending: a client that closes once it has its answer while the
+// upstream still says goodbye (a TLS close_notify). The connection is over, not broken.
+func (r *Relay) peerLeft(h *half, err error) bool {
+	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		return false
+	}
+	other := r.in
+	if h == r.in {
+		other = r.out
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return other.sawEOF
 }
 
 // shut closes both sockets once: a running half then fails on its next system call and

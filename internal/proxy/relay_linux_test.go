@@ -158,6 +158,41 @@ func TestRelayUpstreamEOFAfterClientGone(t *testing.T) {
 	}
 }
 
+// The same, when the upstream's bytes after the reset make the relay's write fail.
+func TestRelayWriteToClientGone(t *testing.T) {
+	l := newLoop(t)
+	client, upstream, _, done := startRelay(t, l)
+	client.Write([]byte("GET"))
+	client.Close()
+	if _, err := io.ReadAll(upstream); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		upstream.Write([]byte("bye"))
+		time.Sleep(30 * time.Millisecond)
+	}
+	if e := wait(t, done); e.err != nil {
+		t.Errorf("relay ended with %v, want no error", e.err)
+	}
+}
+
+// A reset that is not preceded by the peer's EOF is a broken connection.
+func TestRelayResetIsAnError(t *testing.T) {
+	l := newLoop(t)
+	client, upstream, _, done := startRelay(t, l)
+	client.Write([]byte("GET"))
+	if _, err := io.ReadFull(upstream, make([]byte, 3)); err != nil {
+		t.Fatal(err)
+	}
+	upstream.Write([]byte("unread"))
+	time.Sleep(30 * time.Millisecond)
+	client.SetLinger(0)
+	client.Close()
+	if e := wait(t, done); e.err == nil {
+		t.Error("a client's reset in the middle of the connection was not reported")
+	}
+}
+
 // Close ends an idle relay at once: both peers see the connection end and done runs.
 func TestRelayCloseWhileIdle(t *testing.T) {
 	l := newLoop(t)
