@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -11,6 +12,60 @@ import (
 // terminated TLS connection); between two *net.TCPConn io.Copy splices in the kernel and
 // never touches a buffer.
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
+
+// recordBufs hold buffers for reads from a TLS connection: crypto/tls returns at most
+// one record's plaintext per Read, 16 KiB.
+var recordBufs = sync.Pool{New: func() any { b := make([]byte, 16<<10); return &b }}
+
+// copyBlocking copies src to dst, blocking in src's reads.
+func copyBlocking(dst io.Writer, src io.Reader) (int64, error) {
+	if tc, ok := src.(*tls.Conn); ok {
+		return copyFromTLS(dst, tc)
+	}
+	bp := bufPool.Get().(*[]byte)
+	defer bufPool.Put(bp)
+	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+}
+
+// copyFromTLS copies the plaintext of a TLS connection. Its reads block while the
+// connection is idle, and what they block with stays allocated: so they read into a
+// small buffer of the connection's own, and take a record-sized one from the pool only
+// while records come full (a stream), giving it back after the first short read. An
+// idle connection then holds 1 KiB, not 16 or 32.
+func copyFromTLS(dst io.Writer, src *tls.Conn) (int64, error) {
+	small := make([]byte, 1<<10)
+	var big *[]byte
+	defer func() {
+		if big != nil {
+			recordBufs.Put(big)
+		}
+	}()
+	var total int64
+	for {
+		buf := small
+		if big != nil {
+			buf = *big
+		}
+		n, err := src.Read(buf)
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return total, werr
+			}
+			total += int64(n)
+		}
+		switch {
+		case errors.Is(err, io.EOF):
+			return total, nil
+		case err != nil:
+			return total, err
+		case big == nil && n == len(small): // more of the record is waiting
+			big = recordBufs.Get().(*[]byte)
+		case big != nil && n < len(*big)/2: // the stream paused
+			recordBufs.Put(big)
+			big = nil
+		}
+	}
+}
 
 type closeWriter interface{ CloseWrite() error }
 
@@ -51,9 +106,7 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 	default:
 		// A TLS connection may hold decrypted bytes that its socket no longer shows as
 		// readable, so the read must block inside crypto/tls, holding the buffer.
-		bp := bufPool.Get().(*[]byte)
-		n, err = io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
-		bufPool.Put(bp)
+		n, err = copyBlocking(dst, src)
 	}
 	if err != nil {
 		// The other direction cannot finish normally either: unblock it.

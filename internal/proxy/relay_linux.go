@@ -175,9 +175,7 @@ func (h *half) arm() error {
 // runBlocking copies a source that is not a socket until it ends, on the caller's
 // goroutine.
 func (h *half) runBlocking() {
-	bp := bufPool.Get().(*[]byte)
-	n, err := io.CopyBuffer(struct{ io.Writer }{h.dst}, struct{ io.Reader }{h.src}, *bp)
-	bufPool.Put(bp)
+	n, err := copyBlocking(h.dst, h.src)
 	h.bytes = n
 	if err != nil {
 		h.r.fail(h, err)

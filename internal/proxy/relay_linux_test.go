@@ -374,3 +374,25 @@ func TestLoopPipeIdleHoldsOneGoroutine(t *testing.T) {
 		wait(t, ends[i])
 	}
 }
+
+// Whatever the size of a TLS record, its bytes reach the upstream before the client
+// sends more: the read of the next record never holds back the last one.
+func TestLoopPipeRecordSizes(t *testing.T) {
+	l := newLoop(t)
+	client, _, upstream, done := startPipe(t, l)
+	for _, size := range []int{1, 1023, 1024, 1025, 8 << 10, 16 << 10, 16<<10 + 1, 100 << 10, 3} {
+		msg := make([]byte, size)
+		rand.Read(msg)
+		if _, err := client.Write(msg); err != nil {
+			t.Fatal(err)
+		}
+		got := make([]byte, size)
+		upstream.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(upstream, got); err != nil || !bytes.Equal(got, msg) {
+			t.Fatalf("%d-byte message: upstream read %v, equal %v", size, err, bytes.Equal(got, msg))
+		}
+	}
+	client.Close()
+	upstream.Close()
+	wait(t, done)
+}
