@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 )
 
 // bufPool holds copy buffers for connections whose ends are not both TCP sockets (a
@@ -24,7 +25,39 @@ func copyBlocking(dst io.Writer, src io.Reader) (int64, error) {
 	}
 	bp := bufPool.Get().(*[]byte)
 	defer bufPool.Put(bp)
-	return io.CopyBuffer(struct{ io.Writer }{dst}, struct{ io.Reader }{src}, *bp)
+	return io.CopyBuffer(markedWriter{dst}, struct{ io.Reader }{src}, *bp)
+}
+
+// writeError marks an error of writing to the destination, as opposed to reading the
+// source: it tells which peer went away.
+type writeError struct{ err error }
+
+func (e *writeError) Error() string { return e.err.Error() }
+func (e *writeError) Unwrap() error { return e.err }
+
+func wrote(err error) error {
+	if err == nil {
+		return nil
+	}
+	return &writeError{err}
+}
+
+// markedWriter marks its errors as write errors (and hides ReaderFrom, so that copies
+// use the pooled buffer).
+type markedWriter struct{ w io.Writer }
+
+func (m markedWriter) Write(p []byte) (int, error) {
+	n, err := m.w.Write(p)
+	return n, wrote(err)
+}
+
+// destinationLeft reports whether err is the destination resetting the connection, or
+// gone already. After that peer's own EOF was passed on (it finished sending), it is how
+// many connections end: a client that closes once it has its answer while the upstream
+// still says goodbye (a TLS close_notify). Not a broken connection.
+func destinationLeft(err error) bool {
+	var we *writeError
+	return errors.As(err, &we) && (errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // copyFromTLS copies the plaintext of a TLS connection. Its reads block while the
@@ -49,7 +82,7 @@ func copyFromTLS(dst io.Writer, src *tls.Conn) (int64, error) {
 		n, err := src.Read(buf)
 		if n > 0 {
 			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return total, werr
+				return total, wrote(werr)
 			}
 			total += int64(n)
 		}
@@ -85,6 +118,12 @@ func Pipe(client, upstream net.Conn) (in, out int64, err error) {
 	wg.Wait()
 	client.Close()
 	upstream.Close()
+	if upErr == nil && destinationLeft(err) { // the client had sent its EOF
+		err = nil
+	}
+	if err == nil && destinationLeft(upErr) { // the upstream had
+		upErr = nil
+	}
 	return in, out, errors.Join(quiet(upErr), quiet(err))
 }
 
@@ -147,7 +186,7 @@ func copyWhenReadable(dst net.Conn, src *net.TCPConn) (int64, error) {
 		bufPool.Put(bp)
 		switch {
 		case werr != nil:
-			return total, werr
+			return total, wrote(werr)
 		case errors.Is(rerr, io.EOF):
 			return total, nil
 		case rerr != nil:

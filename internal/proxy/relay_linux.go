@@ -232,6 +232,7 @@ func (h *half) bufferBurst() burstEnd {
 			return sourceEnded
 		case err == nil:
 			_, err = h.dst.Write((*bp)[:n])
+			err = wrote(err)
 		}
 		if err != nil {
 			h.r.fail(h, err)
@@ -279,7 +280,7 @@ func (h *half) spliceBurst() burstEnd {
 			pipes.put(p)
 			return sourceEnded
 		case err == nil:
-			err = spliceOut(h.dstRC, p, n)
+			err = wrote(spliceOut(h.dstRC, p, n))
 		}
 		if err != nil {
 			p.close() // it may hold bytes that belong to nobody now
@@ -321,7 +322,7 @@ func (h *half) hot() burstEnd {
 		return failed
 	}
 	if _, err := h.dst.Write((*bp)[:n]); err != nil {
-		h.r.fail(h, err)
+		h.r.fail(h, wrote(err))
 		return failed
 	}
 	h.bytes += int64(n)
@@ -391,11 +392,10 @@ func (r *Relay) fail(h *half, err error) {
 	h.end()
 }
 
-// peerLeft reports whether err is h's destination resetting the connection after that
-// same peer had finished sending: a client that closes once it has its answer while the
-// upstream still says goodbye (a TLS close_notify). The connection is over, not broken.
+// peerLeft reports whether err is h's destination leaving after that same peer had
+// finished sending (see destinationLeft): the connection is over, not broken.
 func (r *Relay) peerLeft(h *half, err error) bool {
-	if !errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+	if !destinationLeft(err) {
 		return false
 	}
 	other := r.in

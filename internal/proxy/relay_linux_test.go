@@ -396,3 +396,64 @@ func TestLoopPipeRecordSizes(t *testing.T) {
 	upstream.Close()
 	wait(t, done)
 }
+
+// An upstream that resets after the client's EOF broke the connection: its reset comes
+// from the upstream, whose answer was cut, not from a client that left.
+func TestRelayUpstreamResetAfterClientEOFIsAnError(t *testing.T) {
+	l := newLoop(t)
+	client, upstream, _, done := startRelay(t, l)
+	client.Write([]byte("GET"))
+	client.CloseWrite()
+	if _, err := io.ReadAll(upstream); err != nil {
+		t.Fatal(err)
+	}
+	upstream.SetLinger(0)
+	upstream.Close()
+	if e := wait(t, done); e.err == nil {
+		t.Error("the upstream's reset was not reported")
+	}
+}
+
+// The blocking Pipe (tunnel streams, systems without the loop) tells the same apart.
+func TestPipePeerLeftOrReset(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		upstream  func(*net.TCPConn)
+		wantError bool
+	}{
+		{"client left, upstream says goodbye", func(up *net.TCPConn) {
+			for range 3 {
+				up.Write([]byte("bye"))
+				time.Sleep(30 * time.Millisecond)
+			}
+			up.Close()
+		}, false},
+		{"upstream resets", func(up *net.TCPConn) { up.SetLinger(0); up.Close() }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			client, near := tcpPair(t)
+			nearUp, upstream := tcpPair(t)
+			done := make(chan error, 1)
+			go func() { _, _, err := Pipe(near, nearUp); done <- err }()
+			client.Write([]byte("GET"))
+			if tc.wantError {
+				client.CloseWrite()
+			} else {
+				client.Close()
+			}
+			if _, err := io.ReadAll(upstream); err != nil {
+				t.Fatal(err)
+			}
+			tc.upstream(upstream)
+			select {
+			case err := <-done:
+				if (err != nil) != tc.wantError {
+					t.Errorf("Pipe error = %v, want error: %v", err, tc.wantError)
+				}
+			case <-time.After(10 * time.Second):
+				t.Fatal("Pipe never returned")
+			}
+			client.Close()
+		})
+	}
+}

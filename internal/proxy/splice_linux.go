@@ -44,7 +44,7 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 				return total, nil // EOF
 			}
 			if err == nil {
-				err = spliceOut(dstRC, p, n)
+				err = wrote(spliceOut(dstRC, p, n))
 			}
 			if err != nil {
 				p.close() // it may hold bytes that belong to nobody now
@@ -56,13 +56,24 @@ func spliceCopy(dst, src *net.TCPConn) (int64, error) {
 	}
 }
 
-// waitReadable returns once src has data, an EOF or an error to report, consuming nothing.
+// waitReadable returns once src has data or an EOF, consuming nothing, or the error the
+// socket has to report (a reset: a peek reports it once and clears it, so it must not
+// be dropped here).
 func waitReadable(rc syscall.RawConn) error {
 	var one [1]byte
-	return rc.Read(func(fd uintptr) bool {
-		_, _, err := unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-		return !errors.Is(err, unix.EAGAIN)
+	var rerr error
+	err := rc.Read(func(fd uintptr) bool {
+		for {
+			_, _, rerr = unix.Recvfrom(int(fd), one[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
+			if !errors.Is(rerr, unix.EINTR) {
+				return !errors.Is(rerr, unix.EAGAIN)
+			}
+		}
 	})
+	if err != nil {
+		return err
+	}
+	return rerr
 }
 
 // spliceChunk is what a pipe holds: one splice moves up to this much. 256 KiB pipes
