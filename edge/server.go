@@ -43,8 +43,9 @@ type Server struct {
 	open      map[net.Conn]*tracked // every accepted connection until it ends
 	closed    bool
 	serveDone chan struct{} // closed when Serve returns; nil if it never ran
-	// loop relays passthrough connections without a goroutine while they are idle. It
-	// starts with Serve and ends with Shutdown; nil where the system has none.
+	// loop relays connections without a goroutine per idle direction (none for an idle
+	// passthrough connection, the TLS read's for a terminated one). It starts with Serve
+	// and ends with Shutdown; nil where the system has none.
 	loop *proxy.Loop
 }
 
