@@ -152,6 +152,10 @@ func (m *Manager) Domain(name string) *Domain {
 		return d
 	}
 	d := &Domain{name: name, m: m, state: StatePending}
+	// A certificate already in storage is served by the very generation that asks for
+	// the domain (an endpoint switched back to this issuer, a restart): loading it
+	// here, before that generation is switched in, leaves no window without one.
+	d.loadStored(m.ctx)
 	m.domains[name] = d
 	return d
 }
@@ -260,9 +264,8 @@ func (d *Domain) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) 
 // run keeps the certificate valid until ctx ends: load or order, then renew at two thirds
 // of each certificate's life, backing off after failures.
 func (d *Domain) run(ctx context.Context) {
-	if c, err := d.load(ctx); err == nil && time.Now().Before(renewAt(c.Leaf)) {
-		d.set(c, StateValid, "", time.Time{})
-		d.m.opts.Logger.Info("certificate loaded from storage", "issuer", d.m.cfg.Name, "domain", d.name, "not_after", c.Leaf.NotAfter)
+	if d.Leaf() == nil {
+		d.loadStored(ctx) // another process may have stored one since
 	}
 	backoff := time.Duration(0)
 	for {
@@ -302,6 +305,14 @@ func (d *Domain) run(ctx context.Context) {
 
 func renewAt(leaf *x509.Certificate) time.Time {
 	return leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
+}
+
+// loadStored serves the stored certificate, if there is one not yet due for renewal.
+func (d *Domain) loadStored(ctx context.Context) {
+	if c, err := d.load(ctx); err == nil && time.Now().Before(renewAt(c.Leaf)) {
+		d.set(c, StateValid, "", time.Time{})
+		d.m.opts.Logger.Info("certificate loaded from storage", "issuer", d.m.cfg.Name, "domain", d.name, "not_after", c.Leaf.NotAfter)
+	}
 }
 
 func (d *Domain) set(c *tls.Certificate, state, errText string, next time.Time) {
