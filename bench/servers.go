@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/tlsd/tlsd/internal/testpki"
@@ -137,10 +138,17 @@ func (s *Server) Pids() []int { return processTree(s.pid) }
 
 // Stop ends the server.
 func (s *Server) Stop() {
-	if s.cmd != nil && s.cmd.Process != nil {
-		s.cmd.Process.Kill()
-		s.cmd.Wait()
+	if s.cmd == nil || s.cmd.Process == nil {
+		return
 	}
+	// nginx's workers outlive a killed master (and would load the next cases): end the
+	// whole process tree.
+	tree := s.Pids()
+	s.cmd.Process.Kill()
+	for _, pid := range tree[1:] {
+		syscall.Kill(pid, syscall.SIGKILL)
+	}
+	s.cmd.Wait()
 }
 
 func (s *Server) start(dir string, args ...string) error {
