@@ -191,14 +191,8 @@ func BenchmarkSplitPassthrough(b *testing.B) {
 	targets := []struct{ name, addr string }{{"direct", up.Addr().String()}, {"run", run.addr()}, {"edge+agent", split.addr()}}
 	for _, tg := range targets {
 		b.Run("bulk/"+tg.name, func(b *testing.B) {
-			c, err := net.Dial("tcp", tg.addr)
-			must(b, err)
+			c := openPassthrough(b, tg.addr, hello)
 			defer c.Close()
-			_, err = c.Write(hello)
-			must(b, err)
-			one := make([]byte, 1)
-			_, err = io.ReadFull(c, one)
-			must(b, err)
 			chunk := make([]byte, 256<<10)
 			b.SetBytes(int64(len(chunk)))
 			for b.Loop() {
@@ -226,6 +220,23 @@ func BenchmarkSplitPassthrough(b *testing.B) {
 	}
 }
 
+// openPassthrough opens a passthrough connection: the ClientHello out, the upstream's
+// one-byte answer (see sink) back.
+func openPassthrough(t testing.TB, addr string, hello []byte) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	must(t, err)
+	_, err = c.Write(hello)
+	if err == nil {
+		_, err = io.ReadFull(c, make([]byte, 1))
+	}
+	if err != nil {
+		c.Close()
+		t.Fatal(err)
+	}
+	return c
+}
+
 func countPipes(t testing.TB) int {
 	entries, err := os.ReadDir("/proc/self/fd")
 	must(t, err)
@@ -248,12 +259,8 @@ func TestIdlePassthroughHoldsNoPipes(t *testing.T) {
 	before := countPipes(t)
 	var conns []net.Conn
 	for range 50 {
-		c, err := net.Dial("tcp", e.addr())
-		must(t, err)
+		c := openPassthrough(t, e.addr(), hello)
 		defer c.Close()
-		c.Write(hello)
-		_, err = io.ReadFull(c, make([]byte, 1))
-		must(t, err)
 		c.Write(make([]byte, 100<<10)) // one burst, spliced, then idle
 		conns = append(conns, c)
 	}
@@ -286,12 +293,8 @@ func TestIdleConnectionsGoroutines(t *testing.T) {
 	hello := helloBytes(t, "pt.test")
 	const n = 40
 	for range n {
-		c, err := net.Dial("tcp", e.addr())
-		must(t, err)
+		c := openPassthrough(t, e.addr(), hello)
 		defer c.Close()
-		c.Write(hello)
-		_, err = io.ReadFull(c, make([]byte, 1))
-		must(t, err)
 		c.Write([]byte("a request"))
 		tc, err := e.dialTLS(&tls.Config{ServerName: "term.test", RootCAs: e.internalRoots()})
 		must(t, err)
