@@ -34,6 +34,18 @@ func HelloBytes(sni string) ([]byte, error) {
 	return buf[:n], nil
 }
 
+// openConn opens a passthrough connection (cfg nil) or a TLS one with cfg.
+func openConn(addr string, hello []byte, cfg *tls.Config) (net.Conn, error) {
+	if cfg == nil {
+		return openPassthrough(addr, hello)
+	}
+	tc, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return nil, err // not a typed nil in the interface
+	}
+	return tc, nil
+}
+
 // openPassthrough connects, sends the ClientHello and waits for the upstream's first
 // byte: the route is then established end to end.
 func openPassthrough(addr string, hello []byte) (net.Conn, error) {
@@ -63,13 +75,7 @@ func Bulk(addr string, hello []byte, cfg *tls.Config, conns int, d time.Duration
 	errs := make(chan error, conns)
 	deadline := time.Now().Add(d)
 	for range conns {
-		var c net.Conn
-		var err error
-		if cfg == nil {
-			c, err = openPassthrough(addr, hello)
-		} else {
-			c, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
-		}
+		c, err := openConn(addr, hello, cfg)
 		if err != nil {
 			return 0, err
 		}
@@ -189,15 +195,7 @@ func OpenIdle(addr string, hello []byte, cfg *tls.Config, n int) (func(), error)
 		}
 	}
 	for range n {
-		var c net.Conn
-		var err error
-		if cfg == nil {
-			c, err = openPassthrough(addr, hello)
-		} else {
-			var tc *tls.Conn
-			tc, err = tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", addr, cfg)
-			c = tc
-		}
+		c, err := openConn(addr, hello, cfg)
 		if err != nil {
 			closeAll()
 			fds, _ := os.ReadDir("/proc/self/fd")
