@@ -56,43 +56,7 @@ func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
 			return
 		}
 	}
-	if relayed(c, up) {
-		return
-	}
-	if upTCP, ok := up.(*net.TCPConn); ok && c.Loop != nil {
-		recordCopy(c.Info)(c.Loop.Pipe(c.Conn, upTCP)) // terminated: the upstream's side waits in the loop
-		return
-	}
-	recordCopy(c.Info)(proxy.Pipe(c.Conn, up))
-}
-
-// relayed hands a TCP-to-TCP connection to the server's relay loop, which copies without
-// a goroutine while the connection is idle, and reports whether it did.
-func relayed(c *proxy.Conn, up net.Conn) bool {
-	client, ok1 := c.Conn.(*net.TCPConn)
-	upTCP, ok2 := up.(*net.TCPConn)
-	if c.Loop == nil || c.Detach == nil || !ok1 || !ok2 {
-		return false
-	}
-	r, err := c.Loop.NewRelay(client, upTCP)
-	if err != nil {
-		return false
-	}
-	finish := c.Detach(r)
-	record := recordCopy(c.Info)
-	r.Start(func(in, out int64, err error) { record(in, out, err); finish() })
-	return true
-}
-
-// recordCopy returns what notes a finished copy in info.
-func recordCopy(info *proxy.Info) func(in, out int64, err error) {
-	return func(in, out int64, err error) {
-		info.BytesIn += in
-		info.BytesOut += out
-		if err != nil {
-			info.Fail("broken", "connection broken: "+err.Error())
-		}
-	}
+	c.Forward(up)
 }
 
 func (u *Upstream) dial(ctx context.Context, deadline time.Time) (net.Conn, error) {

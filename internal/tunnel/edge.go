@@ -234,10 +234,5 @@ func (f *Forwarder) Serve(_ context.Context, c *proxy.Conn) {
 		c.Info.BytesIn += int64(len(c.Peeked))
 	}
 	c.Conn.SetDeadline(time.Time{})
-	in, out, err := proxy.Pipe(c.Conn, st)
-	c.Info.BytesIn += in
-	c.Info.BytesOut += out
-	if err != nil {
-		c.Info.Fail("broken", "connection broken: "+err.Error())
-	}
+	c.Forward(st)
 }
