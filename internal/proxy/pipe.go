@@ -9,9 +9,9 @@ import (
 	"syscall"
 )
 
-// bufPool holds copy buffers for connections whose ends are not both TCP sockets (a
-// terminated TLS connection); between two *net.TCPConn io.Copy splices in the kernel and
-// never touches a buffer.
+// bufPool holds copy buffers, taken only while bytes move: for the plaintext of
+// terminated connections, and in the relay for small messages between sockets (streams
+// are spliced through pipes and never touch a buffer).
 var bufPool = sync.Pool{New: func() any { b := make([]byte, 32<<10); return &b }}
 
 // recordBufs hold buffers for reads from a TLS connection: crypto/tls returns at most
