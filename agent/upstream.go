@@ -12,7 +12,7 @@ import (
 
 	proxyproto "github.com/pires/go-proxyproto"
 
-	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/relay"
 )
 
 // Upstream forwards connections to one upstream address: "host:port" or "unix:PATH".
@@ -30,10 +30,10 @@ type Upstream struct {
 
 // Serve dials the upstream, sends the PROXY header and any peeked bytes, and copies both
 // ways until both sides are done.
-func (u *Upstream) Serve(ctx context.Context, c *proxy.Conn) {
+func (u *Upstream) Serve(ctx context.Context, c *relay.Conn) {
 	c.Info.Upstream = u.Addr
 	var up net.Conn
-	err := proxy.OnFreshStack(func() (err error) { up, err = u.dial(ctx, c.Deadline); return err })
+	err := relay.OnFreshStack(func() (err error) { up, err = u.dial(ctx, c.Deadline); return err })
 	if err != nil {
 		failWith(c, err)
 		c.Conn.Close()
@@ -90,7 +90,7 @@ func failuref(code, format string, args ...any) error {
 	return &failure{code: code, msg: fmt.Sprintf(format, args...)}
 }
 
-func failWith(c *proxy.Conn, err error) {
+func failWith(c *relay.Conn, err error) {
 	var f *failure
 	if errors.As(err, &f) {
 		c.Info.Fail(f.code, f.msg)
@@ -100,7 +100,7 @@ func failWith(c *proxy.Conn, err error) {
 }
 
 // writePreamble sends what the upstream must read before the client's own bytes.
-func (u *Upstream) writePreamble(up net.Conn, c *proxy.Conn) error {
+func (u *Upstream) writePreamble(up net.Conn, c *relay.Conn) error {
 	if u.ProxyProtocol != 0 {
 		h := proxyproto.HeaderProxyFromAddrs(u.ProxyProtocol, c.RemoteAddr(), c.LocalAddr())
 		if _, err := h.WriteTo(up); err != nil {
@@ -123,7 +123,7 @@ var firstReplyBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return
 // relayFirstByte waits, bounded, for the upstream's first bytes (its ServerHello) and
 // passes them on. Reading once by hand keeps both sockets unwrapped, so the copy that
 // follows can still splice.
-func relayFirstByte(c *proxy.Conn, up net.Conn, timeout time.Duration) error {
+func relayFirstByte(c *relay.Conn, up net.Conn, timeout time.Duration) error {
 	bp := firstReplyBufs.Get().(*[]byte)
 	defer firstReplyBufs.Put(bp)
 	buf := *bp

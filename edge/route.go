@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/relay"
 )
 
 // Route is what the edge does with connections for one domain.
@@ -17,7 +17,7 @@ type Route struct {
 	// the Handler gets the raw connection with the ClientHello peeked (passthrough, or
 	// termination further along).
 	TLS     *tls.Config
-	Handler proxy.Handler
+	Handler relay.Handler
 }
 
 // Table maps server names to routes. It is immutable once built, so a listener can swap

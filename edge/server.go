@@ -10,7 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/relay"
 )
 
 // Config tunes a Server.
@@ -23,8 +23,8 @@ type Config struct {
 	// OnRouted, if set, is called when a connection has found its route; OnEnd when any
 	// accepted connection ends, with what happened to it. Both run on the connection's
 	// goroutine and must not block.
-	OnRouted func(*proxy.Info)
-	OnEnd    func(*proxy.Info)
+	OnRouted func(*relay.Info)
+	OnEnd    func(*relay.Info)
 }
 
 // Server accepts connections on one listener and routes each by its SNI through the
@@ -46,7 +46,7 @@ type Server struct {
 	// loop relays connections without a goroutine per idle direction (none for an idle
 	// passthrough connection, the TLS read's for a terminated one). It starts with Serve
 	// and ends with Shutdown; nil where the system has none.
-	loop *proxy.Loop
+	loop *relay.Loop
 }
 
 // tracked is an open connection: its route (nil until routed) and what closes it.
@@ -85,7 +85,7 @@ func (s *Server) Serve() error {
 	}
 	s.serveDone = make(chan struct{})
 	defer close(s.serveDone)
-	if loop, err := proxy.NewLoop(); err == nil {
+	if loop, err := relay.NewLoop(); err == nil {
 		s.loop = loop
 	} else if !errors.Is(err, errors.ErrUnsupported) {
 		s.log.Warn("no relay loop: idle passthrough connections will each hold two goroutines", "listener", s.ln.Addr().String(), "error", err)
@@ -242,65 +242,6 @@ func (s *Server) closeLoop() {
 	}
 }
 
-func (s *Server) handle(c net.Conn) {
-	info := &proxy.Info{Client: c.RemoteAddr(), Start: time.Now()}
-	finish := func() {
-		s.end(info)
-		s.track(c, false)
-		s.conns.Done()
-	}
-	detached := false
-	defer func() {
-		if !detached {
-			finish()
-		}
-	}()
-	deadline := info.Start.Add(s.cfg.HandshakeTimeout)
-	c.SetDeadline(deadline)
-	hello, peeked, err := PeekClientHello(c)
-	if err != nil {
-		info.Fail(peekFailure(err, len(peeked)))
-		c.Close()
-		return
-	}
-	info.SNI = hello.ServerName
-	route := s.table.Load().Lookup(hello.ServerName)
-	if route == nil {
-		info.Fail(unknownSNI(hello.ServerName))
-		sendAlert(c, alertUnrecognizedName)
-		c.Close()
-		return
-	}
-	info.Endpoint, info.Mode = route.Endpoint, route.Mode
-	s.setRoute(c, route)
-	if s.cfg.OnRouted != nil {
-		s.cfg.OnRouted(info)
-	}
-	pc := &proxy.Conn{Conn: c, Peeked: peeked, Hello: hello, Deadline: deadline, Info: info}
-	if route.TLS == nil && s.loop != nil {
-		pc.Loop = s.loop
-		pc.Detach = func(closer io.Closer) func() {
-			detached = true
-			s.setCloser(c, closer)
-			return sync.OnceFunc(finish)
-		}
-	}
-	if route.TLS != nil {
-		tc, err := proxy.Terminate(s.ctx, pc, route.TLS)
-		if err != nil {
-			return
-		}
-		if tc.ConnectionState().NegotiatedProtocol == acmeTLSALPN {
-			// An ACME server validating TLS-ALPN-01: the handshake was the answer.
-			info.Upstream = "(ACME tls-alpn-01 challenge answered)"
-			tc.Close()
-			return
-		}
-		pc = &proxy.Conn{Conn: tc, Hello: hello, Deadline: deadline, Info: info, Loop: s.loop}
-	}
-	route.Handler.Serve(s.ctx, pc)
-}
-
 func unknownSNI(name string) (code, reason string) {
 	if name == "" {
 		return "no_sni", "client sent no SNI; tlsd routes by server name and has no default route"
@@ -325,18 +266,15 @@ func peekFailure(err error, n int) (code, reason string) {
 
 const alertUnrecognizedName = 112
 
-// acmeTLSALPN is the ALPN protocol of ACME TLS-ALPN-01 validation (RFC 8737).
-const acmeTLSALPN = "acme-tls/1"
-
 // sendAlert writes a fatal TLS alert record. Before any handshake, the record is in the
 // clear, so this works whatever version the client wanted.
 func sendAlert(c net.Conn, desc byte) {
 	c.Write([]byte{21, 3, 3, 0, 2, 2, desc}) // alert, TLS 1.2 record version, length 2, fatal
 }
 
-func (s *Server) end(info *proxy.Info) {
+func (s *Server) end(info *relay.Info) {
 	if s.cfg.OnEnd != nil {
 		s.cfg.OnEnd(info)
 	}
-	proxy.LogEnd(s.log, info)
+	relay.LogEnd(s.log, info)
 }

@@ -16,17 +16,17 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/relay"
 )
 
 func TestMain(m *testing.M) {
 	goleak.VerifyTestMain(m)
 }
 
-// handlerFunc adapts a function to proxy.Handler.
-type handlerFunc func(ctx context.Context, c *proxy.Conn)
+// handlerFunc adapts a function to relay.Handler.
+type handlerFunc func(ctx context.Context, c *relay.Conn)
 
-func (f handlerFunc) Serve(ctx context.Context, c *proxy.Conn) { f(ctx, c) }
+func (f handlerFunc) Serve(ctx context.Context, c *relay.Conn) { f(ctx, c) }
 
 type syncBuffer struct {
 	mu sync.Mutex
@@ -50,7 +50,7 @@ func startServer(t *testing.T, logs *syncBuffer) (*Server, chan string) {
 	t.Helper()
 	routed := make(chan string, 16)
 	table, err := NewTable([]*Route{{Endpoint: "ok", Mode: "upstream", Domain: "ok.test",
-		Handler: handlerFunc(func(_ context.Context, c *proxy.Conn) { routed <- c.Hello.ServerName; c.Close() })}})
+		Handler: handlerFunc(func(_ context.Context, c *relay.Conn) { routed <- c.Hello.ServerName; c.Close() })}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestSetTableSwitchesNewConnections(t *testing.T) {
 	}
 	other := make(chan string, 1)
 	table, _ := NewTable([]*Route{{Endpoint: "new", Domain: "new.test",
-		Handler: handlerFunc(func(_ context.Context, c *proxy.Conn) { other <- c.Hello.ServerName; c.Close() })}})
+		Handler: handlerFunc(func(_ context.Context, c *relay.Conn) { other <- c.Hello.ServerName; c.Close() })}})
 	s.SetTable(table)
 	sendHello(t, s.Addr().String(), "new.test")
 	select {

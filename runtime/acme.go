@@ -3,7 +3,7 @@ package runtime
 import (
 	"slices"
 
-	"github.com/tlsd/tlsd/internal/autocert"
+	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/schema"
 )
 

@@ -3,7 +3,6 @@ package runtime
 import (
 	"cmp"
 	"context"
-	"crypto/tls"
 	"fmt"
 	"log/slog"
 	"net"
@@ -13,22 +12,21 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/agent"
-	"github.com/tlsd/tlsd/internal/proxy"
-	"github.com/tlsd/tlsd/internal/tunnel"
 	"github.com/tlsd/tlsd/reconcile"
+	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel"
 )
 
 // Agent is tlsd agent: it serves, through the tunnel streams its edge opens, the
 // endpoints whose `agent` is its name, and applies configuration changes as whole
 // generations like the daemon does.
 type Agent struct {
-	name    string
-	opts    Options
-	log     *slog.Logger
-	tickets *ticketKeys
-	gen     atomic.Pointer[agentGeneration]
-	Tunnel  *tunnel.Agent
+	name   string
+	opts   Options
+	log    *slog.Logger
+	gen    atomic.Pointer[agentGeneration]
+	Tunnel *agent.TunnelClient
 
 	mu      sync.Mutex // serialises Apply; guards attempt
 	attempt Attempt
@@ -38,13 +36,7 @@ type agentGeneration struct {
 	n         uint64
 	config    *schema.Config
 	appliedAt time.Time
-	routes    map[string]*agentRoute // by endpoint name
-}
-
-type agentRoute struct {
-	ep      *schema.Endpoint
-	handler proxy.Handler
-	tls     *tls.Config
+	routes    map[string]*builtRoute // by endpoint name: those naming this agent
 }
 
 // NewAgent makes the agent called name.
@@ -55,8 +47,8 @@ func NewAgent(name string, opts Options) *Agent {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
-	a := &Agent{name: name, opts: opts, log: opts.Logger, tickets: newTicketKeys()}
-	a.gen.Store(&agentGeneration{routes: map[string]*agentRoute{}})
+	a := &Agent{name: name, opts: opts, log: opts.Logger}
+	a.gen.Store(&agentGeneration{routes: map[string]*builtRoute{}})
 	return a
 }
 
@@ -77,33 +69,13 @@ func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		a.recordLocked(true, nil, nil)
 		return plan, nil
 	}
-	keep := map[string]bool{}
-	for _, e := range plan.Endpoints {
-		keep[e.Name] = e.Action == reconcile.Keep
+	b := &builder{role: roleAgent, agent: a.name, opts: a.opts, log: a.log}
+	routes, err := b.build(cur.routes, cfg, plan, func(*schema.Endpoint) bool { return true })
+	if err != nil {
+		a.recordLocked(false, nil, err)
+		return plan, err
 	}
-	next := &agentGeneration{n: cur.n + 1, config: cfg, appliedAt: time.Now(), routes: map[string]*agentRoute{}}
-	for _, ep := range cfg.Endpoints {
-		if ep.Agent != a.name {
-			continue
-		}
-		if old := cur.routes[ep.Name]; old != nil && keep[ep.Name] {
-			next.routes[ep.Name] = &agentRoute{ep: ep, handler: old.handler, tls: old.tls}
-			continue
-		}
-		r, err := a.build(ep)
-		if err != nil {
-			a.recordLocked(false, nil, err)
-			return plan, err
-		}
-		next.routes[ep.Name] = r
-	}
-	var configs []*tls.Config
-	for _, r := range next.routes {
-		if r.tls != nil {
-			configs = append(configs, r.tls)
-		}
-	}
-	a.tickets.retain(configs)
+	next := &agentGeneration{n: cur.n + 1, config: cfg, appliedAt: time.Now(), routes: routes}
 	a.gen.Store(next)
 	a.recordLocked(true, nil, nil)
 	a.log.Info("generation applied", "generation", next.n, "agent", a.name, "endpoints", len(next.routes))
@@ -111,28 +83,6 @@ func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		a.log.Warn("no endpoint names this agent; every stream will be refused", "agent", a.name)
 	}
 	return plan, nil
-}
-
-// build makes the handler of one endpoint: what arrives through the tunnel is the
-// client's TLS (upstream: pass it on; agent: terminate it here) or, for edge-terminated
-// endpoints, plaintext.
-func (a *Agent) build(ep *schema.Endpoint) (*agentRoute, error) {
-	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
-	switch ep.TerminateAt {
-	case schema.TerminateUpstream:
-		return &agentRoute{ep: ep, handler: up}, nil // the ClientHello is in the stream, not peeked
-	case schema.TerminateAgent:
-		src, err := staticCert(ep)
-		if err != nil {
-			return nil, err
-		}
-		cfg, err := serverTLSConfig(ep, src)
-		if err != nil {
-			return nil, err
-		}
-		return &agentRoute{ep: ep, handler: &agent.Terminator{TLS: cfg, Next: up}, tls: cfg}, nil
-	}
-	return &agentRoute{ep: ep, handler: up}, nil
 }
 
 func (a *Agent) recordLocked(ok bool, diags schema.Diagnostics, err error) {
@@ -151,8 +101,8 @@ func (a *Agent) RecordFailedLoad(diags schema.Diagnostics, err error) {
 
 // Handle serves one stream from the edge: the tunnel's Agent calls it.
 func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
-	info := &proxy.Info{Endpoint: h.Endpoint, Client: addr(h.Client), SNI: h.SNI, Start: time.Now()}
-	defer proxy.LogEnd(a.log, info)
+	info := &relay.Info{Endpoint: h.Endpoint, Client: addr(h.Client), SNI: h.SNI, Start: time.Now()}
+	defer relay.LogEnd(a.log, info)
 	r := a.gen.Load().routes[h.Endpoint]
 	switch {
 	case r == nil:
@@ -167,7 +117,7 @@ func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
 	}
 	info.Mode = r.ep.TerminateAt
 	conn := &addrConn{Conn: st, remote: addr(h.Client), local: addr(h.Local)}
-	r.handler.Serve(ctx, &proxy.Conn{Conn: conn, Deadline: time.Now().Add(a.opts.HandshakeTimeout), Info: info})
+	r.back.Serve(ctx, &relay.Conn{Conn: conn, Deadline: time.Now().Add(a.opts.HandshakeTimeout), Info: info})
 }
 
 // addrConn gives a tunnel stream the addresses of the client connection it carries, so
@@ -194,12 +144,12 @@ func addr(s string) net.Addr {
 
 // AgentStatus is what the agent's /status reports.
 type AgentStatus struct {
-	Agent       string               `json:"agent"`
-	Generation  uint64               `json:"generation"`
-	AppliedAt   time.Time            `json:"applied_at"`
-	LastAttempt Attempt              `json:"last_attempt"`
-	Tunnel      tunnel.SessionStatus `json:"tunnel"`
-	Endpoints   []EndpointStatus     `json:"endpoints"`
+	Agent       string             `json:"agent"`
+	Generation  uint64             `json:"generation"`
+	AppliedAt   time.Time          `json:"applied_at"`
+	LastAttempt Attempt            `json:"last_attempt"`
+	Tunnel      agent.TunnelStatus `json:"tunnel"`
+	Endpoints   []EndpointStatus   `json:"endpoints"`
 }
 
 // Status reports the agent.

@@ -11,7 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/tlsd/tlsd/internal/tunnel"
+	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -45,7 +45,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	}
 	defer w.close()
 	w.arm(initial)
-	a.Tunnel = &tunnel.Agent{Edge: o.Edge, TLS: o.TLS, Handle: a.Handle, Log: a.log,
+	a.Tunnel = &agent.TunnelClient{Edge: o.Edge, TLS: o.TLS, Handle: a.Handle, Log: a.log,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax}
 	tctx, stopTunnel := context.WithCancel(context.Background())
 	tunnelDone := make(chan struct{})

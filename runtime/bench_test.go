@@ -276,7 +276,7 @@ func dataPlaneGoroutines(t testing.TB) int {
 	must(t, pprof.Lookup("goroutine").WriteTo(&b, 2))
 	n := 0
 	for _, g := range strings.Split(b.String(), "\n\n") {
-		if strings.Contains(g, "tlsd/internal/proxy.") || strings.Contains(g, "tlsd/edge.(*Server).handle") {
+		if strings.Contains(g, "tlsd/relay.") || strings.Contains(g, "tlsd/edge.(*Server).handle") {
 			n++
 		}
 	}

@@ -2,9 +2,6 @@ package runtime
 
 import (
 	"context"
-	"crypto/rsa"
-	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -15,12 +12,9 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/tlsd/tlsd/agent"
-	"github.com/tlsd/tlsd/certs"
+	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/edge"
-	"github.com/tlsd/tlsd/internal/autocert"
-	"github.com/tlsd/tlsd/internal/localca"
-	"github.com/tlsd/tlsd/internal/tunnel"
+	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
@@ -38,8 +32,10 @@ type Options struct {
 	ACMERetryBase time.Duration
 	// Tunnel, when set, makes this daemon an edge: endpoints naming an agent are served
 	// through that agent's tunnel sessions.
-	Tunnel *tunnel.Pool
+	Tunnel *edge.AgentPool
 	Logger *slog.Logger
+	// Now is the clock session ticket keys age by; nil means time.Now.
+	Now func() time.Time
 }
 
 // generation is one applied configuration. It is never modified once published.
@@ -52,14 +48,6 @@ type generation struct {
 	acme      map[string]*autocert.Manager
 }
 
-// builtRoute is an endpoint ready to serve, with what status reports about it.
-type builtRoute struct {
-	ep    *schema.Endpoint
-	route *edge.Route
-	tls   *tls.Config // where tlsd terminates, else nil
-	cert  certSource  // where tlsd terminates: the certificate it presents
-}
-
 // Daemon serves a configuration and applies new ones as whole generations: everything is
 // built and every new listener bound before anything is switched, and a failure leaves
 // the running generation as it was.
@@ -67,11 +55,10 @@ type Daemon struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
-	tickets *ticketKeys
 	gen     atomic.Pointer[generation]
 	ctx     context.Context // ends background work at Shutdown
 	cancel  context.CancelFunc
-	bg      sync.WaitGroup // background goroutines: serving, draining, ticket rotation
+	bg      sync.WaitGroup // background goroutines: serving, draining
 
 	mu       sync.Mutex // serialises Apply and Shutdown; guards the following fields
 	servers  map[string]*edge.Server
@@ -91,12 +78,10 @@ func New(opts Options) *Daemon {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{opts: opts, log: opts.Logger, tickets: newTicketKeys(), ctx: ctx, cancel: cancel,
+	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}, acme: map[string]*autocert.Manager{}}
 	d.metrics = newMetrics(d)
 	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
-	d.bg.Add(1)
-	go func() { defer d.bg.Done(); d.tickets.run(ctx, ticketRotation) }()
 	return d
 }
 
@@ -167,28 +152,20 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 // buildLocked prepares generation N+1: unchanged endpoints keep their route (and so
 // their tls.Config and session tickets); the others are built anew.
 func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile.Plan, managers map[string]*autocert.Manager) (*generation, error) {
-	keep := map[string]bool{}
-	for _, e := range plan.Endpoints {
-		if e.Action == reconcile.Keep {
-			keep[e.Name] = true
-		}
+	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers}
+	if d.opts.Tunnel != nil {
+		b.role = roleEdge
 	}
-	next := &generation{n: cur.n + 1, config: cfg, appliedAt: time.Now(),
-		routes: make(map[string]*builtRoute, len(cfg.Endpoints)), listeners: map[string]string{}, acme: managers}
-	b := &builder{opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers}
-	for _, ep := range cfg.Endpoints {
-		// An ACME endpoint whose issuer got a new account is rebuilt even if unchanged.
-		sameIssuer := ep.TLS.Issuer == "" || managers[ep.TLS.Issuer] == nil || managers[ep.TLS.Issuer] == d.acme[ep.TLS.Issuer]
-		if old := cur.routes[ep.Name]; keep[ep.Name] && old != nil && sameIssuer {
-			next.routes[ep.Name] = &builtRoute{ep: ep, route: old.route, tls: old.tls, cert: old.cert}
-			continue
-		}
-		br, err := b.route(ep)
-		if err != nil {
-			return nil, err
-		}
-		next.routes[ep.Name] = br
+	// An ACME endpoint whose issuer got a new account is rebuilt even if unchanged.
+	sameIssuer := func(ep *schema.Endpoint) bool {
+		m := managers[ep.TLS.Issuer]
+		return ep.TLS.Issuer == "" || m == nil || m == d.acme[ep.TLS.Issuer]
 	}
+	routes, err := b.build(cur.routes, cfg, plan, sameIssuer)
+	if err != nil {
+		return nil, err
+	}
+	next := &generation{n: cur.n + 1, config: cfg, appliedAt: time.Now(), routes: routes, listeners: map[string]string{}, acme: managers}
 	for _, ep := range cfg.Endpoints {
 		next.listeners[ep.Listen] = d.listenAddr(ep.Listen)
 	}
@@ -236,7 +213,6 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		fresh[addr] = ln
 	}
 	// Nothing can fail from here on: the commit.
-	d.tickets.retain(next.tlsConfigs()) // new TLS configs get keys before their first handshake
 	for addr, t := range tables {
 		if s := d.servers[addr]; s != nil {
 			s.SetTable(t)
@@ -286,16 +262,6 @@ func tablesFor(g *generation) (map[string]*edge.Table, error) {
 		tables[addr] = t
 	}
 	return tables, nil
-}
-
-func (g *generation) tlsConfigs() []*tls.Config {
-	var out []*tls.Config
-	for _, br := range g.routes {
-		if br.tls != nil {
-			out = append(out, br.tls)
-		}
-	}
-	return out
 }
 
 func (d *Daemon) serveLocked(addr string, ln net.Listener, t *edge.Table) {
@@ -411,100 +377,4 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 		return fmt.Errorf("shutdown timeout: closed %d open connections", cut)
 	}
 	return nil
-}
-
-// builder turns endpoints into routes.
-type builder struct {
-	opts       Options
-	log        *slog.Logger
-	internalCA func() (*localca.CA, error)
-	acme       map[string]*autocert.Manager
-}
-
-func (b *builder) route(ep *schema.Endpoint) (*builtRoute, error) {
-	if b.opts.Tunnel != nil && ep.Agent != "" {
-		return b.tunnelRoute(ep)
-	}
-	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
-	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: up}
-	if ep.TerminateAt == schema.TerminateUpstream {
-		up.FirstByteTimeout = b.opts.HandshakeTimeout
-		return &builtRoute{ep: ep, route: r}, nil
-	}
-	cfg, src, err := b.tlsConfig(ep)
-	if err != nil {
-		return nil, err
-	}
-	b.warnCostlyKey(ep, src.leaf())
-	if ep.TerminateAt == schema.TerminateEdge {
-		r.TLS = cfg
-	} else {
-		r.Handler = &agent.Terminator{TLS: cfg, Next: up}
-	}
-	return &builtRoute{ep: ep, route: r, tls: cfg, cert: src}, nil
-}
-
-// tunnelRoute sends the endpoint's connections to its agent. Only edge-terminated
-// endpoints are terminated here; for agent and upstream ones the edge holds no key and
-// forwards the client's TLS bytes untouched.
-func (b *builder) tunnelRoute(ep *schema.Endpoint) (*builtRoute, error) {
-	fw := &tunnel.Forwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name}
-	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: fw}
-	if ep.TerminateAt != schema.TerminateEdge {
-		return &builtRoute{ep: ep, route: r}, nil
-	}
-	cfg, src, err := b.tlsConfig(ep)
-	if err != nil {
-		return nil, err
-	}
-	fw.Plain, r.TLS = true, cfg
-	return &builtRoute{ep: ep, route: r, tls: cfg, cert: src}, nil
-}
-
-// tlsConfig builds what tlsd needs to terminate TLS for ep.
-func (b *builder) tlsConfig(ep *schema.Endpoint) (*tls.Config, certSource, error) {
-	src, err := b.certificate(ep)
-	if err != nil {
-		return nil, src, err
-	}
-	cfg, err := serverTLSConfig(ep, src)
-	return cfg, src, err
-}
-
-func (b *builder) certificate(ep *schema.Endpoint) (certSource, error) {
-	switch {
-	case ep.TLS.Certificate != nil:
-		return staticCert(ep)
-	case ep.TLS.Issuer == schema.InternalIssuer:
-		ca, err := b.internalCA()
-		if err != nil {
-			return certSource{}, err
-		}
-		return internalCert(ep, ca)
-	case b.acme[ep.TLS.Issuer] != nil:
-		return acmeCert(b.acme[ep.TLS.Issuer], ep.Domain), nil
-	}
-	return certSource{}, fmt.Errorf("endpoint %s: unknown issuer %q", ep.Name, ep.TLS.Issuer)
-}
-
-// warnCostlyKey: an RSA signature costs Go several times an ECDSA P-256 one, and it
-// dominates the cost of a handshake.
-func (b *builder) warnCostlyKey(ep *schema.Endpoint, leaf *x509.Certificate) {
-	if leaf == nil {
-		return
-	}
-	if _, ok := leaf.PublicKey.(*rsa.PublicKey); ok {
-		b.log.Warn("endpoint uses an RSA certificate; handshakes cost several times the CPU of ECDSA P-256",
-			"endpoint", ep.Name, "key", certs.KeyAlgorithm(leaf))
-	}
-}
-
-func proxyVersion(v string) byte {
-	switch v {
-	case "v1":
-		return 1
-	case "v2":
-		return 2
-	}
-	return 0
 }

@@ -19,8 +19,8 @@ import (
 
 	"go.uber.org/goleak"
 
-	"github.com/tlsd/tlsd/internal/localca"
 	"github.com/tlsd/tlsd/internal/testpki"
+	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/schema"
 )
 

@@ -20,8 +20,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsd/tlsd/internal/proxy"
 	"github.com/tlsd/tlsd/internal/testpki"
+	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -345,7 +345,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	// needs in a sync.Pool, which two collections empty.
 	deadline := time.Now().Add(3 * time.Second)
 	for openFDs(t) > fdsBefore+4 && time.Now().Before(deadline) {
-		proxy.ReleaseIdlePipes()
+		relay.ReleaseIdlePipes()
 		goruntime.GC()
 		goruntime.GC()
 		time.Sleep(50 * time.Millisecond)

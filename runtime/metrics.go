@@ -4,7 +4,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
-	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/relay"
 )
 
 // metrics are the daemon's Prometheus metrics, in a registry of its own.
@@ -82,9 +82,9 @@ func newMetrics(d *Daemon) *metrics {
 	return m
 }
 
-func (m *metrics) routed(i *proxy.Info) { m.active.WithLabelValues(i.Endpoint).Inc() }
+func (m *metrics) routed(i *relay.Info) { m.active.WithLabelValues(i.Endpoint).Inc() }
 
-func (m *metrics) ended(i *proxy.Info) {
+func (m *metrics) ended(i *relay.Info) {
 	endpoint := i.Endpoint
 	if endpoint != "" {
 		m.active.WithLabelValues(endpoint).Dec()

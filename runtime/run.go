@@ -10,8 +10,7 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/tlsd/tlsd/internal/tunnel"
-
+	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
@@ -53,14 +52,14 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	var pool *tunnel.Pool
+	var pool *edge.AgentPool
 	var tunnelLn net.Listener
 	if o.Tunnel != nil {
 		if tunnelLn, err = net.Listen("tcp", o.Tunnel.Addr); err != nil {
 			closeIf(adminLn)
 			return fmt.Errorf("tunnel listener: %w", err)
 		}
-		pool = tunnel.NewPool(o.Logger)
+		pool = edge.NewAgentPool(o.Logger)
 		o.Options.Tunnel = pool
 	}
 	d, err := Start(initial, o.Options)

@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/testpki"
-	"github.com/tlsd/tlsd/internal/tunnel"
+	"github.com/tlsd/tlsd/tunnel"
 )
 
 // capturingConn keeps the first bytes the agent reads from a stream.
@@ -40,8 +42,9 @@ type splitEnv struct {
 }
 
 // startSplit starts the edge with config and the agent "api-agent" with the same
-// configuration; wrap, if set, sits between the tunnel and the agent's stream handler.
-func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, tunnel.Header, net.Conn)) func(context.Context, tunnel.Header, net.Conn)) *splitEnv {
+// configuration; wrap, if set, sits between the tunnel and the agent's stream handler;
+// agentOpts tune the agent's options.
+func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, tunnel.Header, net.Conn)) func(context.Context, tunnel.Header, net.Conn), agentOpts ...func(*Options)) *splitEnv {
 	e := newEnv(tb)
 	tunnelCA, err := testpki.NewCA("tunnel CA", time.Time{}, time.Time{})
 	must(tb, err)
@@ -50,7 +53,7 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 	agentCert, err := e.clientCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
 	must(tb, err)
 	e.leaf(e.agentCA, "ag", "ag.test")
-	tp := tunnel.NewPool(slogTo(e.log))
+	tp := edge.NewAgentPool(slogTo(e.log))
 	tunnelLn, err := net.Listen("tcp", "127.0.0.1:0")
 	must(tb, err)
 	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
@@ -59,7 +62,11 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 	e.start(config, func(o *Options) { o.Tunnel = tp })
 	tb.Cleanup(tp.Close)
 
-	s := &splitEnv{env: e, agent: NewAgent("api-agent", Options{Logger: slogTo(e.log), HandshakeTimeout: 5 * time.Second})}
+	ao := Options{Logger: slogTo(e.log), HandshakeTimeout: 5 * time.Second}
+	for _, f := range agentOpts {
+		f(&ao)
+	}
+	s := &splitEnv{env: e, agent: NewAgent("api-agent", ao)}
 	_, err = s.agent.Apply(loadConfig(tb, e.path("endpoints.yaml")))
 	must(tb, err)
 	handle := s.agent.Handle
@@ -67,7 +74,7 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 		handle = wrap(handle)
 	}
 	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
-	s.agent.Tunnel = &tunnel.Agent{Edge: tunnelLn.Addr().String(), Log: slogTo(e.log), Handle: handle,
+	s.agent.Tunnel = &agent.TunnelClient{Edge: tunnelLn.Addr().String(), Log: slogTo(e.log), Handle: handle,
 		TLS: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -6,7 +6,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/tlsd/tlsd/internal/tunnel"
+	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -25,7 +25,7 @@ type Status struct {
 	LastAttempt Attempt          `json:"last_attempt"`
 	Endpoints   []EndpointStatus `json:"endpoints"`
 	// Agents are the tunnel sessions of an edge.
-	Agents []tunnel.AgentStatus `json:"agents,omitempty"`
+	Agents []edge.AgentStatus `json:"agents,omitempty"`
 }
 
 // EndpointStatus is one endpoint of the running generation.

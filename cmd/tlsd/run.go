@@ -13,7 +13,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsd/tlsd/internal/localca"
+	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
 )

@@ -13,9 +13,9 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsd/tlsd/certs"
-	"github.com/tlsd/tlsd/internal/tunnel"
 	"github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel"
 )
 
 func newEdgeCmd() *cobra.Command {

@@ -31,11 +31,11 @@ import (
 	"go.uber.org/zap"
 
 	"github.com/tlsd/tlsd/certs"
-	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/termination"
 )
 
 // ALPN is the protocol of TLS-ALPN-01 challenge connections (RFC 8737).
-const ALPN = "acme-tls/1"
+const ALPN = termination.ACMEALPN
 
 // States of a domain's certificate.
 const (
@@ -245,7 +245,7 @@ func (d *Domain) Leaf() *x509.Certificate {
 }
 
 // ErrNotReady is returned during handshakes before the first certificate exists.
-var ErrNotReady = proxy.ErrCertificateNotReady
+var ErrNotReady = termination.ErrCertificateNotReady
 
 // GetCertificate serves the current certificate, or fails with the reason there is none.
 func (d *Domain) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {

@@ -1,7 +1,8 @@
-// Package tunnel carries client connections between a tlsd edge and its agents: the
-// agent dials out to the edge (TLS 1.3, both sides authenticated), keeps one yamux
-// session, and the edge opens a stream per client connection, starting with a small
-// header that names the endpoint and the client, before the client's bytes.
+// Package tunnel is the wire format between a tlsd edge and its agents: the agent dials out
+// to the edge (TLS 1.3, both sides authenticated) and keeps one yamux session, with the
+// configuration both sides use; the edge opens a stream per client connection, starting
+// with the small Header that names the endpoint and the client, before the client's
+// bytes. The edge's side lives in package edge, the agent's in package agent.
 package tunnel
 
 import (
@@ -76,9 +77,9 @@ func Identity(cert *x509.Certificate) string {
 	return cert.Subject.CommonName
 }
 
-// muxConfig is the yamux configuration of both sides. Heartbeats find a dead peer;
+// MuxConfig is the yamux configuration of both sides. Heartbeats find a dead peer;
 // half-closed streams may stay half-closed as long as the connection they carry does.
-func muxConfig() *yamux.Config {
+func MuxConfig() *yamux.Config {
 	c := yamux.DefaultConfig()
 	c.EnableKeepAlive = true
 	c.KeepAliveInterval = 5 * time.Second

@@ -1,4 +1,9 @@
-package proxy
+// Package termination is the server side of the TLS that tlsd terminates, at the edge or
+// at the agent: the tls.Config an endpoint gets (versions, AEAD suites, client CAs, the
+// ACME challenge hook), its session ticket keys and their rotation, and the handshake
+// with failure reasons an operator can act on. It takes plain values and never reads
+// configuration files.
+package termination
 
 import (
 	"context"
@@ -12,18 +17,23 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/tlsd/tlsd/relay"
 )
 
-// Terminate completes a TLS handshake with the client of c, replaying its peeked
+// ACMEALPN is the protocol of ACME TLS-ALPN-01 validation connections (RFC 8737).
+const ACMEALPN = "acme-tls/1"
+
+// Handshake completes a TLS handshake with the client of c, replaying its peeked
 // ClientHello, and returns the connection that carries plaintext. The handshake must end
 // by c.Deadline. On failure c.Info says why in words and the client is closed.
-func Terminate(ctx context.Context, c *Conn, cfg *tls.Config) (*tls.Conn, error) {
+func Handshake(ctx context.Context, c *relay.Conn, cfg *tls.Config) (*tls.Conn, error) {
 	if !c.Deadline.IsZero() {
 		c.Conn.SetDeadline(c.Deadline)
 	}
 	tc := tls.Server(c.Replay(), cfg)
 	// The handshake goes deep into crypto/tls; see OnFreshStack.
-	if err := OnFreshStack(func() error { return tc.HandshakeContext(ctx) }); err != nil {
+	if err := relay.OnFreshStack(func() error { return tc.HandshakeContext(ctx) }); err != nil {
 		c.Info.Handshake = "failed"
 		c.Info.Fail(HandshakeFailure(err, c.Hello, cfg))
 		c.Conn.Close()

@@ -1,8 +1,9 @@
-// Package proxy holds what the edge and the agent share on the data plane: the connection
-// a handler receives (with the bytes already peeked from it), the record of what happened
-// to it for the log line, the copy loop with half-close, and TLS termination with
-// failure reasons a human understands.
-package proxy
+// Package relay carries a client connection to its destination once tlsd knows where it
+// goes: the Conn a Handler receives (with the bytes already peeked from it), the Info that
+// becomes its log line, and the byte-moving engine both edge and agent use: the epoll relay
+// loop (an idle passthrough connection holds no goroutine and no buffer), splice through
+// pooled pipes, half-close, and the copies that tell a peer that left from a broken one.
+package relay
 
 import (
 	"bytes"
@@ -94,7 +95,7 @@ func LogEnd(log *slog.Logger, info *Info) {
 	attrs = append(attrs, "client", client, "sni", info.SNI,
 		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration", time.Since(info.Start).Round(time.Microsecond))
 	if info.TLSVersion != 0 {
-		attrs = append(attrs, "tls_version", VersionName(info.TLSVersion))
+		attrs = append(attrs, "tls_version", tls.VersionName(info.TLSVersion))
 	}
 	if info.ClientIdentity != "" {
 		attrs = append(attrs, "client_identity", info.ClientIdentity)

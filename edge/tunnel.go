@@ -1,4 +1,4 @@
-package tunnel
+package edge
 
 import (
 	"cmp"
@@ -15,12 +15,13 @@ import (
 
 	"github.com/hashicorp/yamux"
 
-	"github.com/tlsd/tlsd/internal/proxy"
+	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/tunnel"
 )
 
-// Pool is the edge's side: the tunnel listener and the live sessions of every agent.
+// AgentPool is the tunnel's edge side: the tunnel listener and the live sessions of every agent.
 // Agents with the same name form a pool; new streams go round-robin to live sessions.
-type Pool struct {
+type AgentPool struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
 
@@ -48,14 +49,14 @@ type AgentStatus struct {
 	Streams int64     `json:"streams"` // opened on this session
 }
 
-// NewPool makes an empty pool.
-func NewPool(log *slog.Logger) *Pool {
-	return &Pool{log: log, sessions: map[string][]*session{}, next: map[string]int{}}
+// NewAgentPool makes an empty pool.
+func NewAgentPool(log *slog.Logger) *AgentPool {
+	return &AgentPool{log: log, sessions: map[string][]*session{}, next: map[string]int{}}
 }
 
 // Serve accepts agent connections on ln until Close. cfg must require and verify
 // client certificates: an agent's name is its certificate's identity.
-func (p *Pool) Serve(ln net.Listener, cfg *tls.Config) error {
+func (p *AgentPool) Serve(ln net.Listener, cfg *tls.Config) error {
 	p.mu.Lock()
 	p.ln = ln
 	p.mu.Unlock()
@@ -74,7 +75,7 @@ func (p *Pool) Serve(ln net.Listener, cfg *tls.Config) error {
 	}
 }
 
-func (p *Pool) handshake(c net.Conn, cfg *tls.Config) {
+func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
 	tc := tls.Server(c, cfg)
 	tc.SetDeadline(time.Now().Add(10 * time.Second))
 	if err := tc.Handshake(); err != nil {
@@ -83,8 +84,8 @@ func (p *Pool) handshake(c net.Conn, cfg *tls.Config) {
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	name := Identity(tc.ConnectionState().PeerCertificates[0])
-	mux, err := yamux.Client(tc, muxConfig())
+	name := tunnel.Identity(tc.ConnectionState().PeerCertificates[0])
+	mux, err := yamux.Client(tc, tunnel.MuxConfig())
 	if err != nil {
 		tc.Close()
 		return
@@ -100,7 +101,7 @@ func (p *Pool) handshake(c net.Conn, cfg *tls.Config) {
 	p.log.Warn("agent disconnected", "agent", name, "address", s.addr, "sessions_left", p.count(name))
 }
 
-func (p *Pool) add(s *session) bool {
+func (p *AgentPool) add(s *session) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.closed {
@@ -110,7 +111,7 @@ func (p *Pool) add(s *session) bool {
 	return true
 }
 
-func (p *Pool) remove(s *session) {
+func (p *AgentPool) remove(s *session) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.sessions[s.name] = slices.DeleteFunc(p.sessions[s.name], func(x *session) bool { return x == s })
@@ -119,14 +120,14 @@ func (p *Pool) remove(s *session) {
 	}
 }
 
-func (p *Pool) count(name string) int {
+func (p *AgentPool) count(name string) int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.sessions[name])
 }
 
 // pick returns the next live session of agent, round-robin.
-func (p *Pool) pick(agent string) *session {
+func (p *AgentPool) pick(agent string) *session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	live := p.sessions[agent]
@@ -144,7 +145,7 @@ func (p *Pool) pick(agent string) *session {
 var ErrNoAgent = errors.New("no live agent")
 
 // Open starts a stream to agent carrying h, trying each live session once.
-func (p *Pool) Open(agent string, h Header) (net.Conn, error) {
+func (p *AgentPool) Open(agent string, h tunnel.Header) (net.Conn, error) {
 	for range max(1, p.count(agent)) {
 		s := p.pick(agent)
 		if s == nil {
@@ -154,7 +155,7 @@ func (p *Pool) Open(agent string, h Header) (net.Conn, error) {
 		if err != nil {
 			continue // the session just died: its CloseChan removes it
 		}
-		if err := WriteHeader(st, h); err != nil {
+		if err := tunnel.WriteHeader(st, h); err != nil {
 			st.Close()
 			continue
 		}
@@ -166,7 +167,7 @@ func (p *Pool) Open(agent string, h Header) (net.Conn, error) {
 }
 
 // Agents lists the connected sessions.
-func (p *Pool) Agents() []AgentStatus {
+func (p *AgentPool) Agents() []AgentStatus {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var out []AgentStatus
@@ -182,10 +183,10 @@ func (p *Pool) Agents() []AgentStatus {
 }
 
 // Streams is the number of streams opened so far.
-func (p *Pool) Streams() int64 { return p.streams.Load() }
+func (p *AgentPool) Streams() int64 { return p.streams.Load() }
 
 // Close stops accepting agents and closes every session (and so every stream).
-func (p *Pool) Close() {
+func (p *AgentPool) Close() {
 	p.mu.Lock()
 	p.closed = true
 	if p.ln != nil {
@@ -202,19 +203,19 @@ func (p *Pool) Close() {
 	p.wg.Wait()
 }
 
-// Forwarder is the edge's handler for an endpoint served by an agent: it sends the
+// AgentForwarder is the edge's handler for an endpoint served by an agent: it sends the
 // connection, TLS bytes or plaintext, through a stream.
-type Forwarder struct {
-	Pool     *Pool
+type AgentForwarder struct {
+	Pool     *AgentPool
 	Agent    string
 	Endpoint string
 	Plain    bool // the edge terminated TLS
 }
 
 // Serve opens a stream to the agent and copies both ways.
-func (f *Forwarder) Serve(_ context.Context, c *proxy.Conn) {
+func (f *AgentForwarder) Serve(_ context.Context, c *relay.Conn) {
 	c.Info.Upstream = "agent " + f.Agent
-	h := Header{Endpoint: f.Endpoint, Client: c.RemoteAddr().String(), Local: c.LocalAddr().String(), Plain: f.Plain}
+	h := tunnel.Header{Endpoint: f.Endpoint, Client: c.RemoteAddr().String(), Local: c.LocalAddr().String(), Plain: f.Plain}
 	if c.Hello != nil {
 		h.SNI = c.Hello.ServerName
 	}

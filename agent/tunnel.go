@@ -1,4 +1,4 @@
-package tunnel
+package agent
 
 import (
 	"context"
@@ -11,14 +11,16 @@ import (
 	"time"
 
 	"github.com/hashicorp/yamux"
+
+	"github.com/tlsd/tlsd/tunnel"
 )
 
-// Agent is the agent's side: it dials the edge, keeps a session up (reconnecting with
+// TunnelClient is the tunnel's agent side: it dials the edge, keeps a session up (reconnecting with
 // exponential backoff and jitter), and hands every stream the edge opens to Handle.
-type Agent struct {
+type TunnelClient struct {
 	Edge   string      // the edge's tunnel address, host:port
 	TLS    *tls.Config // client certificate, the CA that signs the edge's, TLS 1.3
-	Handle func(ctx context.Context, h Header, stream net.Conn)
+	Handle func(ctx context.Context, h tunnel.Header, stream net.Conn)
 	Log    *slog.Logger
 	// BackoffBase and BackoffMax bound the wait between connection attempts.
 	BackoffBase, BackoffMax time.Duration
@@ -29,8 +31,8 @@ type Agent struct {
 	streams    atomic.Int64
 }
 
-// SessionStatus describes the agent's connection to the edge.
-type SessionStatus struct {
+// TunnelStatus describes the agent's connection to the edge.
+type TunnelStatus struct {
 	Edge       string    `json:"edge"`
 	Connected  bool      `json:"connected"`
 	Since      time.Time `json:"since,omitzero"`
@@ -39,16 +41,16 @@ type SessionStatus struct {
 }
 
 // Status reports the connection.
-func (a *Agent) Status() SessionStatus {
+func (a *TunnelClient) Status() TunnelStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return SessionStatus{Edge: a.Edge, Connected: !a.since.IsZero(), Since: a.since,
+	return TunnelStatus{Edge: a.Edge, Connected: !a.since.IsZero(), Since: a.since,
 		Reconnects: a.reconnects.Load(), Streams: a.streams.Load()}
 }
 
 // Run keeps a session to the edge until ctx ends, then closes it and waits for the
 // streams being served.
-func (a *Agent) Run(ctx context.Context) {
+func (a *TunnelClient) Run(ctx context.Context) {
 	base, top := a.BackoffBase, a.BackoffMax
 	if base <= 0 {
 		base = 200 * time.Millisecond
@@ -98,13 +100,13 @@ func errString(err error) string {
 }
 
 // session dials once and serves streams until the session ends.
-func (a *Agent) session(ctx context.Context, streams *sync.WaitGroup) error {
+func (a *TunnelClient) session(ctx context.Context, streams *sync.WaitGroup) error {
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: a.TLS}
 	c, err := d.DialContext(ctx, "tcp", a.Edge)
 	if err != nil {
 		return err
 	}
-	mux, err := yamux.Server(c, muxConfig())
+	mux, err := yamux.Server(c, tunnel.MuxConfig())
 	if err != nil {
 		c.Close()
 		return err
@@ -125,7 +127,7 @@ func (a *Agent) session(ctx context.Context, streams *sync.WaitGroup) error {
 		go func() {
 			defer streams.Done()
 			st.SetReadDeadline(time.Now().Add(10 * time.Second))
-			h, err := ReadHeader(st)
+			h, err := tunnel.ReadHeader(st)
 			if err != nil {
 				a.Log.Warn("bad stream from the edge", "error", err)
 				st.Close()
@@ -137,7 +139,7 @@ func (a *Agent) session(ctx context.Context, streams *sync.WaitGroup) error {
 	}
 }
 
-func (a *Agent) setSince(t time.Time) {
+func (a *TunnelClient) setSince(t time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.since = t

@@ -1,0 +1,126 @@
+package edge
+
+import (
+	"io"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/termination"
+)
+
+// accepted is one connection on its way through the front's steps.
+type accepted struct {
+	s        *Server
+	raw      net.Conn // the client's socket
+	info     *relay.Info
+	deadline time.Time   // of the handshake phase
+	route    *Route      // set by the route step
+	conn     *relay.Conn // what the route's handler gets; each step may replace it
+	detached bool        // the relay loop finishes the connection, not handle
+}
+
+// handle takes an accepted connection through the front's steps, in order: read the
+// ClientHello, find the route, terminate TLS where the route says so, hand the
+// connection to the route's handler. A step that refuses the connection closes it and
+// records why in its Info; the steps after it do not run. A new check is a new step.
+func (s *Server) handle(c net.Conn) {
+	a := s.admit(c)
+	defer a.release()
+	if !s.peek(a) || !s.route(a) || !s.terminate(a) {
+		return
+	}
+	s.handOff(a)
+}
+
+// admit starts the connection's account and its handshake deadline.
+func (s *Server) admit(c net.Conn) *accepted {
+	a := &accepted{s: s, raw: c, info: &relay.Info{Client: c.RemoteAddr(), Start: time.Now()}}
+	a.deadline = a.info.Start.Add(s.cfg.HandshakeTimeout)
+	c.SetDeadline(a.deadline)
+	return a
+}
+
+// peek reads the ClientHello without consuming it: the bytes go on with the connection.
+func (s *Server) peek(a *accepted) bool {
+	hello, peeked, err := PeekClientHello(a.raw)
+	if err != nil {
+		a.info.Fail(peekFailure(err, len(peeked)))
+		a.raw.Close()
+		return false
+	}
+	a.info.SNI = hello.ServerName
+	a.conn = &relay.Conn{Conn: a.raw, Peeked: peeked, Hello: hello, Deadline: a.deadline, Info: a.info}
+	return true
+}
+
+// route finds the endpoint of the server name. There is no default route: an unknown or
+// missing name gets the unrecognized_name alert.
+func (s *Server) route(a *accepted) bool {
+	name := a.conn.Hello.ServerName
+	r := s.table.Load().Lookup(name)
+	if r == nil {
+		a.info.Fail(unknownSNI(name))
+		sendAlert(a.raw, alertUnrecognizedName)
+		a.raw.Close()
+		return false
+	}
+	a.route = r
+	a.info.Endpoint, a.info.Mode = r.Endpoint, r.Mode
+	s.setRoute(a.raw, r)
+	if s.cfg.OnRouted != nil {
+		s.cfg.OnRouted(a.info)
+	}
+	return true
+}
+
+// terminate completes the TLS handshake of a route that terminates at the edge.
+func (s *Server) terminate(a *accepted) bool {
+	if a.route.TLS == nil {
+		return true
+	}
+	tc, err := termination.Handshake(s.ctx, a.conn, a.route.TLS)
+	if err != nil {
+		return false
+	}
+	if tc.ConnectionState().NegotiatedProtocol == termination.ACMEALPN {
+		// An ACME server validating TLS-ALPN-01: the handshake was the answer.
+		a.info.Upstream = "(ACME tls-alpn-01 challenge answered)"
+		tc.Close()
+		return false
+	}
+	a.conn = &relay.Conn{Conn: tc, Hello: a.conn.Hello, Deadline: a.deadline, Info: a.info, Loop: s.loop}
+	return true
+}
+
+// handOff gives the connection to the route's handler. A passthrough connection may
+// leave handle while it lives on in the relay loop (detach).
+func (s *Server) handOff(a *accepted) {
+	if a.route.TLS == nil && s.loop != nil {
+		a.conn.Loop, a.conn.Detach = s.loop, a.detach
+	}
+	a.route.Handler.Serve(s.ctx, a.conn)
+}
+
+// detach hands the end of the connection to the relay loop: closer ends it early (a
+// bounded drain, a shutdown), and the function returned finishes its account.
+func (a *accepted) detach(closer io.Closer) func() {
+	a.detached = true
+	a.s.setCloser(a.raw, closer)
+	return sync.OnceFunc(a.finish)
+}
+
+// release finishes the connection's account unless the relay loop took it over.
+func (a *accepted) release() {
+	if !a.detached {
+		a.finish()
+	}
+}
+
+// finish writes the connection's log line and metrics and forgets it.
+func (a *accepted) finish() {
+	a.s.end(a.info)
+	a.s.track(a.raw, false)
+	a.s.conns.Done()
+}

@@ -1,0 +1,191 @@
+package runtime
+
+import (
+	"crypto/rsa"
+	"crypto/tls"
+	"crypto/x509"
+	"fmt"
+	"log/slog"
+
+	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/autocert"
+	"github.com/tlsd/tlsd/certs"
+	"github.com/tlsd/tlsd/edge"
+	"github.com/tlsd/tlsd/localca"
+	"github.com/tlsd/tlsd/reconcile"
+	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/termination"
+)
+
+// role is the part of the data plane a daemon runs, and so what the builder makes.
+type role int
+
+const (
+	roleAll   role = iota // tlsd run: front and back in one process
+	roleEdge              // tlsd edge: the front; endpoints naming an agent go through its tunnel
+	roleAgent             // tlsd agent: the back of the endpoints naming this agent
+)
+
+// builtRoute is an endpoint ready to serve, with what status reports about it.
+type builtRoute struct {
+	ep    *schema.Endpoint
+	route *edge.Route   // the front: what a listener does with it; nil at the agent
+	back  relay.Handler // the back: to the upstream; nil at an edge whose agent serves it
+	tls   *tls.Config   // where this process terminates, else nil
+	cert  certSource    // where this process terminates: the certificate it presents
+}
+
+// builder turns schema endpoints into data-plane values. It is the one translation from
+// configuration to data plane: tlsd run, tlsd edge and tlsd agent all build through it,
+// so they cannot drift apart.
+type builder struct {
+	role       role
+	agent      string // roleAgent: this agent's name
+	opts       Options
+	log        *slog.Logger
+	internalCA func() (*localca.CA, error)
+	acme       map[string]*autocert.Manager // by issuer name
+}
+
+// build makes the routes of cfg that this process serves. Endpoints the plan keeps keep
+// their running route (and so their tls.Config and session tickets) when reusable says
+// so; the others are built anew. Nothing is published: the caller switches.
+func (b *builder) build(cur map[string]*builtRoute, cfg *schema.Config, plan reconcile.Plan, reusable func(*schema.Endpoint) bool) (map[string]*builtRoute, error) {
+	keep := map[string]bool{}
+	for _, e := range plan.Endpoints {
+		keep[e.Name] = e.Action == reconcile.Keep
+	}
+	next := make(map[string]*builtRoute, len(cfg.Endpoints))
+	for _, ep := range cfg.Endpoints {
+		if b.role == roleAgent && ep.Agent != b.agent {
+			continue
+		}
+		if old := cur[ep.Name]; old != nil && keep[ep.Name] && reusable(ep) {
+			next[ep.Name] = &builtRoute{ep: ep, route: old.route, back: old.back, tls: old.tls, cert: old.cert}
+			continue
+		}
+		br, err := b.endpoint(ep)
+		if err != nil {
+			return nil, err
+		}
+		next[ep.Name] = br
+	}
+	return next, nil
+}
+
+// endpoint builds one endpoint's part in this process.
+func (b *builder) endpoint(ep *schema.Endpoint) (*builtRoute, error) {
+	br := &builtRoute{ep: ep}
+	if b.terminatesHere(ep) {
+		src, err := b.certificate(ep)
+		if err != nil {
+			return nil, err
+		}
+		cfg, err := b.serverTLS(ep, src)
+		if err != nil {
+			return nil, err
+		}
+		br.tls, br.cert = cfg, src
+		b.warnCostlyKey(ep, src.leaf())
+	}
+	if b.role != roleEdge || ep.Agent == "" {
+		br.back = b.back(ep, br.tls)
+	}
+	if b.role != roleAgent {
+		br.route = b.front(ep, br)
+	}
+	return br, nil
+}
+
+// terminatesHere: edge termination happens where the front runs, agent termination
+// where the back runs; upstream termination is never tlsd's.
+func (b *builder) terminatesHere(ep *schema.Endpoint) bool {
+	switch ep.TerminateAt {
+	case schema.TerminateEdge:
+		return b.role != roleAgent
+	case schema.TerminateAgent:
+		return b.role != roleEdge || ep.Agent == ""
+	}
+	return false
+}
+
+// back dials the upstream; for agent termination it completes the handshake first.
+func (b *builder) back(ep *schema.Endpoint, cfg *tls.Config) relay.Handler {
+	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
+	switch ep.TerminateAt {
+	case schema.TerminateUpstream:
+		up.FirstByteTimeout = b.opts.HandshakeTimeout
+	case schema.TerminateAgent:
+		return &agent.Terminator{TLS: cfg, Next: up}
+	}
+	return up
+}
+
+// front is the route a listener uses: terminate at the edge or not, then the back here,
+// or the tunnel to the endpoint's agent (which for agent and upstream termination gets
+// the client's TLS bytes untouched: the edge holds no key for them).
+func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
+	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: br.back}
+	if ep.TerminateAt == schema.TerminateEdge {
+		r.TLS = br.tls
+	}
+	if b.role == roleEdge && ep.Agent != "" {
+		r.Handler = &edge.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil}
+	}
+	return r
+}
+
+// serverTLS turns the endpoint's tls settings into the termination policy. The minimum
+// version is configurable only at the edge; the agent's stays at TLS 1.2.
+func (b *builder) serverTLS(ep *schema.Endpoint, src certSource) (*tls.Config, error) {
+	p := termination.Policy{GetCertificate: src.get, Challenge: src.challenge, Now: b.opts.Now}
+	if ep.TerminateAt == schema.TerminateEdge && ep.TLS.MinVersion == "1.3" {
+		p.MinVersion = tls.VersionTLS13
+	}
+	if m := ep.TLS.MutualTLS; m != nil {
+		p.ClientCAs = x509.NewCertPool()
+		if err := certs.AddFiles(p.ClientCAs, m.CertificateAuthorities...); err != nil {
+			return nil, fmt.Errorf("endpoint %s: %w", ep.Name, err)
+		}
+	}
+	return termination.ServerConfig(p), nil
+}
+
+func (b *builder) certificate(ep *schema.Endpoint) (certSource, error) {
+	switch {
+	case ep.TLS.Certificate != nil:
+		return staticCert(ep)
+	case ep.TLS.Issuer == schema.InternalIssuer && b.internalCA != nil:
+		ca, err := b.internalCA()
+		if err != nil {
+			return certSource{}, err
+		}
+		return internalCert(ep, ca)
+	case b.acme[ep.TLS.Issuer] != nil:
+		return acmeCert(b.acme[ep.TLS.Issuer], ep.Domain), nil
+	}
+	return certSource{}, fmt.Errorf("endpoint %s: unknown issuer %q", ep.Name, ep.TLS.Issuer)
+}
+
+// warnCostlyKey: an RSA signature costs Go several times an ECDSA P-256 one, and it
+// dominates the cost of a handshake.
+func (b *builder) warnCostlyKey(ep *schema.Endpoint, leaf *x509.Certificate) {
+	if leaf == nil {
+		return
+	}
+	if _, ok := leaf.PublicKey.(*rsa.PublicKey); ok {
+		b.log.Warn("endpoint uses an RSA certificate; handshakes cost several times the CPU of ECDSA P-256",
+			"endpoint", ep.Name, "key", certs.KeyAlgorithm(leaf))
+	}
+}
+
+func proxyVersion(v string) byte {
+	switch v {
+	case "v1":
+		return 1
+	case "v2":
+		return 2
+	}
+	return 0
+}

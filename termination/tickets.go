@@ -1,0 +1,145 @@
+package termination
+
+import (
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"crypto/subtle"
+	"crypto/tls"
+	"fmt"
+	"sync"
+	"time"
+)
+
+// Session ticket keys rotate every TicketRotation and are honoured for TicketKeyCount
+// rotations, so a ticket resumes for a few hours at most (crypto/tls's own keys live
+// 7 days, which scanners flag).
+const (
+	TicketRotation = time.Hour
+	TicketKeyCount = 4
+)
+
+const (
+	keyNameLen = 16
+	nonceLen   = 12
+)
+
+// ticketKeys seal the session tickets of one tls.Config, so a ticket from one endpoint
+// never resumes on another. Rotation happens on use, against the clock: no goroutine
+// has to run for keys to age, so no daemon can forget to start one.
+type ticketKeys struct {
+	now func() time.Time
+
+	mu   sync.Mutex  // guards keys
+	keys []ticketKey // newest first
+}
+
+type ticketKey struct {
+	name    [keyNameLen]byte
+	aead    cipher.AEAD
+	created time.Time
+}
+
+func newTicketKeys(now func() time.Time) *ticketKeys {
+	if now == nil {
+		now = time.Now
+	}
+	return &ticketKeys{now: now}
+}
+
+// install makes cfg seal and open its tickets with these keys.
+func (t *ticketKeys) install(cfg *tls.Config) {
+	cfg.WrapSession = t.wrap
+	cfg.UnwrapSession = t.unwrap
+}
+
+// wrap seals a session: key name, nonce, then AES-GCM over the session state, with the
+// key name as additional data.
+func (t *ticketKeys) wrap(_ tls.ConnectionState, ss *tls.SessionState) ([]byte, error) {
+	plain, err := ss.Bytes()
+	if err != nil {
+		return nil, fmt.Errorf("session ticket: %w", err)
+	}
+	k, err := t.current()
+	if err != nil {
+		return nil, err
+	}
+	out := make([]byte, keyNameLen+nonceLen, keyNameLen+nonceLen+len(plain)+k.aead.Overhead())
+	copy(out, k.name[:])
+	rand.Read(out[keyNameLen:])
+	return k.aead.Seal(out, out[keyNameLen:], plain, out[:keyNameLen]), nil
+}
+
+// unwrap opens a ticket. One it cannot open (an unknown or retired key, a forgery) is
+// ignored: the client gets a full handshake, not an error.
+func (t *ticketKeys) unwrap(identity []byte, _ tls.ConnectionState) (*tls.SessionState, error) {
+	if len(identity) < keyNameLen+nonceLen {
+		return nil, nil
+	}
+	k, ok := t.honoured(identity[:keyNameLen])
+	if !ok {
+		return nil, nil
+	}
+	plain, err := k.aead.Open(nil, identity[keyNameLen:keyNameLen+nonceLen], identity[keyNameLen+nonceLen:], identity[:keyNameLen])
+	if err != nil {
+		return nil, nil
+	}
+	ss, err := tls.ParseSessionState(plain)
+	if err != nil {
+		return nil, nil
+	}
+	return ss, nil
+}
+
+// current is the key that seals new tickets, made anew once the newest is a rotation old.
+func (t *ticketKeys) current() (ticketKey, error) {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retireLocked(now)
+	if len(t.keys) > 0 && now.Sub(t.keys[0].created) < TicketRotation {
+		return t.keys[0], nil
+	}
+	k, err := newTicketKey(now)
+	if err != nil {
+		return ticketKey{}, err
+	}
+	t.keys = append([]ticketKey{k}, t.keys...)
+	return k, nil
+}
+
+// honoured finds the key a ticket names, if it has not retired.
+func (t *ticketKeys) honoured(name []byte) (ticketKey, bool) {
+	now := t.now()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.retireLocked(now)
+	for _, k := range t.keys {
+		if subtle.ConstantTimeCompare(k.name[:], name) == 1 {
+			return k, true
+		}
+	}
+	return ticketKey{}, false
+}
+
+// retireLocked forgets keys older than TicketKeyCount rotations.
+func (t *ticketKeys) retireLocked(now time.Time) {
+	for len(t.keys) > 0 && now.Sub(t.keys[len(t.keys)-1].created) >= TicketKeyCount*TicketRotation {
+		t.keys = t.keys[:len(t.keys)-1]
+	}
+}
+
+func newTicketKey(now time.Time) (ticketKey, error) {
+	var secret [32]byte
+	k := ticketKey{created: now}
+	rand.Read(secret[:])
+	rand.Read(k.name[:])
+	block, err := aes.NewCipher(secret[:])
+	if err != nil {
+		return k, fmt.Errorf("session ticket key: %w", err)
+	}
+	if k.aead, err = cipher.NewGCM(block); err != nil {
+		return k, fmt.Errorf("session ticket key: %w", err)
+	}
+	return k, nil
+}
