@@ -1,3 +1,5 @@
-// Package arch holds the test that keeps tlsd's dependency arrows pointing one way:
-// cmd/tlsd -> runtime -> {reconcile -> schema, edge, agent}.
+// Package arch holds the tests that keep tlsd's layout: every package's allowed imports
+// (cmd/tlsd -> runtime -> {reconcile -> schema, edge, agent -> {relay, termination,
+// tunnel}}), the dependencies the data plane must never have, and a doc comment per
+// package.
 package arch
