@@ -60,16 +60,19 @@ func (p *AgentPool) Serve(ln net.Listener, cfg *tls.Config) error {
 	p.mu.Lock()
 	p.ln = ln
 	p.mu.Unlock()
+	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			p.log.Warn("tunnel accept failed; retrying", "error", err)
-			time.Sleep(50 * time.Millisecond)
+			backoff = nextBackoff(backoff) // the same as the client listeners'
+			p.log.Warn("tunnel accept failed; retrying", "error", err, "retry_in", backoff)
+			time.Sleep(backoff)
 			continue
 		}
+		backoff = 0
 		p.wg.Add(1)
 		go func() { defer p.wg.Done(); p.handshake(c, cfg) }()
 	}

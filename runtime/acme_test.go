@@ -58,9 +58,13 @@ func pebbleSource(t *testing.T) string {
 	return dir
 }
 
-func freeTCPPort(t *testing.T) int {
-	_, p, _ := net.SplitHostPort(freePort(t))
-	n, _ := strconv.Atoi(p)
+func freeTCPPort(t *testing.T) int { return portOf(t, freePort(t)) }
+
+func portOf(t *testing.T, addr string) int {
+	_, p, err := net.SplitHostPort(addr)
+	must(t, err)
+	n, err := strconv.Atoi(p)
+	must(t, err)
 	return n
 }
 
@@ -149,11 +153,11 @@ func (p *pebble) roots() *x509.CertPool {
 // without dropping an open connection, reports a failing issuer in /status without
 // harming other endpoints, and recovers when the issuer comes back.
 func TestACMEWithPebble(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
-	port := freeTCPPort(t)
-	listen := "127.0.0.1:" + strconv.Itoa(port)
-	pb := startPebble(t, port, 9*time.Second)
+	listen := e.preBind()
+	pb := startPebble(t, portOf(t, listen), 9*time.Second)
 	config := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  email: ops@acme.test\n  ca_roots: [%s]\n",
 		pb.directory, pb.minica) +
 		yamlEndpoint("acme", "acme.test", up.addr(), "edge", "  issuer: pebble\n") +
@@ -236,6 +240,7 @@ func TestACMEWithPebble(t *testing.T) {
 // endpoint is live at once and its handshakes fail with the reason, status shows the
 // failure and the next try, and endpoints of other issuers serve as usual.
 func TestACMEIssuerDownIsContained(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
 	config := "apiVersion: tlsd/v1\nkind: Issuer\nname: down\nacme:\n  directory: https://" + freePort(t) + "/dir\n" +
@@ -275,14 +280,15 @@ func TestACMEIssuerDownIsContained(t *testing.T) {
 // certificate, not two; switching an endpoint between ACME, internal and a custom
 // certificate is an ordinary reload.
 func TestACMESharedStorageAndModeSwitches(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
-	port := freeTCPPort(t)
-	pb := startPebble(t, port, time.Hour)
+	listen := e.preBind()
+	pb := startPebble(t, portOf(t, listen), time.Hour)
 	issuer := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  ca_roots: [%s]\n", pb.directory, pb.minica)
 	acmeEP := yamlEndpoint("site", "site.test", up.addr(), "edge", "  issuer: pebble\n")
 	e.start(issuer+acmeEP, func(o *Options) {
-		o.Listen = "127.0.0.1:" + strconv.Itoa(port)
+		o.Listen = listen
 		o.ACMERetryBase = 200 * time.Millisecond
 	})
 	res := loadConfig(t, e.path("endpoints.yaml"))

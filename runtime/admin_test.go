@@ -19,6 +19,7 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 }
 
 func TestAdminEndpoints(t *testing.T) {
+	t.Parallel()
 	d := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
 	h := d.AdminHandler()
 	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
@@ -101,6 +102,7 @@ func TestAdminEndpoints(t *testing.T) {
 }
 
 func TestCheckAdminAddr(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		addr              string
 		enabled, loopback bool

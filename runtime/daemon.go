@@ -36,6 +36,9 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock session ticket keys age by; nil means time.Now.
 	Now func() time.Time
+	// Bind opens the listener of an address a generation needs; nil means edge.Listen.
+	// It lets the caller hand over sockets it already holds (tests pass :0 listeners).
+	Bind func(ctx context.Context, addr string) (net.Listener, error)
 }
 
 // generation is one applied configuration. It is never modified once published.
@@ -76,6 +79,9 @@ func New(opts Options) *Daemon {
 	}
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
+	}
+	if opts.Bind == nil {
+		opts.Bind = edge.Listen
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
@@ -203,7 +209,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		if d.servers[addr] != nil {
 			continue
 		}
-		ln, err := edge.Listen(d.ctx, addr)
+		ln, err := d.opts.Bind(d.ctx, addr)
 		if err != nil {
 			for _, l := range fresh {
 				l.Close()

@@ -57,6 +57,7 @@ func newGreeter(t *testing.T, wrap func(net.Conn) net.Conn) *greeter {
 // the end of the stream and can still send, and the upstream receives it. (The other
 // direction, the client closing first, is what every echo test does.)
 func TestHalfCloseFromUpstream(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	plain := newGreeter(t, nil)
 	leaf, err := e.upstreamCA.Issue(testpki.Options{CommonName: "zk.test", DNSNames: []string{"zk.test"}})
@@ -104,6 +105,7 @@ func TestHalfCloseFromUpstream(t *testing.T) {
 // TestShutdownDrains: shutdown stops accepting at once, lets an open connection finish,
 // and cuts it only when the timeout ends.
 func TestShutdownDrains(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	tc, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})
 	must(t, err)
@@ -111,9 +113,16 @@ func TestShutdownDrains(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	done := make(chan error, 1)
+	addr := w.addr()
 	go func() { done <- w.d.Shutdown(ctx) }()
-	time.Sleep(50 * time.Millisecond)
-	if _, err := net.DialTimeout("tcp", w.addr(), time.Second); err == nil {
+	refused := func() bool {
+		c, err := net.DialTimeout("tcp", addr, time.Second)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}
+	if !eventually(time.Second, refused) {
 		t.Error("listener still accepts after Shutdown began")
 	}
 	// The open connection still works while draining.
@@ -133,6 +142,7 @@ func TestShutdownDrains(t *testing.T) {
 
 // TestIndependentClients checks tlsd with clients that share no code with it.
 func TestIndependentClients(t *testing.T) {
+	t.Parallel()
 	web := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		fmt.Fprintf(rw, "plaintext %s %s from tlsd", r.Method, r.URL.Path)
 	}))

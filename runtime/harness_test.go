@@ -19,6 +19,7 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/schema"
@@ -69,6 +70,18 @@ func (l *logBuffer) waitFor(t testing.TB, parts ...string) string {
 	}
 }
 
+// eventually polls cond until it holds or timeout passes, and says whether it held.
+func eventually(timeout time.Duration, cond func() bool) bool {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(5 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
 func containsAll(s string, parts []string) bool {
 	for _, p := range parts {
 		if !strings.Contains(s, p) {
@@ -85,6 +98,7 @@ type env struct {
 	log      *logBuffer
 	d        *Daemon
 	stateDir string
+	sockets  *sockets // listeners bound for tlsd before it starts
 
 	upstreamCA *testpki.Pair // signs the passthrough upstream's certificate
 	agentCA    *testpki.Pair // signs the agent-terminated endpoint's certificate
@@ -93,7 +107,7 @@ type env struct {
 
 func newEnv(t testing.TB) *env {
 	t.Helper()
-	e := &env{t: t, dir: t.TempDir(), log: &logBuffer{}}
+	e := &env{t: t, dir: t.TempDir(), log: &logBuffer{}, sockets: &sockets{byAddr: map[string]net.Listener{}}}
 	e.stateDir = filepath.Join(e.dir, "state")
 	var err error
 	e.upstreamCA, err = testpki.NewCA("upstream CA", time.Time{}, time.Time{})
@@ -135,7 +149,7 @@ func (e *env) start(config string, opts ...func(*Options)) {
 		e.t.Fatalf("config: %v", res.Diagnostics)
 	}
 	o := Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, HandshakeTimeout: 5 * time.Second,
-		Logger: slog.New(slog.NewTextHandler(e.log, nil))}
+		Logger: slog.New(slog.NewTextHandler(e.log, nil)), Bind: e.sockets.bind}
 	for _, f := range opts {
 		f(&o)
 	}
@@ -151,6 +165,38 @@ func (e *env) start(config string, opts ...func(*Options)) {
 }
 
 func (e *env) addr() string { return e.d.Addr("").String() }
+
+// sockets hands tlsd listeners bound on :0 in advance, so a test can name a listen
+// address before tlsd runs without picking a port number by closing a listener.
+type sockets struct {
+	mu     sync.Mutex // guards byAddr
+	byAddr map[string]net.Listener
+}
+
+// preBind binds a loopback listener for tlsd and returns its address, to put in
+// `listen:` or --listen.
+func (e *env) preBind() string {
+	ln, err := edge.Listen(context.Background(), "127.0.0.1:0")
+	must(e.t, err)
+	e.t.Cleanup(func() { ln.Close() }) // in case tlsd never took it
+	e.sockets.mu.Lock()
+	defer e.sockets.mu.Unlock()
+	e.sockets.byAddr[ln.Addr().String()] = ln
+	return ln.Addr().String()
+}
+
+// bind is Options.Bind: a pre-bound listener once, else a new one (a restart re-binding
+// its own address).
+func (s *sockets) bind(ctx context.Context, addr string) (net.Listener, error) {
+	s.mu.Lock()
+	ln := s.byAddr[addr]
+	delete(s.byAddr, addr)
+	s.mu.Unlock()
+	if ln != nil {
+		return ln, nil
+	}
+	return edge.Listen(ctx, addr)
+}
 
 // internalRoots is a pool with the internal issuer's root.
 func (e *env) internalRoots() *x509.CertPool {

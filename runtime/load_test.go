@@ -56,7 +56,7 @@ type longConn struct {
 
 func newLoadWorld(t *testing.T) *loadWorld {
 	e := newEnv(t)
-	w := &loadWorld{env: e, dir: e.path("conf"), listen: freePort(t), plain: newEchoServer(t, nil),
+	w := &loadWorld{env: e, dir: e.path("conf"), listen: e.preBind(), plain: newEchoServer(t, nil),
 		zk: e.tlsUpstream("stable-zk.test", "flip.test"), stop: make(chan struct{})}
 	e.leaf(e.agentCA, "agent", "stable-agent.test")
 	var err error
@@ -394,7 +394,8 @@ func TestReloadNegativeControl(t *testing.T) {
 		for res.Config == nil { // the step wrote a broken file: a restart would fail; use the last good
 			t.Fatal("negative control needs valid steps")
 		}
-		w.d, err = Start(res.Config, Options{Listen: w.listen, StateDir: w.stateDir, HandshakeTimeout: 5 * time.Second, Logger: slogTo(w.log)})
+		w.d, err = Start(res.Config, Options{Listen: w.listen, StateDir: w.stateDir, HandshakeTimeout: 5 * time.Second, Logger: slogTo(w.log),
+			Bind: w.sockets.bind})
 		must(t, err)
 	}
 	start()

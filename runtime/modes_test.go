@@ -51,6 +51,7 @@ func (c *recordingConn) Write(p []byte) (int, error) {
 }
 
 func TestModesEcho(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	cases := []struct {
 		sni, wantIssuer, mode string
@@ -106,6 +107,7 @@ func TestModesEcho(t *testing.T) {
 // TestInternalChainVerifiesAgainstCA: the internal issuer's certificate verifies against
 // the root `tlsd ca` prints, for the endpoint's exact name, with an ECDSA P-256 key.
 func TestInternalChainVerifiesAgainstCA(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	tc, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})
 	must(t, err)
@@ -121,6 +123,7 @@ func TestInternalChainVerifiesAgainstCA(t *testing.T) {
 
 // TestLargeTransfers moves 64 MiB each way in every mode and checks every byte.
 func TestLargeTransfers(t *testing.T) {
+	t.Parallel()
 	if testing.Short() {
 		t.Skip("64 MiB transfers")
 	}

@@ -45,6 +45,7 @@ func handshakeAndRead(e *env, cfg *tls.Config) error {
 // TestHandshakeRejections: each way a client can be wrong is refused, the client sees a
 // TLS error, and the log line says why in words.
 func TestHandshakeRejections(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	roots := w.internalRoots()
 	now := time.Now()
@@ -100,6 +101,7 @@ func TestHandshakeRejections(t *testing.T) {
 
 // TestGarbageInsteadOfClientHello: a client that speaks something else is closed at once.
 func TestGarbageInsteadOfClientHello(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	c, err := net.Dial("tcp", w.addr())
 	must(t, err)
@@ -126,6 +128,7 @@ func (c tinySegments) Write(p []byte) (int, error) {
 
 // TestClientHelloInTinySegments: a ClientHello cut into one-byte segments still routes.
 func TestClientHelloInTinySegments(t *testing.T) {
+	t.Parallel()
 	w := newWorld(t)
 	for _, c := range []struct {
 		sni string
@@ -146,6 +149,7 @@ func TestClientHelloInTinySegments(t *testing.T) {
 // TestSilentConnections: 1,000 clients that send nothing do not stop a good client from
 // being served, and all of them are closed at the handshake deadline.
 func TestSilentConnections(t *testing.T) {
+	t.Parallel()
 	const n = 1000
 	timeout := time.Second
 	w := newWorld(t, func(o *Options) { o.HandshakeTimeout = timeout })
@@ -196,7 +200,9 @@ func TestSilentConnections(t *testing.T) {
 	w.log.waitFor(t, "connection failed", "no complete ClientHello before the handshake timeout")
 }
 
-// freePort returns a loopback address nothing listens on.
+// freePort returns a loopback address nothing listens on: for an upstream that must
+// refuse, and for servers in other processes (Pebble), which must be told their ports.
+// tlsd's own listeners are bound in advance instead (env.preBind).
 func freePort(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
@@ -208,6 +214,7 @@ func freePort(t *testing.T) string {
 // TestUpstreamFailures: an upstream that refuses, or that accepts and never answers,
 // costs the client a prompt close and the log says why.
 func TestUpstreamFailures(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	refused := freePort(t)
 	mute, err := net.Listen("tcp", "127.0.0.1:0")

@@ -85,6 +85,7 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 }
 
 func TestTunnelCarriesTLSUntouched(t *testing.T) {
+	t.Parallel()
 	plain := newEchoServer(t, nil)
 	upstreamCA, err := testpki.NewCA("upstream CA", time.Time{}, time.Time{})
 	must(t, err)

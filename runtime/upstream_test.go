@@ -44,6 +44,7 @@ func proxyUpstream(t *testing.T, ln net.Listener) chan string {
 // TestProxyProtocolAndUnixUpstreams: the upstream learns the real client address from a
 // PROXY header (v1 and v2), over TCP and over a Unix socket.
 func TestProxyProtocolAndUnixUpstreams(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	tcpLn, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)

@@ -26,7 +26,7 @@ func (e *env) runDir(dir string, opts ...func(*RunOptions)) {
 	started := make(chan *Daemon, 1)
 	o := RunOptions{
 		Options: Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, HandshakeTimeout: 5 * time.Second,
-			Logger: slogTo(e.log)},
+			Logger: slogTo(e.log), Bind: e.sockets.bind},
 		Paths: []string{dir}, Admin: "off", ShutdownTimeout: 5 * time.Second,
 		Started: func(d *Daemon) { started <- d },
 	}
@@ -92,6 +92,7 @@ func (e *env) serves(name string) bool {
 }
 
 func TestWatchEditorSaves(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
 	dir := e.path("conf")
@@ -167,6 +168,7 @@ func TestWatchEditorSaves(t *testing.T) {
 
 // TestWatchGitCheckout: switching branches rewrites 50 files; that is one generation.
 func TestWatchGitCheckout(t *testing.T) {
+	t.Parallel()
 	if _, err := exec.LookPath("git"); err != nil {
 		t.Fatal("git is required")
 	}
@@ -206,6 +208,7 @@ func TestWatchGitCheckout(t *testing.T) {
 // TestWatchConfigMapSwap reproduces a Kubernetes ConfigMap update: a new timestamped
 // directory, then the ..data symlink swapped to it by rename.
 func TestWatchConfigMapSwap(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
 	dir := e.path("cm")
@@ -227,6 +230,7 @@ func TestWatchConfigMapSwap(t *testing.T) {
 // TestWatchCertificateRotation: a certificate replaced in place, then by rename, in a
 // directory outside the configuration; new handshakes see each new certificate.
 func TestWatchCertificateRotation(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
 	certDir := e.path("certs")
@@ -284,6 +288,7 @@ func TestWatchCertificateRotation(t *testing.T) {
 // (the local CA, ACME certificates, locks) must not reload, nor files beside the
 // configuration directory, while any other write in it does.
 func TestWatchIgnoresStateDir(t *testing.T) {
+	t.Parallel()
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
 	dir := e.path("conf")
