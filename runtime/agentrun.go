@@ -44,7 +44,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 		return fmt.Errorf("watch configuration: %w", err)
 	}
 	defer w.close()
-	w.arm(initial)
+	w.arm(initial, false)
 	a.Tunnel = &agent.TunnelClient{Edge: o.Edge, TLS: o.TLS, Handle: a.Handle, Log: a.log,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax}
 	tctx, stopTunnel := context.WithCancel(context.Background())
@@ -55,7 +55,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	if o.StartedAgent != nil {
 		o.StartedAgent(a)
 	}
-	watchLoop(ctx, a, a.log, w, o.RunOptions)
+	newReloader(a, a.log, w, o.RunOptions).loop(ctx)
 
 	a.log.Info("shutting down: closing the tunnel")
 	stopTunnel()

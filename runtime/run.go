@@ -41,8 +41,11 @@ type RunOptions struct {
 	ShutdownTimeout time.Duration
 	Debounce        time.Duration   // quiet period after the last file event; 0: DefaultDebounce
 	DebounceCap     time.Duration   // longest wait after the first event; 0: DefaultDebounceCap
-	Reload          <-chan struct{} // e.g. SIGHUP: reload now
-	Started         func(*Daemon)   // called once the first generation serves (tests)
+	Reload          <-chan struct{} // e.g. SIGHUP: reload now, re-arming every watch
+	// InitialWarnings are the warnings of the initial configuration, already logged: a
+	// reload logs a warning only when it is new.
+	InitialWarnings schema.Diagnostics
+	Started         func(*Daemon) // called once the first generation serves (tests)
 }
 
 // Run serves initial, then watches the configuration and applies every valid change
@@ -76,7 +79,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 		return fmt.Errorf("watch configuration: %w", err)
 	}
 	defer w.close()
-	w.arm(initial)
+	w.arm(initial, false)
 	if pool != nil {
 		go pool.Serve(tunnelLn, o.Tunnel.TLS)
 		d.log.Info("tunnel listener: agents connect here", "address", tunnelLn.Addr().String())
@@ -86,7 +89,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if o.Started != nil {
 		o.Started(d)
 	}
-	watchLoop(ctx, d, d.log, w, o)
+	newReloader(d, d.log, w, o).loop(ctx)
 
 	d.log.Info("shutting down: no new connections; waiting for open ones", "timeout", o.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
@@ -138,97 +141,4 @@ type target interface {
 	RecordFailedLoad(schema.Diagnostics, error)
 	Generation() uint64
 	Config() *schema.Config
-}
-
-// watchLoop waits for file events (debounced) and reload requests until ctx ends.
-func watchLoop(ctx context.Context, d target, log *slog.Logger, w *watcher, o RunOptions) {
-	quietFor, capFor := o.Debounce, o.DebounceCap
-	if quietFor <= 0 {
-		quietFor = DefaultDebounce
-	}
-	if capFor <= 0 {
-		capFor = DefaultDebounceCap
-	}
-	quiet := time.NewTimer(time.Hour)
-	quiet.Stop()
-	capTimer := time.NewTimer(time.Hour)
-	capTimer.Stop()
-	pending := false
-	fire := func(why string) {
-		quiet.Stop()
-		capTimer.Stop()
-		pending = false
-		reload(d, log, o, w, why)
-	}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-o.Reload:
-			fire(whyRequested)
-		case ev, ok := <-w.fsw.Events:
-			if !ok {
-				return
-			}
-			if !w.relevant(ev.Name) {
-				continue // tlsd's own state, or a file beside a certificate
-			}
-			log.Debug("file event", "event", ev.String())
-			quiet.Reset(quietFor)
-			if !pending {
-				pending = true
-				capTimer.Reset(capFor)
-			}
-		case err, ok := <-w.fsw.Errors:
-			if !ok {
-				return
-			}
-			// A lost event (queue overflow) may hide a change: reload to be sure.
-			log.Warn("file watcher error; reloading to be safe", "error", err)
-			fire("watcher error")
-		case <-quiet.C:
-			fire("files changed")
-		case <-capTimer.C:
-			fire("files keep changing")
-		}
-	}
-}
-
-// reload loads the configuration and applies it if valid; otherwise the running
-// generation stays and the diagnostics go to the log and /status.
-func reload(d target, log *slog.Logger, o RunOptions, w *watcher, why string) {
-	start := time.Now()
-	// Watch new directories before reading them, so a file written into a new
-	// subdirectory right after this load still raises an event.
-	w.arm(d.Config())
-	res, err := schema.Load(o.Load, o.Paths...)
-	if err != nil {
-		log.Error("reload failed; still serving generation "+fmt.Sprint(d.Generation()), "why", why, "error", err)
-		d.RecordFailedLoad(nil, err)
-		w.arm(d.Config())
-		return
-	}
-	for _, diag := range res.Diagnostics {
-		log.Warn("configuration "+string(diag.Severity), "at", fmt.Sprintf("%s:%d:%d", diag.File, diag.Line, diag.Column),
-			"code", diag.Code, "message", diag.Message)
-	}
-	if res.Config == nil {
-		log.Error("reload failed: the configuration has errors; still serving generation "+fmt.Sprint(d.Generation()), "why", why)
-		d.RecordFailedLoad(res.Diagnostics, nil)
-		w.arm(d.Config())
-		return
-	}
-	before := d.Generation()
-	if _, err := d.Apply(res.Config); err != nil {
-		log.Error("reload failed; still serving generation "+fmt.Sprint(before), "why", why, "error", err)
-	} else if d.Generation() == before {
-		level := slog.LevelDebug
-		if why == whyRequested {
-			level = slog.LevelInfo // an operator asked: answer
-		}
-		log.Log(context.Background(), level, "reload: nothing changed", "why", why, "generation", before)
-	} else {
-		log.Info("reload applied", "why", why, "generation", d.Generation(), "took", time.Since(start).Round(time.Microsecond))
-	}
-	w.arm(res.Config)
 }

@@ -1,11 +1,13 @@
 package runtime
 
 import (
+	"errors"
 	"log/slog"
 	"maps"
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/fsnotify/fsnotify"
 
@@ -17,14 +19,21 @@ import (
 // directory the loader reads, the parent of each root (so a root deleted and recreated is
 // seen), and the directories of the files the configuration references.
 type watcher struct {
-	fsw   *fsnotify.Watcher
-	roots []string
+	fsw     *fsnotify.Watcher
+	writers *writers // which files are open for writing
+	roots   []string
 	// stateDir is tlsd's own (--state-dir): when it lies inside the configuration
 	// directory, tlsd's writes there (the local CA, ACME certificates, locks) must not
 	// trigger reloads. "" if unknown.
 	stateDir string
 	log      *slog.Logger
-	watched  map[string]bool
+	// watched maps each watched directory to what it was when the watch was added: a
+	// directory replaced under the same name (a root deleted and recreated, a symlink
+	// re-pointed) is watched anew.
+	watched map[string]os.FileInfo
+	// emptySince is when a file that holds documents of the running configuration was
+	// first found empty; such a file is held (see holdFor) before its endpoints go.
+	emptySince map[string]time.Time
 	// configDirs are the directories the loader reads: any change there may change the
 	// configuration. refs are the roots and the files the configuration references: in
 	// the other watched directories (the roots' parents, those of certificates) only
@@ -38,12 +47,18 @@ func newWatcher(roots []string, stateDir string, log *slog.Logger) (*watcher, er
 	if err != nil {
 		return nil, err
 	}
+	wr, err := newWriters()
+	if err != nil {
+		fsw.Close()
+		return nil, err
+	}
 	if stateDir != "" {
 		if abs, err := filepath.Abs(stateDir); err == nil {
 			stateDir = abs
 		}
 	}
-	return &watcher{fsw: fsw, roots: roots, stateDir: stateDir, log: log, watched: map[string]bool{}}, nil
+	return &watcher{fsw: fsw, writers: wr, roots: roots, stateDir: stateDir, log: log,
+		watched: map[string]os.FileInfo{}, emptySince: map[string]time.Time{}}, nil
 }
 
 // relevant reports whether a file event on path can change the configuration: anything
@@ -72,11 +87,12 @@ func (w *watcher) ignored(path string) bool {
 	return abs == w.stateDir || strings.HasPrefix(abs, w.stateDir+string(filepath.Separator))
 }
 
-func (w *watcher) close() error { return w.fsw.Close() }
+func (w *watcher) close() error { return errors.Join(w.fsw.Close(), w.writers.close()) }
 
 // arm brings the watch list up to date with the directory tree and cfg's references.
-// Call it after every load attempt: new subdirectories appear between loads.
-func (w *watcher) arm(cfg *schema.Config) {
+// Call it before and after every load attempt: new subdirectories appear between loads,
+// and a symlinked root may point elsewhere now. force re-adds every watch (SIGHUP).
+func (w *watcher) arm(cfg *schema.Config, force bool) {
 	want := map[string]bool{}
 	for _, root := range w.roots {
 		if fi, err := os.Stat(root); err == nil && fi.IsDir() {
@@ -95,21 +111,44 @@ func (w *watcher) arm(cfg *schema.Config) {
 		want[filepath.Dir(f)] = true
 		w.refs[filepath.Clean(f)] = true
 	}
-	for dir := range want {
-		if !w.watched[dir] {
-			if err := w.fsw.Add(dir); err != nil {
-				w.log.Debug("cannot watch directory", "dir", dir, "error", err)
-				continue
-			}
-			w.watched[dir] = true
-		}
-	}
 	for dir := range w.watched {
 		if !want[dir] {
-			w.fsw.Remove(dir)
-			delete(w.watched, dir)
+			w.unwatch(dir)
 		}
 	}
+	for dir := range want {
+		w.watch(dir, force)
+	}
+}
+
+// watch adds a watch on dir unless it already watches that very directory.
+func (w *watcher) watch(dir string, force bool) {
+	fi, err := os.Stat(dir)
+	if err != nil {
+		w.unwatch(dir)
+		return
+	}
+	if old, ok := w.watched[dir]; ok && !force && os.SameFile(old, fi) {
+		return
+	}
+	if _, ok := w.watched[dir]; ok {
+		w.log.Debug("directory replaced or re-pointed; watching it anew", "dir", dir)
+		w.unwatch(dir)
+	}
+	if err := w.fsw.Add(dir); err != nil {
+		w.log.Debug("cannot watch directory", "dir", dir, "error", err)
+		return
+	}
+	if err := w.writers.watch(dir); err != nil {
+		w.log.Debug("cannot follow writers in directory", "dir", dir, "error", err)
+	}
+	w.watched[dir] = fi
+}
+
+func (w *watcher) unwatch(dir string) {
+	w.fsw.Remove(dir) // fails harmlessly when the directory, and so its watch, is gone
+	w.writers.unwatch(dir)
+	delete(w.watched, dir)
 }
 
 // walkDirs adds dir and its subdirectories the loader would read (no dot-names),

@@ -138,6 +138,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
+		InitialWarnings: res.Diagnostics,
 	}
 	if err := runtime.Run(ctx, res.Config, opts); err != nil {
 		return &exitError{exitInvalid, err}

@@ -123,7 +123,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 		RunOptions: runtime.RunOptions{
 			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger},
 			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name}, Admin: f.admin,
-			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx),
+			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 		},
 		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second,
 	}
