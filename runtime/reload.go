@@ -67,6 +67,7 @@ func (r *reloader) loop(ctx context.Context) {
 			if !ok {
 				return
 			}
+			r.w.noteGone(ev)
 			if r.w.relevant(ev.Name) { // not tlsd's own state, nor a file beside a certificate
 				r.log.Debug("file event", "event", ev.String())
 				event()

@@ -145,6 +145,17 @@ func (w *watcher) watch(dir string, force bool) {
 	w.watched[dir] = fi
 }
 
+// noteGone forgets the watch of a watched directory that was removed or renamed away, so
+// the next arm watches whatever has its name then. (Its inode number may come back at
+// once for a directory made anew, so comparing inodes alone would miss it.)
+func (w *watcher) noteGone(ev fsnotify.Event) {
+	if ev.Has(fsnotify.Remove) || ev.Has(fsnotify.Rename) {
+		if _, ok := w.watched[filepath.Clean(ev.Name)]; ok {
+			w.unwatch(filepath.Clean(ev.Name))
+		}
+	}
+}
+
 func (w *watcher) unwatch(dir string) {
 	w.fsw.Remove(dir) // fails harmlessly when the directory, and so its watch, is gone
 	w.writers.unwatch(dir)
