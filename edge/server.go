@@ -25,6 +25,10 @@ type Config struct {
 	// goroutine and must not block.
 	OnRouted func(*relay.Info)
 	OnEnd    func(*relay.Info)
+	// DrainTimeout bounds how long a connection may go on once its route left the table
+	// (its endpoint was removed or changed), counted for each connection from that moment.
+	// Zero means until it ends.
+	DrainTimeout time.Duration
 }
 
 // Server accepts connections on one listener and routes each by its SNI through the
@@ -43,16 +47,20 @@ type Server struct {
 	open      map[net.Conn]*tracked // every accepted connection until it ends
 	closed    bool
 	serveDone chan struct{} // closed when Serve returns; nil if it never ran
+	sweep     *time.Timer   // the next end of a bounded drain, if one is due
+	sweepAt   time.Time
 	// loop relays connections without a goroutine per idle direction (none for an idle
 	// passthrough connection, the TLS read's for a terminated one). It starts with Serve
 	// and ends with Shutdown; nil where the system has none.
 	loop *relay.Loop
 }
 
-// tracked is an open connection: its route (nil until routed) and what closes it.
+// tracked is an open connection: its route (nil until routed), what closes it, and
+// since when its route is no longer served (zero while it is).
 type tracked struct {
-	route  *Route
-	closer io.Closer
+	route      *Route
+	closer     io.Closer
+	staleSince time.Time
 }
 
 // NewServer serves ln with table; call Serve to start.
@@ -69,8 +77,19 @@ func NewServer(ln net.Listener, table *Table, cfg Config) *Server {
 	return s
 }
 
-// SetTable switches the routes for new connections; open ones keep theirs.
-func (s *Server) SetTable(t *Table) { s.table.Store(t) }
+// SetTable switches the routes for new connections; open ones keep theirs, and those
+// whose route t no longer has start draining.
+func (s *Server) SetTable(t *Table) {
+	s.table.Store(t)
+	now := time.Now()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, o := range s.open {
+		if o.route != nil && !t.Has(o.route) {
+			s.markStaleLocked(o, now)
+		}
+	}
+}
 
 // Addr is the listener's address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
@@ -137,6 +156,59 @@ func (s *Server) setRoute(c net.Conn, r *Route) {
 	defer s.mu.Unlock()
 	if t, ok := s.open[c]; ok {
 		t.route = r
+		if !s.table.Load().Has(r) { // the table changed since the lookup
+			s.markStaleLocked(t, time.Now())
+		}
+	}
+}
+
+// markStaleLocked starts the drain of o, once.
+func (s *Server) markStaleLocked(o *tracked, now time.Time) {
+	if o.staleSince.IsZero() {
+		o.staleSince = now
+		s.sweepByLocked(now.Add(s.cfg.DrainTimeout))
+	}
+}
+
+// sweepByLocked makes sure a sweep runs at due or earlier, when drains are bounded.
+func (s *Server) sweepByLocked(due time.Time) {
+	if s.cfg.DrainTimeout <= 0 {
+		return
+	}
+	if s.sweep != nil && !s.sweepAt.After(due) {
+		return
+	}
+	if s.sweep != nil {
+		s.sweep.Stop()
+	}
+	s.sweepAt, s.sweep = due, time.AfterFunc(time.Until(due), s.sweepStale)
+}
+
+// sweepStale closes the connections whose drain has lasted DrainTimeout and schedules
+// the next sweep for the others.
+func (s *Server) sweepStale() {
+	now := time.Now()
+	s.mu.Lock()
+	s.sweep = nil
+	var due []io.Closer
+	var next time.Time
+	for _, o := range s.open {
+		if o.staleSince.IsZero() {
+			continue
+		}
+		if at := o.staleSince.Add(s.cfg.DrainTimeout); !at.After(now) {
+			due = append(due, o.closer)
+		} else if next.IsZero() || at.Before(next) {
+			next = at
+		}
+	}
+	if !next.IsZero() {
+		s.sweepByLocked(next)
+	}
+	s.mu.Unlock()
+	closeAll(due)
+	if len(due) > 0 {
+		s.log.Warn("drain timeout: closed connections of removed or changed endpoints", "address", s.ln.Addr().String(), "closed", len(due))
 	}
 }
 
@@ -156,34 +228,21 @@ func closeAll(cs []io.Closer) {
 	}
 }
 
-// CloseStale closes the open connections whose route is no longer in the current table
-// (their endpoint was removed or changed) and returns how many: the end of a bounded
-// drain. Connections of unchanged endpoints share the current route and are untouched.
-func (s *Server) CloseStale() int {
-	t := s.table.Load()
-	s.mu.Lock()
-	var stale []io.Closer
-	for _, o := range s.open {
-		if o.route != nil && !t.Has(o.route) {
-			stale = append(stale, o.closer)
-		}
-	}
-	s.mu.Unlock()
-	closeAll(stale)
-	return len(stale)
-}
-
-// ActiveByEndpoint counts open connections per endpoint name, old routes included.
-func (s *Server) ActiveByEndpoint() map[string]int {
+// ActiveByEndpoint counts open connections per endpoint name, old routes included, and
+// of those the ones draining (their route is no longer served).
+func (s *Server) ActiveByEndpoint() (active, draining map[string]int) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := map[string]int{}
+	active, draining = map[string]int{}, map[string]int{}
 	for _, o := range s.open {
 		if o.route != nil {
-			out[o.route.Endpoint]++
+			active[o.route.Endpoint]++
+			if !o.staleSince.IsZero() {
+				draining[o.route.Endpoint]++
+			}
 		}
 	}
-	return out
+	return active, draining
 }
 
 // Close stops accepting; open connections carry on.
@@ -231,11 +290,15 @@ func (s *Server) Shutdown(ctx context.Context) (cut int, err error) {
 	return len(open), ctx.Err()
 }
 
-// closeLoop ends the relay loop once no connection uses it.
+// closeLoop ends the relay loop once no connection uses it, and any pending sweep.
 func (s *Server) closeLoop() {
 	s.mu.Lock()
 	loop := s.loop
 	s.loop = nil
+	if s.sweep != nil {
+		s.sweep.Stop()
+		s.sweep = nil
+	}
 	s.mu.Unlock()
 	if loop != nil {
 		loop.Close()

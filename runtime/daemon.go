@@ -238,18 +238,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 	d.commitACMELocked(next)
 	d.metrics.generationApplied(next)
 	d.logApplied(next, plan)
-	if d.opts.DrainTimeout > 0 {
-		d.bg.Add(1)
-		go func() {
-			defer d.bg.Done()
-			select {
-			case <-time.After(d.opts.DrainTimeout):
-				d.closeStale()
-			case <-d.ctx.Done():
-			}
-		}()
-	}
-	return nil
+return nil
 }
 
 // tablesFor builds a route table per bound address.
@@ -272,7 +261,7 @@ func tablesFor(g *generation) (map[string]*edge.Table, error) {
 
 func (d *Daemon) serveLocked(addr string, ln net.Listener, t *edge.Table) {
 	s := edge.NewServer(ln, t, edge.Config{HandshakeTimeout: d.opts.HandshakeTimeout, Logger: d.log,
-		OnRouted: d.metrics.routed, OnEnd: d.metrics.ended})
+		OnRouted: d.metrics.routed, OnEnd: d.metrics.ended, DrainTimeout: d.opts.DrainTimeout})
 	d.servers[addr] = s
 	d.bg.Add(1)
 	go func() { defer d.bg.Done(); s.Serve() }()
@@ -302,17 +291,6 @@ func (d *Daemon) drainContext() (context.Context, context.CancelFunc) {
 		return context.WithTimeout(d.ctx, d.opts.DrainTimeout)
 	}
 	return context.WithCancel(d.ctx)
-}
-
-// closeStale ends the drain of removed and changed endpoints on listeners that stayed.
-func (d *Daemon) closeStale() {
-	d.mu.Lock()
-	defer d.mu.Unlock()
-	for addr, s := range d.servers {
-		if n := s.CloseStale(); n > 0 {
-			d.log.Warn("drain timeout: closed connections of removed or changed endpoints", "address", addr, "closed", n)
-		}
-	}
 }
 
 func (d *Daemon) logApplied(next *generation, p reconcile.Plan) {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -210,5 +211,43 @@ func TestListenerMoveDrainsOldListener(t *testing.T) {
 	nc.Close()
 	if e.d.Addr("") != nil {
 		t.Error("the default listener is still part of the generation")
+	}
+}
+
+// TestDrainTimeoutPerConnection: a connection gets its whole drain timeout from the moment
+// it became stale, whatever later reloads do. Two reloads within one drain timeout: the
+// first one's timer must not cut the connection the second made stale.
+func TestDrainTimeoutPerConnection(t *testing.T) {
+	t.Parallel()
+	const drain = 800 * time.Millisecond
+	e := newEnv(t)
+	up := newEchoServer(t, nil)
+	ep := func(name string) string { return endpointFile(name, up.addr()) }
+	e.start(ep("a")+ep("b")+ep("c"), func(o *Options) { o.DrainTimeout = drain })
+	early, err := e.dialTLS(&tls.Config{ServerName: "a.test", RootCAs: e.internalRoots()})
+	must(t, err)
+	defer early.Close()
+	conn, err := e.dialTLS(&tls.Config{ServerName: "b.test", RootCAs: e.internalRoots()})
+	must(t, err)
+	defer conn.Close()
+	must(t, e.apply(ep("b")+ep("c"))) // the first reload: a goes (its connection drains), b stays
+	time.Sleep(drain / 2)             // the second reload comes within the first one's drain
+	must(t, e.apply(ep("c")))
+	stale := time.Now()
+	var st Status
+	want := []DrainingStatus{{Name: "a", ActiveConnections: 1}, {Name: "b", ActiveConnections: 1}}
+	if !eventually(time.Second, func() bool { st = e.d.Status(); return slices.Equal(st.Draining, want) }) {
+		t.Errorf("/status draining = %+v, want %+v", st.Draining, want)
+	}
+	e.log.waitFor(t, "generation applied", "generation=3")
+	e.log.waitFor(t, "drain timeout: closed connections of removed or changed endpoints", "closed=1") // a's
+	echoOnce(t, conn, "b has drained for half its timeout: still open")
+	conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var ne net.Error
+	if _, err := conn.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+		t.Fatalf("the stale connection was never cut (read: %v)", err)
+	}
+	if took := time.Since(stale); took < drain {
+		t.Errorf("cut %s after it became stale, before its %s drain timeout", took.Round(time.Millisecond), drain)
 	}
 }

@@ -24,8 +24,16 @@ type Status struct {
 	AppliedAt   time.Time        `json:"applied_at"`
 	LastAttempt Attempt          `json:"last_attempt"`
 	Endpoints   []EndpointStatus `json:"endpoints"`
+	// Draining are endpoints no longer configured whose connections are still open.
+	Draining []DrainingStatus `json:"draining,omitempty"`
 	// Agents are the tunnel sessions of an edge.
 	Agents []edge.AgentStatus `json:"agents,omitempty"`
+}
+
+// DrainingStatus is an endpoint that is gone but still has open connections.
+type DrainingStatus struct {
+	Name              string `json:"name"`
+	ActiveConnections int    `json:"active_connections"`
 }
 
 // EndpointStatus is one endpoint of the running generation.
@@ -36,7 +44,10 @@ type EndpointStatus struct {
 	TerminateAt       string             `json:"terminate_at"`
 	Upstream          string             `json:"upstream"`
 	ActiveConnections int                `json:"active_connections"`
-	Certificate       *CertificateStatus `json:"certificate,omitempty"`
+	// DrainingConnections are those of ActiveConnections still on the endpoint's settings
+	// from before its last change.
+	DrainingConnections int                `json:"draining_connections,omitempty"`
+	Certificate         *CertificateStatus `json:"certificate,omitempty"`
 	// Agent serves the endpoint in a split deployment; AgentLive says whether the edge
 	// has a session of it right now.
 	Agent     string `json:"agent,omitempty"`
@@ -81,6 +92,29 @@ func (d *Daemon) RecordFailedLoad(diags schema.Diagnostics, err error) {
 	d.metrics.reloads.WithLabelValues("failed").Inc()
 }
 
+// connectionsLocked counts open connections per endpoint, and of those the ones
+// draining: on settings no longer served, or on a listener no longer wanted.
+func (d *Daemon) connectionsLocked() (active, draining map[string]int) {
+	active, draining = map[string]int{}, map[string]int{}
+	for _, s := range d.servers {
+		a, dr := s.ActiveByEndpoint()
+		addCounts(active, a)
+		addCounts(draining, dr)
+	}
+	for s := range d.draining {
+		a, _ := s.ActiveByEndpoint()
+		addCounts(active, a)
+		addCounts(draining, a)
+	}
+	return active, draining
+}
+
+func addCounts(to, from map[string]int) {
+	for k, n := range from {
+		to[k] += n
+	}
+}
+
 func countErrors(ds schema.Diagnostics) int {
 	n, _ := ds.Count()
 	return n
@@ -94,21 +128,12 @@ func (d *Daemon) Status() Status {
 	g := d.gen.Load()
 	d.mu.Lock()
 	st := Status{Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt}
-	active := map[string]int{}
-	for _, s := range d.servers {
-		for ep, n := range s.ActiveByEndpoint() {
-			active[ep] += n
-		}
-	}
-	for s := range d.draining {
-		for ep, n := range s.ActiveByEndpoint() {
-			active[ep] += n
-		}
-	}
+	active, draining := d.connectionsLocked()
 	d.mu.Unlock()
 	for name, br := range g.routes {
 		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: g.listeners[br.ep.Listen],
-			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name]}
+			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name],
+			DrainingConnections: draining[name]}
 		switch {
 		case br.cert.state != nil:
 			es.Certificate = br.cert.state()
@@ -133,6 +158,12 @@ func (d *Daemon) Status() Status {
 			}
 		}
 	}
+	for name, n := range active {
+		if g.routes[name] == nil {
+			st.Draining = append(st.Draining, DrainingStatus{Name: name, ActiveConnections: n})
+		}
+	}
+	slices.SortFunc(st.Draining, func(a, b DrainingStatus) int { return cmp.Compare(a.Name, b.Name) })
 	slices.SortFunc(st.Endpoints, func(a, b EndpointStatus) int { return cmp.Compare(a.Name, b.Name) })
 	if st.Endpoints == nil {
 		st.Endpoints = []EndpointStatus{}
