@@ -19,6 +19,7 @@ var notCompared = map[string]string{
 	"Issuer.Name":   "the identity that pairs an old issuer with its new self",
 	"Issuer.Pos":    "where a document sits in its file is not what it does",
 	"Config.Files":  "which files were read is not what they declare; their endpoints and issuers are compared",
+	"Config.Roots":  "where the configuration was loaded from; Diff compares its Portable form, paths relative to the roots",
 }
 
 // walked are the Config fields whose elements TestDiffCoversEveryField walks field by field.

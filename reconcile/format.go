@@ -25,7 +25,7 @@ func (p Plan) String() string {
 			writeField(&b, e.Action, f)
 		}
 		if e.Action != Add {
-			fmt.Fprintf(&b, "      # %s\n", e.Connections)
+			fmt.Fprintf(&b, "      # %s%s\n", e.Connections, openNow(e.OpenConnections))
 		}
 		b.WriteByte('\n')
 	}
@@ -54,6 +54,13 @@ func (p Plan) String() string {
 	fmt.Fprintf(&b, "Plan: %d to add, %d to change, %d to remove, %d unchanged; listeners: %d to open, %d to close.\n",
 		counts[Add], counts[Change], counts[Remove], counts[Keep], lcounts[Open], lcounts[Close])
 	return b.String()
+}
+
+func openNow(n *int) string {
+	if n == nil {
+		return ""
+	}
+	return fmt.Sprintf(" (%s open now)", plural(*n, "connection"))
 }
 
 func writeField(b *strings.Builder, a Action, f FieldChange) {

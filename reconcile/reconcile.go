@@ -48,6 +48,23 @@ type EndpointChange struct {
 	Listen      string        `json:"listen"` // as configured: "" is the default listener
 	Fields      []FieldChange `json:"fields,omitempty"`
 	Connections string        `json:"connections"`
+	// OpenConnections, when known (tlsd plan --admin), is how many connections the
+	// endpoint has open now: those a change or removal sends draining.
+	OpenConnections *int `json:"open_connections,omitempty"`
+}
+
+// WithOpenConnections returns the plan with the open connections of each changed or
+// removed endpoint set from open (by endpoint name), as a running tlsd reports them.
+func (p Plan) WithOpenConnections(open map[string]int) Plan {
+	eps := slices.Clone(p.Endpoints)
+	for i, e := range eps {
+		if e.Action == Change || e.Action == Remove {
+			n := open[e.Name]
+			eps[i].OpenConnections = &n
+		}
+	}
+	p.Endpoints = eps
+	return p
 }
 
 // FieldChange is one field that differs. Old or New is empty when the field is unset.
@@ -72,7 +89,11 @@ type ListenerChange struct {
 }
 
 // Diff computes the plan that turns running into desired. Either may be nil (nothing).
+// It compares meaning, not spelling: the configurations' Portable forms, so file paths
+// count relative to their roots, whatever directory either was loaded from, and files
+// by content where it was read.
 func Diff(running, desired *schema.Config) Plan {
+	running, desired = running.Portable(), desired.Portable()
 	old, cur := endpointsByName(running), endpointsByName(desired)
 	var p Plan
 	for _, name := range unionKeys(old, cur) {

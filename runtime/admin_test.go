@@ -1,11 +1,14 @@
 package runtime
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"strings"
 	"testing"
 )
@@ -96,8 +99,17 @@ func TestAdminEndpoints(t *testing.T) {
 		}
 	}
 	_, cfg := get(t, h, "/config")
-	if !strings.Contains(cfg, `"Name": "edge"`) {
-		t.Errorf("/config = %s", cfg)
+	if !strings.Contains(cfg, `"name": "edge"`) || !strings.Contains(cfg, `"terminate_at": "agent"`) ||
+		strings.Contains(cfg, `"TerminateAt"`) || strings.Contains(cfg, `"Pos"`) {
+		t.Errorf("/config does not spell fields as the YAML does:\n%s", cfg)
+	}
+	key, err := os.ReadFile(w.path("agent.key"))
+	must(t, err)
+	if sum := sha256.Sum256(key); strings.Contains(cfg, hex.EncodeToString(sum[:])) {
+		t.Error("/config publishes a hash of a private key's content")
+	}
+	if !strings.Contains(cfg, `"crt": "agent.crt"`) {
+		t.Errorf("/config paths are not relative to the configuration root:\n%s", cfg)
 	}
 }
 

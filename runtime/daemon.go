@@ -238,7 +238,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 	d.commitACMELocked(next)
 	d.metrics.generationApplied(next)
 	d.logApplied(next, plan)
-return nil
+	return nil
 }
 
 // tablesFor builds a route table per bound address.

@@ -38,12 +38,12 @@ type DrainingStatus struct {
 
 // EndpointStatus is one endpoint of the running generation.
 type EndpointStatus struct {
-	Name              string             `json:"name"`
-	Domain            string             `json:"domain"`
-	Listen            string             `json:"listen"` // the bound address
-	TerminateAt       string             `json:"terminate_at"`
-	Upstream          string             `json:"upstream"`
-	ActiveConnections int                `json:"active_connections"`
+	Name              string `json:"name"`
+	Domain            string `json:"domain"`
+	Listen            string `json:"listen"` // the bound address
+	TerminateAt       string `json:"terminate_at"`
+	Upstream          string `json:"upstream"`
+	ActiveConnections int    `json:"active_connections"`
 	// DrainingConnections are those of ActiveConnections still on the endpoint's settings
 	// from before its last change.
 	DrainingConnections int                `json:"draining_connections,omitempty"`

@@ -31,7 +31,6 @@ type certsResult struct {
 
 type keyResult struct {
 	key  crypto.Signer
-	sum  [32]byte
 	mode fs.FileMode
 	err  error
 	code string
@@ -69,7 +68,7 @@ func (c *fileCache) privateKey(path string) keyResult {
 	} else if k, err := certs.ParsePrivateKey(data); err != nil {
 		r = keyResult{err: fmt.Errorf("%s: %w", path, err), code: "invalid-pem"}
 	} else {
-		r = keyResult{key: k, sum: sha256.Sum256(data)}
+		r = keyResult{key: k}
 		if fi, err := os.Stat(path); err == nil {
 			r.mode = fi.Mode().Perm()
 		}
@@ -143,7 +142,7 @@ func (l *loader) checkPair(ed *endpointDoc, files *CertificateFiles) {
 		return
 	}
 	if kr.err == nil {
-		ed.ep.TLS.Certificate.SHA256 = combinedSum(cr.sum, kr.sum)
+		ed.ep.TLS.Certificate.SHA256 = hex.EncodeToString(cr.sum[:])
 	}
 	leaf := cr.certs[0]
 	if kr.err == nil && !certs.KeyMatches(leaf, kr.key) {

@@ -32,6 +32,7 @@ func Load(opts Options, paths ...string) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.roots = paths
 	for _, f := range files {
 		data, err := readConfigFile(f)
 		if err != nil {
@@ -51,6 +52,7 @@ func LoadData(opts Options, name string, data []byte) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
+	l.roots = []string{name}
 	l.addFile(name, data)
 	return l.finish(), nil
 }
@@ -74,6 +76,7 @@ func readConfigFile(path string) ([]byte, error) {
 // loader accumulates documents of all files, then runs the checks that span documents.
 type loader struct {
 	opts      Options
+	roots     []string // the paths Load was given
 	v         *validator
 	diags     Diagnostics
 	files     []string
@@ -150,7 +153,7 @@ func (l *loader) finish() *Result {
 		r.Diagnostics = Diagnostics{}
 	}
 	if !l.diags.HasErrors() {
-		r.Config = &Config{Files: l.files}
+		r.Config = &Config{Roots: l.roots, Files: l.files}
 		for _, e := range l.endpoints {
 			r.Config.Endpoints = append(r.Config.Endpoints, e.ep)
 		}

@@ -22,63 +22,69 @@ type Pos struct {
 	Column int // 1-based
 }
 
-// Config is a loaded, valid configuration: every endpoint and issuer of a directory.
+// Config is a loaded, valid configuration: every endpoint and issuer of a directory. Its
+// JSON form (admin API /config) spells fields as the YAML does.
 type Config struct {
-	Files     []string // every file read, in load order
-	Endpoints []*Endpoint
-	Issuers   []*Issuer
+	// Roots are the paths the configuration was loaded from, as given; nil in a
+	// configuration made Portable.
+	Roots     []string    `json:"roots,omitempty"`
+	Files     []string    `json:"files"` // every file read, in load order
+	Endpoints []*Endpoint `json:"endpoints"`
+	Issuers   []*Issuer   `json:"issuers"`
 }
 
 // Endpoint is one Endpoint document with defaults applied and paths made absolute-or-
 // relative-to-cwd (resolved against the document's file).
 type Endpoint struct {
-	Name                  string
-	Domain                string // lower case
-	Listen                string // "" means the daemon's --listen
-	Upstream              string // "host:port" or "unix:PATH"
-	TerminateAt           string // edge | agent | upstream
-	Agent                 string
-	UpstreamProxyProtocol string // "", "v1" or "v2"
-	TLS                   EndpointTLS
+	Name                  string      `json:"name"`
+	Domain                string      `json:"domain"`           // lower case
+	Listen                string      `json:"listen,omitempty"` // "" means the daemon's --listen
+	Upstream              string      `json:"upstream"`         // "host:port" or "unix:PATH"
+	TerminateAt           string      `json:"terminate_at"`     // edge | agent | upstream
+	Agent                 string      `json:"agent,omitempty"`
+	UpstreamProxyProtocol string      `json:"upstream_proxy_protocol,omitempty"` // "", "v1" or "v2"
+	TLS                   EndpointTLS `json:"tls"`
 
-	Pos Pos // the document's first line
+	Pos Pos `json:"-"` // the document's first line
 }
 
 // EndpointTLS holds the TLS settings of an endpoint that tlsd terminates.
 type EndpointTLS struct {
-	MinVersion  string // "1.2" or "1.3" where tlsd terminates; "" for upstream
-	Certificate *CertificateFiles
-	Issuer      string
-	MutualTLS   *MutualTLS
+	MinVersion  string            `json:"min_version,omitempty"` // "1.2" or "1.3" where tlsd terminates; "" for upstream
+	Certificate *CertificateFiles `json:"certificate,omitempty"`
+	Issuer      string            `json:"issuer,omitempty"`
+	MutualTLS   *MutualTLS        `json:"mutual_tls,omitempty"`
 }
 
 // CertificateFiles names a PEM certificate chain and its key.
 type CertificateFiles struct {
-	Crt string
-	Key string
-	// SHA256 covers both files' content (hex), recorded by Load so that a certificate
-	// rotated under the same file names is a change. Empty with SkipFiles.
-	SHA256 string `json:",omitempty"`
+	Crt string `json:"crt"`
+	Key string `json:"key"`
+	// SHA256 is the certificate file's content hash (hex), recorded by Load so that a
+	// certificate rotated under the same file names is a change. The key's content is
+	// not hashed: a new key comes with a new certificate, and a key's hash is nothing to
+	// publish. Empty with SkipFiles.
+	SHA256 string `json:"sha256,omitempty"`
 }
 
 // MutualTLS lists the CA files that client certificates must chain to.
 type MutualTLS struct {
-	CertificateAuthorities []string
-	SHA256                 string `json:",omitempty"` // the files' content, as for CertificateFiles
+	CertificateAuthorities []string `json:"certificate_authorities"`
+	SHA256                 string   `json:"sha256,omitempty"` // the files' content, as for CertificateFiles
 }
 
 // Issuer is one Issuer document.
 type Issuer struct {
-	Name string
-	ACME ACME
-	Pos  Pos
+	Name string `json:"name"`
+	ACME ACME   `json:"acme"`
+	Pos  Pos    `json:"-"`
 }
 
 // ACME configures an ACME certificate authority.
 type ACME struct {
-	Directory string
-	Email     string
-	CARoots   []string
+	Directory string   `json:"directory"`
+	Email     string   `json:"email,omitempty"`
+	CARoots   []string `json:"ca_roots,omitempty"`
 }
 
 // Options tune Load.

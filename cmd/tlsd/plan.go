@@ -4,10 +4,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/tlsd/tlsd/reconcile"
+	"github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -20,14 +22,20 @@ func newPlanCmd() *cobra.Command {
 		admin     string
 	)
 	cmd := &cobra.Command{
-		Use:   "plan [flags] OLD NEW | plan --admin ADDR PATH",
+		Use:   "plan [flags] OLD NEW | plan --admin ADDR PATH...",
 		Short: "Show what applying a configuration would change",
 		Long: `Plan compares two configurations and prints what applying the second over the first
 would do: endpoints added, removed or changed (and which fields, including certificate
 content), listeners opened or closed, and what happens to open connections.
 
 With two paths it works offline, e.g. in CI against the main branch's checkout. With
---admin it compares PATH against what a running tlsd serves.
+--admin it compares PATH... (the paths tlsd run was given) against what a running tlsd
+serves, and says how many open connections each change or removal would send draining.
+
+Plans compare meaning, not spelling: file paths count relative to the directory they
+were loaded from, whatever the working directory, and certificates by content, so a
+copy of a directory plans as no change and a certificate rotated under the same name as
+a content change.
 
 Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I/O error.`,
 		Example: `  tlsd plan main-checkout/endpoints/ endpoints/
@@ -38,28 +46,35 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want text or json)", format)}
 			}
 			var running *schema.Config
-			var desiredPath []string
+			var desiredPaths []string
 			switch {
-			case admin != "" && len(args) == 1:
+			case admin != "" && len(args) >= 1:
 				cfg, err := fetchRunningConfig(admin)
 				if err != nil {
 					return &exitError{exitUsage, err}
 				}
-				running, desiredPath = cfg, args
+				running, desiredPaths = cfg, args
 			case admin == "" && len(args) == 2:
-				cfg, err := loadForPlan(cmd, args[0], skipFiles)
+				cfg, err := loadForPlan(cmd, skipFiles, args[0])
 				if err != nil {
 					return err
 				}
-				running, desiredPath = cfg, args[1:]
+				running, desiredPaths = cfg, args[1:]
 			default:
-				return &exitError{exitUsage, fmt.Errorf("give OLD and NEW paths, or --admin ADDR and one PATH")}
+				return &exitError{exitUsage, fmt.Errorf("give OLD and NEW paths, or --admin ADDR and the PATHs tlsd serves")}
 			}
-			desired, err := loadForPlan(cmd, desiredPath[0], skipFiles)
+			desired, err := loadForPlan(cmd, skipFiles, desiredPaths...)
 			if err != nil {
 				return err
 			}
 			p := reconcile.Diff(running, desired)
+			if admin != "" {
+				open, err := openConnections(admin)
+				if err != nil {
+					return &exitError{exitUsage, err}
+				}
+				p = p.WithOpenConnections(open)
+			}
 			if err := writePlan(cmd.OutOrStdout(), p, format); err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -77,16 +92,29 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 
 // loadForPlan loads one side; an invalid configuration prints its diagnostics and ends
 // with exit status 1.
-func loadForPlan(cmd *cobra.Command, path string, skipFiles bool) (*schema.Config, error) {
-	res, err := schema.Load(schema.Options{SkipFiles: skipFiles}, path)
+func loadForPlan(cmd *cobra.Command, skipFiles bool, paths ...string) (*schema.Config, error) {
+	res, err := schema.Load(schema.Options{SkipFiles: skipFiles}, paths...)
 	if err != nil {
 		return nil, &exitError{exitUsage, err}
 	}
 	if res.Config == nil {
 		schema.WriteReport(cmd.ErrOrStderr(), res, schema.ReportOptions{Format: schema.FormatText})
-		return nil, &exitError{exitInvalid, fmt.Errorf("%s is not a valid configuration", path)}
+		return nil, &exitError{exitInvalid, fmt.Errorf("%s is not a valid configuration", strings.Join(paths, " "))}
 	}
 	return res.Config, nil
+}
+
+// openConnections asks a running tlsd how many connections each endpoint has open.
+func openConnections(admin string) (map[string]int, error) {
+	var st runtime.Status
+	if err := getJSON(admin, "/status", &st); err != nil {
+		return nil, err
+	}
+	open := map[string]int{}
+	for _, e := range st.Endpoints {
+		open[e.Name] = e.ActiveConnections
+	}
+	return open, nil
 }
 
 func writePlan(w io.Writer, p reconcile.Plan, format string) error {
