@@ -28,7 +28,7 @@ func (e *env) runDir(dir string, opts ...func(*RunOptions)) {
 		Options: Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, HandshakeTimeout: 5 * time.Second,
 			Logger: slogTo(e.log), Bind: e.sockets.bind},
 		Paths: []string{dir}, Admin: "off", ShutdownTimeout: 5 * time.Second,
-		Started: func(d *Daemon) { started <- d },
+		Started: func(d *Daemon) { started <- d }, InitialWarnings: res.Diagnostics,
 	}
 	for _, f := range opts {
 		f(&o)
