@@ -131,8 +131,9 @@ func TestFilesBeingWritten(t *testing.T) {
 			e.runDir(dir)
 			p := e.startProber("a.test", "b.test")
 			wf.write(t, path, ab(up.addr())+endpointFile("c", up.addr()))
-			e.waitServes(t, "c.test", time.Second)
+			took := e.waitServes(t, "c.test", time.Second)
 			p.stop(t)
+			t.Logf("final content served %s after the writer closed the file; %d probes, none refused", took.Round(time.Millisecond), p.attempts)
 			e.log.waitFor(t, "reload waits: a file is being written")
 		})
 	}

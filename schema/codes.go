@@ -44,6 +44,7 @@ var Codes = []Code{
 	{"certificate-expiring", SeverityWarning, "the certificate expires within 14 days"},
 	{"not-a-ca", SeverityError, "a client CA file holds no CA certificate"},
 	{"key-permissions", SeverityWarning, "a private key file is readable by group or others"},
+	{"empty-file", SeverityWarning, "a configuration file holds no document (tlsd run waits for a file being written)"},
 	{"schema", SeverityError, "any other schema violation"},
 }
 

@@ -3,6 +3,7 @@ package schema
 import (
 	"fmt"
 	"os"
+	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -11,8 +12,9 @@ import (
 // configFiles lists the YAML files named by paths: files as given, directories searched
 // recursively for *.yaml and *.yml. Names starting with "." are skipped, which also skips a
 // Kubernetes ConfigMap mount's "..data" internals, while the visible symlinks into them are
-// followed. The result is sorted per argument and free of duplicates.
-func configFiles(paths []string) ([]string, error) {
+// followed. Files and directories matching an exclude pattern (see Options.Exclude) are
+// left out. The result is sorted per argument and free of duplicates.
+func configFiles(paths, exclude []string) ([]string, error) {
 	var out []string
 	seen := map[string]bool{}
 	for _, p := range paths {
@@ -24,7 +26,8 @@ func configFiles(paths []string) ([]string, error) {
 			out = appendNew(out, seen, p)
 			continue
 		}
-		found, err := walkConfigDir(p, map[string]bool{})
+		w := &dirWalk{root: p, exclude: exclude, visiting: map[string]bool{}}
+		found, err := w.walk(p)
 		if err != nil {
 			return nil, err
 		}
@@ -47,17 +50,24 @@ func appendNew(out []string, seen map[string]bool, p string) []string {
 	return append(out, p)
 }
 
-// walkConfigDir follows symlinks to directories, guarding against cycles by real path.
-func walkConfigDir(dir string, visiting map[string]bool) ([]string, error) {
+// dirWalk finds the configuration files below one root.
+type dirWalk struct {
+	root     string
+	exclude  []string
+	visiting map[string]bool // real paths of the directories being walked: no cycles
+}
+
+// walk follows symlinks to directories, guarding against cycles by real path.
+func (w *dirWalk) walk(dir string) ([]string, error) {
 	real, err := filepath.EvalSymlinks(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read config directory %s: %w", dir, err)
 	}
-	if visiting[real] {
+	if w.visiting[real] {
 		return nil, nil
 	}
-	visiting[real] = true
-	defer delete(visiting, real)
+	w.visiting[real] = true
+	defer delete(w.visiting, real)
 
 	entries, err := os.ReadDir(dir)
 	if err != nil {
@@ -65,10 +75,10 @@ func walkConfigDir(dir string, visiting map[string]bool) ([]string, error) {
 	}
 	var out []string
 	for _, e := range entries { // ReadDir sorts by name
-		if strings.HasPrefix(e.Name(), ".") {
+		p := filepath.Join(dir, e.Name())
+		if strings.HasPrefix(e.Name(), ".") || w.excluded(p) {
 			continue
 		}
-		p := filepath.Join(dir, e.Name())
 		isDir, isFile := e.IsDir(), e.Type().IsRegular()
 		if e.Type()&os.ModeSymlink != 0 {
 			fi, err := os.Stat(p)
@@ -79,7 +89,7 @@ func walkConfigDir(dir string, visiting map[string]bool) ([]string, error) {
 		}
 		switch {
 		case isDir:
-			sub, err := walkConfigDir(p, visiting)
+			sub, err := w.walk(p)
 			if err != nil {
 				return nil, err
 			}
@@ -89,6 +99,34 @@ func walkConfigDir(dir string, visiting map[string]bool) ([]string, error) {
 		}
 	}
 	return out, nil
+}
+
+// excluded reports whether p matches a pattern: one with a slash against the path
+// relative to the root, one without against the name alone, as .gitignore does.
+func (w *dirWalk) excluded(p string) bool {
+	rel, err := filepath.Rel(w.root, p)
+	if err != nil {
+		return false
+	}
+	rel = filepath.ToSlash(rel)
+	for _, pat := range w.exclude {
+		target := rel
+		if !strings.Contains(pat, "/") {
+			target = filepath.Base(p)
+		}
+		if ok, _ := path.Match(strings.TrimPrefix(pat, "/"), target); ok {
+			return true
+		}
+	}
+	return false
+}
+
+// ValidExclude reports a malformed exclude pattern.
+func ValidExclude(pattern string) error {
+	if _, err := path.Match(pattern, ""); err != nil {
+		return fmt.Errorf("exclude pattern %q: %w", pattern, err)
+	}
+	return nil
 }
 
 func isYAMLName(name string) bool {

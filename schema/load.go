@@ -24,7 +24,7 @@ type Result struct {
 // The error is only for paths that cannot be read at all; everything wrong with the
 // content is a Diagnostic.
 func Load(opts Options, paths ...string) (*Result, error) {
-	files, err := configFiles(paths)
+	files, err := configFiles(paths, opts.Exclude)
 	if err != nil {
 		return nil, err
 	}
@@ -115,6 +115,10 @@ func (l *loader) addFile(name string, data []byte) {
 	l.files = append(l.files, name)
 	docs, diags := parseDocuments(name, data)
 	l.diags = append(l.diags, diags...)
+	if len(docs) == 0 && len(diags) == 0 {
+		l.diags = append(l.diags, diagAt(Pos{File: name, Line: 1, Column: 1}, "", SeverityWarning, "empty-file",
+			"the file holds no document, so it configures nothing"))
+	}
 	for _, d := range docs {
 		l.addDocument(d)
 	}

@@ -260,3 +260,41 @@ tls:
 		}
 	}
 }
+
+// TestExclude: files and directories matching an exclude pattern are not read: a name
+// alone matches anywhere, a pattern with a slash the path below the root.
+func TestExclude(t *testing.T) {
+	dir := t.TempDir()
+	ep := func(name string) string {
+		return "apiVersion: tlsd/v1\nkind: Endpoint\nname: " + name + "\ndomain: " + name + ".example.com\nupstream: 127.0.0.1:9000\n"
+	}
+	files := map[string]string{
+		"a.yaml":                 ep("a"),
+		"docker-compose.yml":     "services: {web: {image: nginx}}\n",
+		"sub/docker-compose.yml": "services: {}\n",
+		"ci/pipeline.yaml":       "stages: [test]\n",
+		"team/ci/endpoint.yaml":  ep("kept"),
+	}
+	for name, content := range files {
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if res, _ := Load(Options{}, dir); !res.Diagnostics.HasErrors() {
+		t.Fatal("without --exclude the foreign YAML should be errors: this test cannot see exclusion")
+	}
+	res, err := Load(Options{Exclude: []string{"docker-compose.yml", "ci/*"}}, dir)
+	if err != nil || res.Diagnostics.HasErrors() {
+		t.Fatalf("with excludes: %v %v", err, res.Diagnostics)
+	}
+	if res.Files != 2 || res.Endpoints != 2 {
+		t.Errorf("read %d files, %d endpoints; want a.yaml and team/ci/endpoint.yaml", res.Files, res.Endpoints)
+	}
+	if err := ValidExclude("[unclosed"); err == nil {
+		t.Error("a malformed pattern is accepted")
+	}
+}

@@ -91,7 +91,44 @@ func (v *validator) check(d *document) (diags Diagnostics, modeFailed bool) {
 		}
 		diags = append(diags, v.explain(d, leaf)...)
 	}
-	return diags, modeFailed
+	return dropImpliedMissing(diags), modeFailed
+}
+
+// dropImpliedMissing leaves out a missing field that a misspelt one stands for: the
+// did-you-mean of `upsteam` says it all, without a second error at the document's start.
+func dropImpliedMissing(diags Diagnostics) Diagnostics {
+	meant := map[string]bool{}
+	for _, d := range diags {
+		if s, ok := DidYouMean(d.Message); ok && d.Code == "unknown-field" {
+			parent, _ := cutLast(d.Path)
+			meant[joinDotted(parent, s)] = true
+		}
+	}
+	return slices.DeleteFunc(diags, func(d Diagnostic) bool { return d.Code == "missing-field" && meant[d.Path] })
+}
+
+// DidYouMean returns the suggestion a diagnostic's message makes, if any.
+func DidYouMean(msg string) (string, bool) {
+	_, after, ok := strings.Cut(msg, `did you mean "`)
+	if !ok {
+		return "", false
+	}
+	s, _, ok := strings.Cut(after, `"`)
+	return s, ok
+}
+
+func cutLast(dotted string) (parent, last string) {
+	if i := strings.LastIndexByte(dotted, '.'); i >= 0 {
+		return dotted[:i], dotted[i+1:]
+	}
+	return "", dotted
+}
+
+func joinDotted(parent, name string) string {
+	if parent == "" {
+		return name
+	}
+	return parent + "." + name
 }
 
 func leaves(e *jsonschema.ValidationError, out []*jsonschema.ValidationError) []*jsonschema.ValidationError {
@@ -191,9 +228,28 @@ func typeMessage(field string, n *yaml.Node, k *kind.Type) string {
 	want := strings.Join(k.Want, " or ")
 	if slices.Contains(k.Want, "string") && n != nil && n.Kind == yaml.ScalarNode &&
 		(k.Got == "number" || k.Got == "integer" || k.Got == "boolean") {
+		if fix := stringFix(field, n.Value); fix != n.Value {
+			return fmt.Sprintf("%s must be a string, not the %s %s; write it as: %s: %q", field, k.Got, n.Value, field, fix)
+		}
 		return fmt.Sprintf("%s must be a string, not the %s %s; quote it: %s: %q", field, k.Got, n.Value, field, n.Value)
 	}
 	return fmt.Sprintf("%s must be %s %s, not %s", field, article(want), want, article(k.Got)+" "+k.Got)
+}
+
+// stringFix is what a number written for a string field most likely meant: a port alone
+// is listen's ":443", a version number is upstream_proxy_protocol's "v2".
+func stringFix(field, value string) string {
+	switch field {
+	case "listen":
+		if _, err := strconv.Atoi(value); err == nil {
+			return ":" + value
+		}
+	case "upstream_proxy_protocol":
+		if value == "1" || value == "2" {
+			return "v" + value
+		}
+	}
+	return value
 }
 
 func article(word string) string {

@@ -100,6 +100,11 @@ type Options struct {
 	// Agent alone, if set). "" or RoleAll checks everything.
 	Role  string
 	Agent string
+	// Exclude leaves out files and directories below a root that match one of these
+	// patterns (path.Match syntax): a pattern with a slash is matched against the path
+	// relative to the root, one without against the name alone. For trees that hold other
+	// YAML, such as a docker-compose.yml.
+	Exclude []string
 }
 
 // Roles of a split deployment, for Options.Role.

@@ -42,6 +42,8 @@ const invalidEndpoint = "apiVersion: tlsd/v1\nkind: Endpoint\nname: a\ndomain: a
 
 func TestValidateExitCodes(t *testing.T) {
 	valid, invalid := writeConfig(t, validEndpoint), writeConfig(t, invalidEndpoint)
+	compose := writeConfig(t, validEndpoint)
+	mustT(t, os.WriteFile(filepath.Join(compose, "docker-compose.yml"), []byte("services: {web: {image: nginx}}\n"), 0o644))
 	cases := []struct {
 		name string
 		args []string
@@ -57,6 +59,9 @@ func TestValidateExitCodes(t *testing.T) {
 		{"bad format", []string{"validate", "--format", "xml", valid}, 2, "", `unknown format "xml"`},
 		{"bad flag", []string{"validate", "--frobnicate", valid}, 2, "", "unknown flag"},
 		{"bad color", []string{"validate", "--color", "pink", valid}, 2, "", "--color"},
+		{"bad exclude", []string{"validate", "--exclude", "[", valid}, 2, "", `--exclude: exclude pattern "["`},
+		{"foreign YAML", []string{"validate", compose}, 1, `docker-compose.yml:1:1: error: missing required field "apiVersion"`, ""},
+		{"exclude", []string{"validate", "--exclude", "docker-compose.yml", compose}, 0, "1 file, 1 endpoint: 0 errors", ""},
 		{"github", []string{"validate", "--format", "github", invalid}, 1, "::error file=" + filepath.Join(invalid, "endpoint.yaml") + ",line=9,col=16,title=tlsd wrong-type::", ""},
 		{"unknown command", []string{"frobnicate"}, 2, "", "unknown command"},
 	}

@@ -20,6 +20,7 @@ func newPlanCmd() *cobra.Command {
 		format    string
 		skipFiles bool
 		admin     string
+		exclude   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "plan [flags] OLD NEW | plan --admin ADDR PATH...",
@@ -45,6 +46,10 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 			if format != "text" && format != "json" {
 				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want text or json)", format)}
 			}
+			if err := checkExcludes(exclude); err != nil {
+				return err
+			}
+			load := schema.Options{SkipFiles: skipFiles, Exclude: exclude}
 			var running *schema.Config
 			var desiredPaths []string
 			switch {
@@ -55,7 +60,7 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 				}
 				running, desiredPaths = cfg, args
 			case admin == "" && len(args) == 2:
-				cfg, err := loadForPlan(cmd, skipFiles, args[0])
+				cfg, err := loadForPlan(cmd, load, args[0])
 				if err != nil {
 					return err
 				}
@@ -63,7 +68,7 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 			default:
 				return &exitError{exitUsage, fmt.Errorf("give OLD and NEW paths, or --admin ADDR and the PATHs tlsd serves")}
 			}
-			desired, err := loadForPlan(cmd, skipFiles, desiredPaths...)
+			desired, err := loadForPlan(cmd, load, desiredPaths...)
 			if err != nil {
 				return err
 			}
@@ -87,13 +92,14 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
 	cmd.Flags().BoolVar(&skipFiles, "skip-files", false, "do not read certificate, key and CA files (content changes are then not seen)")
 	cmd.Flags().StringVar(&admin, "admin", "", "compare against the configuration a running tlsd serves, via its admin address")
+	addExcludeFlag(cmd.Flags(), &exclude)
 	return cmd
 }
 
 // loadForPlan loads one side; an invalid configuration prints its diagnostics and ends
 // with exit status 1.
-func loadForPlan(cmd *cobra.Command, skipFiles bool, paths ...string) (*schema.Config, error) {
-	res, err := schema.Load(schema.Options{SkipFiles: skipFiles}, paths...)
+func loadForPlan(cmd *cobra.Command, load schema.Options, paths ...string) (*schema.Config, error) {
+	res, err := schema.Load(load, paths...)
 	if err != nil {
 		return nil, &exitError{exitUsage, err}
 	}

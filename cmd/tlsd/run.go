@@ -27,6 +27,7 @@ type runFlags struct {
 	shutdownTimeout  time.Duration
 	logFormat        string
 	logLevel         string
+	exclude          []string
 }
 
 func newRunCmd() *cobra.Command {
@@ -77,6 +78,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	addExcludeFlag(fl, &f.exclude)
 }
 
 // loadForRun makes the logger and loads the configuration a serving command starts
@@ -88,6 +90,9 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 	}
 	if _, _, err := runtime.CheckAdminAddr(f.admin); err != nil {
 		return nil, nil, &exitError{exitUsage, err}
+	}
+	if err := checkExcludes(f.exclude); err != nil {
+		return nil, nil, err
 	}
 	res, err := schema.Load(load, args...)
 	if err != nil {
@@ -127,7 +132,7 @@ func hupChannel(ctx context.Context) <-chan struct{} {
 }
 
 func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *runtime.TunnelListen) error {
-	load := schema.Options{Role: role}
+	load := schema.Options{Role: role, Exclude: f.exclude}
 	logger, res, err := loadForRun(cmd, f, args, load)
 	if err != nil {
 		return err

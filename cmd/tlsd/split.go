@@ -112,7 +112,7 @@ func certPool(file string) (*x509.CertPool, error) {
 
 // runAgent loads the agent's view of the configuration and serves it until a signal.
 func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr string, cfg *tls.Config) error {
-	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name})
+	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude})
 	if err != nil {
 		return err
 	}
@@ -122,7 +122,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 	o := runtime.AgentRunOptions{
 		RunOptions: runtime.RunOptions{
 			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger},
-			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name}, Admin: f.admin,
+			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 		},
 		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second,

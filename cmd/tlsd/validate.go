@@ -7,6 +7,7 @@ import (
 	"strings"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/tlsd/tlsd/schema"
 )
@@ -18,6 +19,7 @@ func newValidateCmd() *cobra.Command {
 		skipFiles bool
 		role      string
 		agentName string
+		exclude   []string
 	)
 	cmd := &cobra.Command{
 		Use:   "validate [flags] PATH...",
@@ -31,7 +33,8 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 		Example: `  tlsd validate endpoints/
   tlsd validate --role edge endpoints/                    # on the edge: agents' keys may be absent
   tlsd validate --format github --skip-files endpoints/     # in CI, without secrets
-  tlsd validate --format json endpoints/ | jq .summary`,
+  tlsd validate --format json endpoints/ | jq .summary
+  tlsd validate --exclude docker-compose.yml --exclude 'ci/*' .   # a tree with other YAML`,
 		Args: cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !slices.Contains(schema.Formats, format) {
@@ -44,7 +47,10 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 			if role != schema.RoleAll && role != schema.RoleEdge && role != schema.RoleAgent {
 				return &exitError{exitUsage, fmt.Errorf("--role: %q is not edge, agent or all", role)}
 			}
-			res, err := schema.Load(schema.Options{SkipFiles: skipFiles, Role: role, Agent: agentName}, args...)
+			if err := checkExcludes(exclude); err != nil {
+				return err
+			}
+			res, err := schema.Load(schema.Options{SkipFiles: skipFiles, Role: role, Agent: agentName, Exclude: exclude}, args...)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -63,7 +69,23 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 	f.BoolVar(&skipFiles, "skip-files", false, "check everything but the referenced certificate, key and CA files (for CI without secrets)")
 	f.StringVar(&role, "role", schema.RoleAll, "check only the files this side of a split deployment reads: edge, agent or all")
 	f.StringVar(&agentName, "agent", "", "with --role agent: only the endpoints of this agent")
+	addExcludeFlag(f, &exclude)
 	return cmd
+}
+
+// addExcludeFlag registers --exclude, which every command that reads a configuration
+// tree takes, so that validate, plan and run read the same files.
+func addExcludeFlag(f *pflag.FlagSet, exclude *[]string) {
+	f.StringArrayVar(exclude, "exclude", nil, "leave out files and directories matching `GLOB` (repeatable): with a slash matched against the path below PATH, without against the name alone")
+}
+
+func checkExcludes(patterns []string) error {
+	for _, p := range patterns {
+		if err := schema.ValidExclude(p); err != nil {
+			return &exitError{exitUsage, fmt.Errorf("--exclude: %w", err)}
+		}
+	}
+	return nil
 }
 
 // wantColor decides on ANSI colours: only for a terminal, and never when NO_COLOR is set.
