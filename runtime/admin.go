@@ -19,11 +19,14 @@ func (d *Daemon) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if d.Generation() == 0 {
+		switch {
+		case d.stopping.Load():
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+		case d.Generation() == 0:
 			http.Error(w, "no configuration applied yet", http.StatusServiceUnavailable)
-			return
+		default:
+			fmt.Fprintln(w, "ready")
 		}
-		fmt.Fprintln(w, "ready")
 	})
 	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Status()) })
 	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Config().Portable()) })

@@ -27,6 +27,8 @@ type Agent struct {
 	log    *slog.Logger
 	gen    atomic.Pointer[agentGeneration]
 	Tunnel *agent.TunnelClient
+	// stopping is set when a shutdown begins: /readyz says 503 from then on.
+	stopping atomic.Bool
 
 	mu      sync.Mutex // serialises Apply; guards attempt
 	attempt Attempt

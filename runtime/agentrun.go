@@ -57,6 +57,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	}
 	newReloader(a, a.log, w, o.RunOptions).loop(ctx)
 
+	a.stopping.Store(true)
 	a.log.Info("shutting down: closing the tunnel")
 	stopTunnel()
 	select {
@@ -95,6 +96,10 @@ func (a *Agent) AdminHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if a.stopping.Load() {
+			http.Error(w, "shutting down", http.StatusServiceUnavailable)
+			return
+		}
 		if a.Generation() == 0 || a.Tunnel == nil || !a.Tunnel.Status().Connected {
 			http.Error(w, "not connected to the edge", http.StatusServiceUnavailable)
 			return

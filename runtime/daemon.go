@@ -59,9 +59,12 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *metrics
 	gen     atomic.Pointer[generation]
-	ctx     context.Context // ends background work at Shutdown
-	cancel  context.CancelFunc
-	bg      sync.WaitGroup // background goroutines: serving, draining
+	// stopping is set the moment a shutdown begins: /readyz turns 503 at once, so a load
+	// balancer stops sending before the listeners close.
+	stopping atomic.Bool
+	ctx      context.Context // ends background work at Shutdown
+	cancel   context.CancelFunc
+	bg       sync.WaitGroup // background goroutines: serving, draining
 
 	mu       sync.Mutex // serialises Apply and Shutdown; guards the following fields
 	servers  map[string]*edge.Server
@@ -322,6 +325,7 @@ func fieldNames(fs []reconcile.FieldChange) []string {
 // Shutdown stops accepting everywhere at once and waits for open connections to finish;
 // when ctx ends first it cuts the rest and says how many.
 func (d *Daemon) Shutdown(ctx context.Context) error {
+	d.stopping.Store(true)
 	d.mu.Lock()
 	d.closed = true
 	all := make([]*edge.Server, 0, len(d.servers)+len(d.draining))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/tls"
 	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -148,5 +149,64 @@ func TestCAPrintsTheRoot(t *testing.T) {
 	_, out2, _ := tlsd(t, "ca", "--state-dir", dir)
 	if code != 0 || !strings.HasPrefix(out, "-----BEGIN CERTIFICATE-----") || out != out2 {
 		t.Errorf("tlsd ca: exit %d, stable = %v\n%s", code, out == out2, out)
+	}
+}
+
+// TestShutdownReadinessAndExit: /readyz turns 503 the moment SIGTERM arrives, while the
+// open connection drains; a shutdown whose timeout closes that connection did what it
+// was asked and exits 0.
+func TestShutdownReadinessAndExit(t *testing.T) {
+	up, err := net.Listen("tcp", "127.0.0.1:0") // accepts and holds
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer up.Close()
+	go func() {
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	dir := t.TempDir()
+	cfg := "apiVersion: tlsd/v1\nkind: Endpoint\nname: e\ndomain: e.test\nupstream: " + up.Addr().String() +
+		"\nterminate_at: edge\ntls: {issuer: internal}\n"
+	os.WriteFile(filepath.Join(dir, "e.yaml"), []byte(cfg), 0o644)
+	addr, admin := freeAddr(t), freeAddr(t)
+	cmd, out := tlsdProcess(t, "run", "--listen", addr, "--admin", admin, "--shutdown-timeout", "1s",
+		"--state-dir", filepath.Join(dir, "state"), "--log-format", "json", dir)
+	var conn *tls.Conn
+	for deadline := time.Now().Add(10 * time.Second); conn == nil; time.Sleep(50 * time.Millisecond) {
+		if conn, err = tls.Dial("tcp", addr, &tls.Config{ServerName: "e.test", InsecureSkipVerify: true}); err != nil && time.Now().After(deadline) {
+			t.Fatalf("tlsd never served: %v\n%s", err, out)
+		}
+	}
+	defer conn.Close()
+	ready := func() int {
+		resp, err := http.Get("http://" + admin + "/readyz")
+		if err != nil {
+			return 0
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := ready(); code != http.StatusOK {
+		t.Fatalf("/readyz = %d before the shutdown", code)
+	}
+	signalled := time.Now()
+	cmd.Process.Signal(syscall.SIGTERM)
+	for ready() != http.StatusServiceUnavailable {
+		if time.Since(signalled) > 2*time.Second {
+			t.Fatalf("/readyz not 503 %s after SIGTERM\n%s", time.Since(signalled), out)
+		}
+	}
+	t.Logf("/readyz 503 %s after SIGTERM", time.Since(signalled).Round(time.Microsecond))
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("a shutdown that closed what its timeout said to: %v, want exit 0\n%s", err, out)
+	}
+	if !strings.Contains(out.String(), "the shutdown timeout closed connections still open") {
+		t.Errorf("no log line for the connections the timeout closed:\n%s", out)
 	}
 }
