@@ -135,6 +135,16 @@ func Names(cert *x509.Certificate) []string {
 
 // AddFiles adds every certificate of the PEM files to pool. Errors name the file.
 func AddFiles(pool *x509.CertPool, files ...string) error {
+	return addFiles(pool, false, files)
+}
+
+// AddCAFiles is AddFiles for trust anchors of client certificates: every certificate must
+// be a CA, since crypto/tls trusts any certificate in the pool as itself.
+func AddCAFiles(pool *x509.CertPool, files ...string) error {
+	return addFiles(pool, true, files)
+}
+
+func addFiles(pool *x509.CertPool, onlyCAs bool, files []string) error {
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -145,6 +155,9 @@ func AddFiles(pool *x509.CertPool, files ...string) error {
 			return fmt.Errorf("certificates in %s: %w", f, err)
 		}
 		for _, c := range list {
+			if onlyCAs && (!c.IsCA || !c.BasicConstraintsValid) {
+				return fmt.Errorf("certificates in %s: %q is not a CA", f, c.Subject.CommonName)
+			}
 			pool.AddCert(c)
 		}
 	}

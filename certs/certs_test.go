@@ -6,6 +6,8 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -91,5 +93,25 @@ func TestParseCertificates(t *testing.T) {
 	}
 	if KeyAlgorithm(leaf.Cert) != "ECDSA P-256" {
 		t.Errorf("KeyAlgorithm = %q", KeyAlgorithm(leaf.Cert))
+	}
+}
+
+// TestAddCAFilesRefusesLeaves: a leaf in a client-CA bundle would be trusted as itself.
+func TestAddCAFilesRefusesLeaves(t *testing.T) {
+	ca, err := testpki.NewCA("clients CA", time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	stranger, _ := testpki.NewCA("mallory's CA", time.Time{}, time.Time{})
+	mallory, _ := stranger.Issue(testpki.Options{CommonName: "mallory", Client: true})
+	dir := t.TempDir()
+	onlyCA, mixed := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "mixed.pem")
+	os.WriteFile(onlyCA, ca.CertPEM(), 0o644)
+	os.WriteFile(mixed, append(ca.CertPEM(), mallory.CertPEM()...), 0o644)
+	if err := AddCAFiles(x509.NewCertPool(), onlyCA); err != nil {
+		t.Errorf("a bundle of CAs: %v", err)
+	}
+	if err := AddCAFiles(x509.NewCertPool(), mixed); err == nil || !strings.Contains(err.Error(), `"mallory" is not a CA`) {
+		t.Errorf("a bundle with a leaf: %v", err)
 	}
 }

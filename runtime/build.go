@@ -145,7 +145,7 @@ func (b *builder) serverTLS(ep *schema.Endpoint, src certSource) (*tls.Config, e
 	}
 	if m := ep.TLS.MutualTLS; m != nil {
 		p.ClientCAs = x509.NewCertPool()
-		if err := certs.AddFiles(p.ClientCAs, m.CertificateAuthorities...); err != nil {
+		if err := certs.AddCAFiles(p.ClientCAs, m.CertificateAuthorities...); err != nil {
 			return nil, fmt.Errorf("endpoint %s: %w", ep.Name, err)
 		}
 	}

@@ -42,7 +42,7 @@ var Codes = []Code{
 	{"certificate-expired", SeverityError, "the certificate has expired"},
 	{"certificate-not-yet-valid", SeverityError, "the certificate is not valid yet"},
 	{"certificate-expiring", SeverityWarning, "the certificate expires within 14 days"},
-	{"not-a-ca", SeverityError, "a client CA file holds no CA certificate"},
+	{"not-a-ca", SeverityError, "a client CA file holds a certificate that is not a CA"},
 	{"key-permissions", SeverityWarning, "a private key file is readable by group or others"},
 	{"empty-file", SeverityWarning, "a configuration file holds no document (tlsd run waits for a file being written)"},
 	{"schema", SeverityError, "any other schema violation"},

@@ -198,8 +198,8 @@ func roundDays(d time.Duration) string {
 	return fmt.Sprintf("%d days", days)
 }
 
-// checkCAFile checks a PEM bundle of certificates; for client authentication every bundle
-// must hold at least one CA certificate.
+// checkCAFile checks a PEM bundle of certificates; for client authentication every
+// certificate in it must be a CA.
 func (l *loader) checkCAFile(d *document, path, file string, needCA bool) {
 	if l.opts.SkipFiles {
 		return
@@ -212,12 +212,14 @@ func (l *loader) checkCAFile(d *document, path, file string, needCA bool) {
 	if !needCA {
 		return
 	}
-	for _, c := range cr.certs {
-		if c.IsCA && c.BasicConstraintsValid {
+	// Every certificate in a trust bundle is a trust anchor to crypto/tls: a leaf among
+	// the CAs would be trusted as itself, whoever issued it.
+	for i, c := range cr.certs {
+		if !c.IsCA || !c.BasicConstraintsValid {
+			l.add(d, path, SeverityError, "not-a-ca",
+				"certificate %d of %d in %s (for %s) is not a CA; a client CA file must hold only CA certificates, or that certificate itself is trusted",
+				i+1, len(cr.certs), file, nameList(c))
 			return
 		}
 	}
-	l.add(d, path, SeverityError, "not-a-ca",
-		"%s holds no CA certificate (its first certificate is for %s); give the CA that signs client certificates",
-		file, nameList(cr.certs[0]))
 }

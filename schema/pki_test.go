@@ -55,5 +55,12 @@ func TestGeneratePKI(t *testing.T) {
 		NotBefore: date(2026, 1, 1), NotAfter: date(2036, 1, 1)})
 	must(err)
 	must(client.WriteFiles(out("client.crt"), "")) // a leaf alone: not a CA bundle
+	stranger, err := testpki.NewCA("mallory's own CA", date(2026, 1, 1), date(2040, 1, 1))
+	must(err)
+	mallory, err := stranger.Issue(testpki.Options{CommonName: "mallory", DNSNames: []string{"mallory.clients.example.com"}, Client: true,
+		NotBefore: date(2026, 1, 1), NotAfter: date(2036, 1, 1)})
+	must(err)
+	// The CA and a leaf it did not issue: the leaf would be trusted as an anchor.
+	must(os.WriteFile(out("clients-ca-and-leaf.crt"), append(clients.CertPEM(), mallory.CertPEM()...), 0o644))
 	must(os.WriteFile(out("garbage.pem"), []byte("this is not a PEM file\n"), 0o644))
 }
