@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -9,6 +10,9 @@ import (
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/termination"
 )
+
+// maxServerName is the longest DNS name (RFC 1035: 255 octets on the wire, 253 written).
+const maxServerName = 253
 
 // accepted is one connection on its way through the front's steps.
 type accepted struct {
@@ -55,10 +59,17 @@ func (s *Server) peek(a *accepted) bool {
 	return true
 }
 
-// route finds the endpoint of the server name. There is no default route: an unknown or
-// missing name gets the unrecognized_name alert.
+// route finds the endpoint of the server name. There is no default route: an unknown,
+// missing or impossible name gets the unrecognized_name alert.
 func (s *Server) route(a *accepted) bool {
 	name := a.conn.Hello.ServerName
+	if len(name) > maxServerName {
+		a.info.SNI = relay.Bound(name, relay.MaxLoggedName)
+		a.info.Fail("bad_sni", fmt.Sprintf("SNI of %d bytes, longer than a DNS name can be (%d)", len(name), maxServerName))
+		sendAlert(a.raw, alertUnrecognizedName)
+		a.raw.Close()
+		return false
+	}
 	r := s.table.Load().Lookup(name)
 	if r == nil {
 		a.info.Fail(unknownSNI(name))

@@ -9,10 +9,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"time"
+	"unicode/utf8"
 )
 
 // Handler takes a client connection to its destination. It owns c and must close it.
@@ -82,7 +84,28 @@ func (i *Info) Fail(code, reason string) {
 	}
 }
 
-// LogEnd writes the one line a connection gets when it ends.
+// Bounds of what a client controls in a log line: a DNS name is 253 bytes at most; a
+// certificate subject or a sentence with one in it gets some room more.
+const (
+	MaxLoggedName   = 253
+	MaxLoggedReason = 512
+)
+
+// Bound cuts a string a peer controls to max bytes (at a rune boundary) and says how
+// long it was. The log handler escapes what it prints; this bounds how much.
+func Bound(s string, max int) string {
+	if len(s) <= max {
+		return s
+	}
+	cut := max
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return fmt.Sprintf("%s...(%d bytes)", s[:cut], len(s))
+}
+
+// LogEnd writes the one line a connection gets when it ends. What the client sent (its
+// server name, its certificate's subject, reasons quoting them) is bounded.
 func LogEnd(log *slog.Logger, info *Info) {
 	var attrs []any
 	if info.Endpoint != "" {
@@ -92,19 +115,19 @@ func LogEnd(log *slog.Logger, info *Info) {
 	if info.Client != nil {
 		client = info.Client.String()
 	}
-	attrs = append(attrs, "client", client, "sni", info.SNI,
+	attrs = append(attrs, "client", client, "sni", Bound(info.SNI, MaxLoggedName),
 		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration", time.Since(info.Start).Round(time.Microsecond))
 	if info.TLSVersion != 0 {
 		attrs = append(attrs, "tls_version", tls.VersionName(info.TLSVersion))
 	}
 	if info.ClientIdentity != "" {
-		attrs = append(attrs, "client_identity", info.ClientIdentity)
+		attrs = append(attrs, "client_identity", Bound(info.ClientIdentity, MaxLoggedReason))
 	}
 	if info.Upstream != "" {
 		attrs = append(attrs, "upstream", info.Upstream)
 	}
 	if info.Reason != "" {
-		log.Warn("connection failed", append(attrs, "reason", info.Reason)...)
+		log.Warn("connection failed", append(attrs, "reason", Bound(info.Reason, MaxLoggedReason))...)
 		return
 	}
 	log.Info("connection closed", attrs...)

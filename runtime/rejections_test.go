@@ -114,6 +114,27 @@ func TestGarbageInsteadOfClientHello(t *testing.T) {
 	w.log.waitFor(t, "connection failed", "did not start with a TLS ClientHello")
 }
 
+// TestHugeSNI: a server name longer than a DNS name can be is refused with
+// unrecognized_name, and the log line it costs stays small.
+func TestHugeSNI(t *testing.T) {
+	t.Parallel()
+	w := newWorld(t)
+	before := len(w.log.String())
+	name := strings.Repeat("a", 60) + "." + strings.Repeat("b", 60000)
+	raw, err := net.Dial("tcp", w.addr())
+	must(t, err)
+	defer raw.Close()
+	tc := tls.Client(raw, &tls.Config{ServerName: name, InsecureSkipVerify: true})
+	tc.SetDeadline(time.Now().Add(5 * time.Second))
+	if err := tc.Handshake(); err == nil || !strings.Contains(err.Error(), "unrecognized name") {
+		t.Errorf("handshake with a 60,000-byte SNI: %v, want unrecognized_name", err)
+	}
+	line := w.log.waitFor(t, "connection failed", "longer than a DNS name can be")
+	if added := len(w.log.String()) - before; added > 2000 {
+		t.Errorf("one connection with a 60,000-byte SNI added %d bytes to the log:\n%.300s", added, line)
+	}
+}
+
 // tinySegments writes every byte in its own TCP segment (Go sets TCP_NODELAY).
 type tinySegments struct{ net.Conn }
 
