@@ -9,6 +9,8 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -44,6 +46,40 @@ func handleProfiling(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("GET /debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
+}
+
+// guardAdmin puts the exposure policy in front of an admin handler:
+//   - a request must name the admin API in its Host header: an IP address, localhost, or
+//     one of AdminHosts. A DNS-rebinding page (a name of the attacker's resolving to
+//     127.0.0.1) in an operator's browser would otherwise read /status and /config.
+//   - /debug/pprof/ (CPU profiles, traces, the command line) is served on a loopback
+//     admin address, elsewhere only with AdminPprof.
+func guardAdmin(h http.Handler, o RunOptions) http.Handler {
+	_, loopback, _ := CheckAdminAddr(o.Admin)
+	profiling := loopback || o.AdminPprof
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !adminHostAllowed(r.Host, o.AdminHosts) {
+			http.Error(w, "unknown Host header: the admin API answers to an IP address, localhost or an --admin-host name", http.StatusMisdirectedRequest)
+			return
+		}
+		if !profiling && strings.HasPrefix(r.URL.Path, "/debug/pprof") {
+			http.Error(w, "profiling is served on a loopback admin address; --admin-pprof serves it here too", http.StatusNotFound)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+func adminHostAllowed(hostport string, names []string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return true // no rebinding through an address literal
+	}
+	return strings.EqualFold(host, "localhost") || slices.ContainsFunc(names, func(n string) bool { return strings.EqualFold(n, host) })
 }
 
 func writeJSON(w http.ResponseWriter, v any) {

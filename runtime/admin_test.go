@@ -135,3 +135,49 @@ func TestCheckAdminAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestAdminExposure: the admin API answers only to Host headers that name it (an IP
+// address, localhost, or a configured name), so a DNS-rebinding page cannot read it, and
+// serves profiles beyond loopback only when asked to.
+func TestAdminExposure(t *testing.T) {
+	t.Parallel()
+	d := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
+	req := func(h http.Handler, host, path string) int {
+		r := httptest.NewRequest("GET", path, nil)
+		r.Host = host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, r)
+		return rec.Code
+	}
+	loopback := guardAdmin(d.AdminHandler(), RunOptions{Admin: "127.0.0.1:9180", AdminHosts: []string{"tlsd.internal"}})
+	for _, c := range []struct {
+		host string
+		want int
+	}{
+		{"127.0.0.1:9180", http.StatusOK},
+		{"[::1]:9180", http.StatusOK},
+		{"localhost:9180", http.StatusOK},
+		{"LOCALHOST", http.StatusOK},
+		{"tlsd.internal:9180", http.StatusOK},
+		{"attacker.example:9180", http.StatusMisdirectedRequest}, // rebinding: the name resolves to 127.0.0.1
+		{"localhost.attacker.example", http.StatusMisdirectedRequest},
+	} {
+		if got := req(loopback, c.host, "/healthz"); got != c.want {
+			t.Errorf("Host %q: %d, want %d", c.host, got, c.want)
+		}
+	}
+	if got := req(loopback, "127.0.0.1:9180", "/debug/pprof/cmdline"); got != http.StatusOK {
+		t.Errorf("pprof on a loopback admin address: %d", got)
+	}
+	exposed := guardAdmin(d.AdminHandler(), RunOptions{Admin: "0.0.0.0:9180"})
+	if got := req(exposed, "192.0.2.7:9180", "/debug/pprof/cmdline"); got != http.StatusNotFound {
+		t.Errorf("pprof on 0.0.0.0 without --admin-pprof: %d, want 404", got)
+	}
+	if got := req(exposed, "192.0.2.7:9180", "/status"); got != http.StatusOK {
+		t.Errorf("/status on 0.0.0.0: %d", got)
+	}
+	asked := guardAdmin(d.AdminHandler(), RunOptions{Admin: "0.0.0.0:9180", AdminPprof: true})
+	if got := req(asked, "192.0.2.7:9180", "/debug/pprof/cmdline"); got != http.StatusOK {
+		t.Errorf("pprof on 0.0.0.0 with --admin-pprof: %d", got)
+	}
+}

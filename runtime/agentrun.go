@@ -51,7 +51,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	tunnelDone := make(chan struct{})
 	go func() { defer close(tunnelDone); a.Tunnel.Run(tctx) }()
 	actx, stopAdmin := context.WithCancel(context.Background())
-	adminDone := serveAdminOn(actx, adminLn, a.AdminHandler(), a.log)
+	adminDone := serveAdminOn(actx, adminLn, guardAdmin(a.AdminHandler(), o.RunOptions), a.log)
 	if o.StartedAgent != nil {
 		o.StartedAgent(a)
 	}

@@ -37,6 +37,10 @@ type RunOptions struct {
 	Paths           []string       // what to load and watch
 	Load            schema.Options // how to load it
 	Admin           string         // admin API address, or "off"
+	// AdminHosts are further host names the admin API answers to (see guardAdmin);
+	// AdminPprof serves /debug/pprof/ on an admin address beyond loopback too.
+	AdminHosts []string
+	AdminPprof bool
 	ShutdownTimeout time.Duration
 	Debounce        time.Duration   // quiet period after the last file event; 0: DefaultDebounce
 	DebounceCap     time.Duration   // longest wait after the first event; 0: DefaultDebounceCap
@@ -84,7 +88,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 		d.log.Info("tunnel listener: agents connect here", "address", tunnelLn.Addr().String())
 	}
 	actx, stopAdmin := context.WithCancel(context.Background())
-	adminDone := serveAdminOn(actx, adminLn, d.AdminHandler(), d.log)
+	adminDone := serveAdminOn(actx, adminLn, guardAdmin(d.AdminHandler(), o), d.log)
 	if o.Started != nil {
 		o.Started(d)
 	}

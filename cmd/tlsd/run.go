@@ -28,6 +28,8 @@ type runFlags struct {
 	logFormat        string
 	logLevel         string
 	exclude          []string
+	adminHosts       []string
+	adminPprof       bool
 }
 
 func newRunCmd() *cobra.Command {
@@ -73,6 +75,8 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 		fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
 	}
 	fl.StringVar(&f.admin, "admin", admin, "admin API address (/healthz /readyz /status /config /metrics), or off")
+	fl.StringArrayVar(&f.adminHosts, "admin-host", nil, "a host `NAME` the admin API answers to besides IP addresses and localhost (repeatable), e.g. for a reverse proxy in front of it")
+	fl.BoolVar(&f.adminPprof, "admin-pprof", false, "serve /debug/pprof/ also when the admin address is not loopback")
 	fl.StringVar(&f.stateDir, "state-dir", ".tlsd", "directory for tlsd's state: the internal issuer's CA, ACME accounts and certificates")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a client has to send its ClientHello and finish the TLS handshake (and an upstream to answer)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
@@ -143,7 +147,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
-		InitialWarnings: res.Diagnostics,
+		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
 	if err := runtime.Run(ctx, res.Config, opts); err != nil {
 		return &exitError{exitInvalid, err}

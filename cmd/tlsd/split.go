@@ -124,6 +124,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger},
 			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
+			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 		},
 		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second,
 	}
