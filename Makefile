@@ -4,7 +4,7 @@ BIN      ?= bin/tlsd
 PKGS     := ./...
 PEBBLE_VERSION := v2.10.3
 
-.PHONY: help build test tools lint fmt run validate-examples bench gobench soak fuzz clean
+.PHONY: help build test tools lint fmt run validate-examples bench gobench soak fuzz fuzz-corpus clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -55,8 +55,20 @@ gobench: ## Go benchmarks of the hot paths
 soak: ## 1,000 reloads under load (long-lived and new connections in all modes)
 	$(GO) test -count=1 -run 'TestReloadUnderLoad|TestReloadNegativeControl' -v -timeout 30m ./runtime -args -soak
 
-fuzz: ## fuzz the config loader for 60 s
-	$(GO) test -run '^$$' -fuzz FuzzLoad -fuzztime 60s ./schema
+FUZZTIME ?= 30s
+
+fuzz: ## fuzz the config loader and the ClientHello peek, FUZZTIME (30 s) each
+	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./schema
+	$(GO) test -run '^$$' -fuzz '^FuzzClientHello$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./edge
+
+fuzz-corpus: ## keep up to 40 of the inputs fuzzing found, under testdata/fuzz/, for go test to replay
+	@for t in schema:FuzzLoad edge:FuzzClientHello; do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		src=$$($(GO) env GOCACHE)/fuzz/github.com/tlsd/tlsd/$$pkg/$$name; \
+		mkdir -p $$pkg/testdata/fuzz/$$name; \
+		ls -S -r $$src 2>/dev/null | head -40 | while read f; do cp $$src/$$f $$pkg/testdata/fuzz/$$name/; done; \
+		echo "$$pkg/testdata/fuzz/$$name: $$(ls $$pkg/testdata/fuzz/$$name | wc -l) inputs"; \
+	done
 
 clean: ## remove build output
 	rm -rf bin
