@@ -21,6 +21,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/tlsd/tlsd/certs"
@@ -39,6 +40,11 @@ type CA struct {
 	key     crypto.Signer
 	now     func() time.Time
 
+	// Recovered, when not empty, says that Open found the remains of a creation that
+	// never finished (a full disk, a crash) and set them aside to create this CA: the
+	// caller should tell the operator, since clients must trust the new root.
+	Recovered string
+
 	mu     sync.Mutex // guards leaves
 	leaves map[string]*tls.Certificate
 }
@@ -48,15 +54,52 @@ func RootFile(stateDir string) string { return filepath.Join(stateDir, "ca", "ro
 func KeyFile(stateDir string) string  { return filepath.Join(stateDir, "ca", "root.key") }
 
 // Open loads the CA from stateDir, creating it (directory 0700, key 0600) on first use.
-// now is the clock; nil means time.Now.
+// now is the clock; nil means time.Now. Creation is atomic: the CA appears whole or not at
+// all, and what an unfinished creation left (empty files) is set aside, not trusted.
 func Open(stateDir string, now func() time.Time) (*CA, error) {
 	if now == nil {
 		now = time.Now
+	}
+	switch incomplete, err := unfinished(stateDir); {
+	case err != nil:
+		return nil, err
+	case incomplete:
+		aside := filepath.Join(stateDir, fmt.Sprintf("ca.incomplete-%d", now().UnixNano()))
+		if err := os.Rename(caDir(stateDir), aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("local CA: set aside the unfinished %s: %w", caDir(stateDir), err)
+		}
+		ca, err := create(stateDir, now)
+		if ca != nil {
+			ca.Recovered = fmt.Sprintf("%s held an unfinished CA (empty files): set aside as %s and created a new one; clients must trust the new root", caDir(stateDir), aside)
+		}
+		return ca, err
 	}
 	if _, err := os.Stat(RootFile(stateDir)); errors.Is(err, fs.ErrNotExist) {
 		return create(stateDir, now)
 	}
 	return load(stateDir, now)
+}
+
+func caDir(stateDir string) string { return filepath.Dir(RootFile(stateDir)) }
+
+// unfinished reports whether the CA directory exists but holds nothing usable: no root,
+// and no file with content. (A root without its key, or a key without its root, is an
+// operator's business, not ours: load says so.)
+func unfinished(stateDir string) (bool, error) {
+	entries, err := os.ReadDir(caDir(stateDir))
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("local CA: %w", err)
+	}
+	for _, e := range entries {
+		fi, err := e.Info()
+		if err != nil || fi.Size() > 0 {
+			return false, nil
+		}
+	}
+	return len(entries) > 0, nil
 }
 
 func load(stateDir string, now func() time.Time) (*CA, error) {
@@ -87,8 +130,7 @@ func load(stateDir string, now func() time.Time) (*CA, error) {
 }
 
 func create(stateDir string, now func() time.Time) (*CA, error) {
-	dir := filepath.Dir(RootFile(stateDir))
-	if err := os.MkdirAll(dir, 0o700); err != nil {
+	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)
 	}
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
@@ -114,39 +156,72 @@ func create(stateDir string, now func() time.Time) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)
 	}
-	// The key first, exclusively: two processes racing to create the CA must not end
-	// up with one's certificate and the other's key.
-	if err := writeExclusive(KeyFile(stateDir), pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
-		if !errors.Is(err, fs.ErrExist) {
-			return nil, err
-		}
-		// Another process is creating the CA: give it a moment to write the root.
-		time.Sleep(100 * time.Millisecond)
-		if _, serr := os.Stat(RootFile(stateDir)); serr != nil {
-			return nil, fmt.Errorf("local CA: %s exists without %s; remove it to create a new CA", KeyFile(stateDir), RootFile(stateDir))
-		}
-		return load(stateDir, now)
-	}
-	if err := os.WriteFile(RootFile(stateDir), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+	ca := &CA{rootDER: der, key: key, now: now, leaves: map[string]*tls.Certificate{}}
+	if ca.root, err = x509.ParseCertificate(der); err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)
 	}
-	root, err := x509.ParseCertificate(der)
-	if err != nil {
-		return nil, fmt.Errorf("local CA: %w", err)
+	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	switch err := publish(stateDir, keyPEM, rootPEM); {
+	case errors.Is(err, fs.ErrExist):
+		return load(stateDir, now) // another process created it first: use theirs
+	case err != nil:
+		return nil, err
 	}
-	return &CA{root: root, rootDER: der, key: key, now: now, leaves: map[string]*tls.Certificate{}}, nil
+	return ca, nil
 }
 
-func writeExclusive(path string, data []byte, mode os.FileMode) error {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+// publish writes the key and the root into a new directory, synced, and renames it into
+// place: the CA appears whole or not at all, whatever fails (a full disk, a crash) and
+// whoever races (two processes creating it: one rename wins, the other finds fs.ErrExist).
+func publish(stateDir string, keyPEM, rootPEM []byte) error {
+	tmp, err := os.MkdirTemp(stateDir, ".ca-new-")
 	if err != nil {
+		return fmt.Errorf("local CA: %w", err)
+	}
+	defer os.RemoveAll(tmp) // gone already once renamed
+	if err := writeSynced(filepath.Join(tmp, "root.key"), keyPEM, 0o600); err != nil {
 		return err
 	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
+	if err := writeSynced(filepath.Join(tmp, "root.crt"), rootPEM, 0o644); err != nil {
+		return err
+	}
+	if err := syncDir(tmp); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, caDir(stateDir)); err != nil {
+		if errors.Is(err, fs.ErrExist) || errors.Is(err, syscall.ENOTEMPTY) {
+			return fs.ErrExist
+		}
+		return fmt.Errorf("local CA: %w", err)
+	}
+	return syncDir(stateDir)
+}
+
+func writeSynced(path string, data []byte, mode os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
+	if err != nil {
+		return fmt.Errorf("local CA: %w", err)
+	}
+	_, werr := f.Write(data)
+	serr := f.Sync()
+	if err := errors.Join(werr, serr, f.Close()); err != nil {
 		return fmt.Errorf("local CA: write %s: %w", path, err)
 	}
-	return f.Close()
+	return nil
+}
+
+// syncDir makes a rename or a new file in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("local CA: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("local CA: sync %s: %w", dir, err)
+	}
+	return nil
 }
 
 func randomSerial() *big.Int {

@@ -3,8 +3,14 @@ package localca
 import (
 	"crypto/ecdsa"
 	"crypto/x509"
+	"errors"
 	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -93,5 +99,92 @@ func TestKeyWithoutRootIsAClearError(t *testing.T) {
 	os.Remove(RootFile(dir))
 	if _, err := Open(dir, nil); err == nil {
 		t.Error("a stray key was silently reused or replaced")
+	}
+}
+
+// TestUnfinishedCreationIsSetAside: what a full disk left of an older creation (an empty
+// root.key, no root) no longer refuses every start: it is set aside, a new CA is made,
+// and the caller is told.
+func TestUnfinishedCreationIsSetAside(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.MkdirAll(filepath.Dir(KeyFile(dir)), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(KeyFile(dir), nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	ca, err := Open(dir, nil)
+	if err != nil {
+		t.Fatalf("open over an empty root.key: %v", err)
+	}
+	if !strings.Contains(ca.Recovered, "unfinished") {
+		t.Errorf("Recovered = %q, want a word for the operator", ca.Recovered)
+	}
+	again, err := Open(dir, nil)
+	if err != nil || !again.Root().Equal(ca.Root()) || again.Recovered != "" {
+		t.Errorf("reopen: %v, same root %v, recovered %q", err, err == nil && again.Root().Equal(ca.Root()), again.Recovered)
+	}
+	if aside, _ := filepath.Glob(filepath.Join(dir, "ca.incomplete-*")); len(aside) != 1 {
+		t.Errorf("the unfinished CA was not kept aside: %v", aside)
+	}
+}
+
+// TestCreationFailureLeavesNothing runs in a child process that may write no file larger
+// than 100 bytes, so writing the key fails as on a full disk: Open fails with the reason
+// and leaves no CA directory behind, and a later Open creates the CA.
+func TestCreationFailureLeavesNothing(t *testing.T) {
+	if dir := os.Getenv("TLSD_FSIZE_CHILD"); dir != "" {
+		signal.Ignore(syscall.SIGXFSZ) // the write fails with EFBIG instead of killing us
+		lim := syscall.Rlimit{Cur: 100, Max: 100}
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &lim); err != nil {
+			t.Fatal(err)
+		}
+		_, err := Open(dir, nil)
+		if err == nil || !errors.Is(err, syscall.EFBIG) {
+			t.Fatalf("open with a full disk: %v, want EFBIG", err)
+		}
+		t.Log("FSIZE-CHILD-OK")
+		return
+	}
+	dir := t.TempDir()
+	cmd := exec.Command(os.Args[0], "-test.run=^TestCreationFailureLeavesNothing$", "-test.v")
+	cmd.Env = append(os.Environ(), "TLSD_FSIZE_CHILD="+dir)
+	out, err := cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "FSIZE-CHILD-OK") {
+		t.Fatalf("child: %v\n%s", err, out)
+	}
+	entries, _ := os.ReadDir(dir)
+	if len(entries) != 0 {
+		t.Errorf("a failed creation left %v in the state directory", entries)
+	}
+	if _, err := Open(dir, nil); err != nil {
+		t.Errorf("open once the disk has room: %v", err)
+	}
+}
+
+// TestConcurrentCreation: processes racing to create the CA end with one CA.
+func TestConcurrentCreation(t *testing.T) {
+	dir := t.TempDir()
+	roots := make(chan *x509.Certificate, 8)
+	var wg sync.WaitGroup
+	for range cap(roots) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ca, err := Open(dir, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			roots <- ca.Root()
+		}()
+	}
+	wg.Wait()
+	close(roots)
+	first := <-roots
+	for r := range roots {
+		if !r.Equal(first) {
+			t.Fatal("racing creators ended with different roots")
+		}
 	}
 }

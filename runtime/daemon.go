@@ -194,6 +194,9 @@ func (d *Daemon) internalCALocked() (*localca.CA, error) {
 		if err != nil {
 			return nil, err
 		}
+		if ca.Recovered != "" {
+			d.log.Warn("internal issuer: " + ca.Recovered)
+		}
 		d.log.Info("internal issuer ready: clients must trust its root (tlsd ca prints it)", "root", localca.RootFile(d.opts.StateDir))
 		d.ca = ca
 	}

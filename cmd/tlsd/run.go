@@ -187,6 +187,9 @@ exist yet. Give it to clients to trust, e.g.
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
+			if ca.Recovered != "" {
+				fmt.Fprintln(cmd.ErrOrStderr(), "tlsd ca: warning:", ca.Recovered)
+			}
 			_, err = cmd.OutOrStdout().Write(ca.RootPEM())
 			return err
 		},
