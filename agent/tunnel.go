@@ -1,8 +1,11 @@
 package agent
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
+	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
@@ -60,7 +63,7 @@ func (a *TunnelClient) Run(ctx context.Context) {
 	}
 	var streams sync.WaitGroup
 	defer streams.Wait()
-	wait := time.Duration(0)
+	var wait, backoff time.Duration // backoff is the wait before jitter
 	for attempt := 0; ; attempt++ {
 		if wait > 0 {
 			select {
@@ -75,17 +78,24 @@ func (a *TunnelClient) Run(ctx context.Context) {
 		if attempt > 0 {
 			a.reconnects.Add(1)
 		}
-		err := a.session(ctx, &streams)
+		lived, err := a.session(ctx, &streams)
 		if ctx.Err() != nil {
 			return
 		}
-		if err == nil {
-			wait = 0 // a session that worked: retry at once, then back off
+		if lived >= stableSession {
+			// A session that worked a while: try again at once, then back off anew. One
+			// that ends at once (the edge refusing this agent, say) keeps backing off.
+			backoff, wait = 0, 0
+		} else {
+			backoff = min(max(2*backoff, base), top)
+			wait = jitter(backoff)
 		}
-		wait = jitter(min(max(2*wait, base), top))
 		a.Log.Warn("tunnel to the edge down; reconnecting", "edge", a.Edge, "error", errString(err), "retry_in", wait.Round(time.Millisecond))
 	}
 }
+
+// stableSession is how long a session must have lived for its end to reset the backoff.
+const stableSession = 10 * time.Second
 
 // jitter spreads reconnects of many agents: a random wait in [d/2, d].
 func jitter(d time.Duration) time.Duration {
@@ -99,19 +109,29 @@ func errString(err error) string {
 	return err.Error()
 }
 
-// session dials once and serves streams until the session ends.
-func (a *TunnelClient) session(ctx context.Context, streams *sync.WaitGroup) error {
+// session dials once and serves streams until the session ends; it says how long the
+// session lived and why it ended.
+func (a *TunnelClient) session(ctx context.Context, streams *sync.WaitGroup) (time.Duration, error) {
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: a.TLS}
-	c, err := d.DialContext(ctx, "tcp", a.Edge)
+	tc, err := d.DialContext(ctx, "tcp", a.Edge)
 	if err != nil {
-		return err
+		return 0, err
 	}
+	// With TLS 1.3 the edge's verdict on this agent's certificate arrives after the
+	// handshake, as the first read's error; yamux would swallow it.
+	c := &readErrConn{Conn: tc}
 	mux, err := yamux.Server(c, tunnel.MuxConfig())
 	if err != nil {
 		c.Close()
-		return err
+		return 0, err
 	}
-	a.setSince(time.Now())
+	// One round trip before calling this connected: the edge may be refusing us.
+	if _, err := mux.Ping(); err != nil {
+		mux.Close()
+		return 0, cmp.Or(c.cause(), err)
+	}
+	start := time.Now()
+	a.setSince(start)
 	a.Log.Info("connected to the edge", "edge", a.Edge, "local", c.LocalAddr().String())
 	stop := context.AfterFunc(ctx, func() { mux.Close() })
 	defer stop()
@@ -120,7 +140,7 @@ func (a *TunnelClient) session(ctx context.Context, streams *sync.WaitGroup) err
 		st, err := mux.AcceptStream()
 		if err != nil {
 			mux.Close()
-			return nil
+			return time.Since(start), c.cause()
 		}
 		a.streams.Add(1)
 		streams.Add(1)
@@ -137,6 +157,36 @@ func (a *TunnelClient) session(ctx context.Context, streams *sync.WaitGroup) err
 			a.Handle(ctx, h, st)
 		}()
 	}
+}
+
+// readErrConn remembers the first error a read of the connection returned.
+type readErrConn struct {
+	net.Conn
+	mu  sync.Mutex // guards err
+	err error
+}
+
+func (c *readErrConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if err != nil {
+		c.mu.Lock()
+		if c.err == nil {
+			c.err = err
+		}
+		c.mu.Unlock()
+	}
+	return n, err
+}
+
+// cause is why the session ended, as the edge or the network said it: nil for a clean
+// end.
+func (c *readErrConn) cause() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.err == nil || errors.Is(c.err, io.EOF) || errors.Is(c.err, net.ErrClosed) {
+		return nil
+	}
+	return c.err
 }
 
 func (a *TunnelClient) setSince(t time.Time) {
