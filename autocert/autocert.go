@@ -307,12 +307,22 @@ func renewAt(leaf *x509.Certificate) time.Time {
 	return leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
 }
 
-// loadStored serves the stored certificate, if there is one not yet due for renewal.
+// loadStored serves the stored certificate while it is valid, even when it is due for
+// renewal: a restart late in a certificate's life, with the ACME server down, must not
+// leave the endpoint without one. The run loop renews a due one at once.
 func (d *Domain) loadStored(ctx context.Context) {
-	if c, err := d.load(ctx); err == nil && time.Now().Before(renewAt(c.Leaf)) {
-		d.set(c, StateValid, "", time.Time{})
-		d.m.opts.Logger.Info("certificate loaded from storage", "issuer", d.m.cfg.Name, "domain", d.name, "not_after", c.Leaf.NotAfter)
+	c, err := d.load(ctx)
+	now := time.Now()
+	if err != nil || now.Before(c.Leaf.NotBefore) || !now.Before(c.Leaf.NotAfter) {
+		return
 	}
+	state := StateValid
+	if !now.Before(renewAt(c.Leaf)) {
+		state = StateRenewing
+	}
+	d.set(c, state, "", time.Time{})
+	d.m.opts.Logger.Info("certificate loaded from storage", "issuer", d.m.cfg.Name, "domain", d.name,
+		"not_after", c.Leaf.NotAfter, "due_for_renewal", state == StateRenewing)
 }
 
 func (d *Domain) set(c *tls.Certificate, state, errText string, next time.Time) {

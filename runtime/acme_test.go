@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -339,4 +340,53 @@ func TestACMESharedStorageAndModeSwitches(t *testing.T) {
 	if is := issuerOf(); !strings.Contains(strings.ToLower(is), "pebble") {
 		t.Errorf("back on ACME (the stored certificate): %q", is)
 	}
+}
+
+// TestACMEStoredCertificateOutlivesRestart: a restart late in a certificate's life, with
+// the ACME server down, serves the stored certificate (still valid) while renewal is
+// retried, instead of nothing until a new order succeeds.
+func TestACMEStoredCertificateOutlivesRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	up := newEchoServer(t, nil)
+	listen := e.preBind()
+	pb := startPebble(t, portOf(t, listen), 10*time.Second)
+	config := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  ca_roots: [%s]\n", pb.directory, pb.minica) +
+		yamlEndpoint("site", "site.test", up.addr(), "edge", "  issuer: pebble\n")
+	e.start(config, func(o *Options) { o.Listen = listen; o.ACMERetryBase = 200 * time.Millisecond })
+	var leaf *CertificateStatus
+	if !eventually(20*time.Second, func() bool {
+		st := e.d.Status().Endpoints[0].Certificate
+		leaf = st
+		return st != nil && st.State == "valid"
+	}) {
+		t.Fatalf("no certificate: %+v\n%s", leaf, e.log)
+	}
+	roots := pb.roots()
+	tc, err := e.dialTLS(&tls.Config{ServerName: "site.test", RootCAs: roots})
+	must(t, err)
+	stored := tc.ConnectionState().PeerCertificates[0]
+	tc.Close()
+	pb.stop()
+	must(t, e.d.Shutdown(context.Background()))
+
+	// Restart once the certificate is due for renewal and the ACME server is still down.
+	due := stored.NotBefore.Add(stored.NotAfter.Sub(stored.NotBefore)*2/3 + 100*time.Millisecond)
+	time.Sleep(time.Until(due))
+	res := loadConfig(t, e.path("endpoints.yaml"))
+	restarted, err := Start(res, Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, Logger: slogTo(e.log), ACMERetryBase: 200 * time.Millisecond})
+	must(t, err)
+	defer restarted.Shutdown(context.Background())
+	if time.Now().After(stored.NotAfter) {
+		t.Fatalf("the certificate expired before the restart could be checked (not after %s)", stored.NotAfter)
+	}
+	c, err := tls.Dial("tcp", restarted.Addr("").String(), &tls.Config{ServerName: "site.test", RootCAs: roots})
+	if err != nil {
+		t.Fatalf("after a restart with a stored, still valid certificate and the ACME server down: %v\n%s", err, e.log)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(stored.SerialNumber) != 0 {
+		t.Errorf("served serial %s, want the stored %s", got.Text(16), stored.SerialNumber.Text(16))
+	}
+	e.log.waitFor(t, "certificate loaded from storage", "due_for_renewal=true")
 }
