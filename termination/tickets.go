@@ -13,7 +13,9 @@ import (
 
 // Session ticket keys rotate every TicketRotation and are honoured for TicketKeyCount
 // rotations, so a ticket resumes for a few hours at most (crypto/tls's own keys live
-// 7 days, which scanners flag).
+// 7 days, which scanners flag). The lifetime a TLS 1.3 NewSessionTicket advertises stays
+// crypto/tls's fixed maxSessionTicketLifetime (7 days, handshake_server_tls13.go): no
+// Config field sets it, and the message is encrypted, so nothing outside can rewrite it.
 const (
 	TicketRotation = time.Hour
 	TicketKeyCount = 4
