@@ -88,30 +88,59 @@ func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
 	}
 	tc.SetDeadline(time.Time{})
 	name := tunnel.Identity(tc.ConnectionState().PeerCertificates[0])
-	mux, err := yamux.Client(tc, tunnel.MuxConfig())
+	mux, err := yamux.Client(tc, edgeMuxConfig())
 	if err != nil {
 		tc.Close()
 		return
 	}
 	s := &session{name: name, addr: c.RemoteAddr().String(), since: time.Now(), mux: mux}
-	if !p.add(s) {
+	if err := p.add(s); err != nil {
+		p.log.Warn("agent session refused", "agent", name, "address", s.addr, "reason", err.Error())
 		mux.Close()
 		return
 	}
 	p.log.Info("agent connected", "agent", name, "address", s.addr, "sessions", p.count(name))
+	go p.refuseAgentStreams(s)
 	<-mux.CloseChan()
 	p.remove(s)
 	p.log.Warn("agent disconnected", "agent", name, "address", s.addr, "sessions_left", p.count(name))
 }
 
-func (p *AgentPool) add(s *session) bool {
+// MaxSessionsPerAgent bounds the sessions one agent name may hold: a pool of agents
+// for scale and failover needs a few, a leaked credential must not open thousands.
+const MaxSessionsPerAgent = 16
+
+func (p *AgentPool) add(s *session) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed {
-		return false
+	switch {
+	case p.closed:
+		return errors.New("the edge is shutting down")
+	case len(p.sessions[s.name]) >= MaxSessionsPerAgent:
+		return fmt.Errorf("agent %s already has %d sessions, the most one name may hold", s.name, MaxSessionsPerAgent)
 	}
 	p.sessions[s.name] = append(p.sessions[s.name], s)
-	return true
+	return nil
+}
+
+// refuseAgentStreams ends a session whose agent opens a stream: only the edge opens
+// streams, and each stream an agent opened would pin buffers on the edge.
+func (p *AgentPool) refuseAgentStreams(s *session) {
+	st, err := s.mux.AcceptStream()
+	if err != nil {
+		return // the session ended
+	}
+	st.Close()
+	p.log.Warn("agent opened a stream, which agents never do; closing its session", "agent", s.name, "address", s.addr)
+	s.mux.Close()
+}
+
+// edgeMuxConfig is the edge's yamux configuration: no backlog for streams an agent
+// opens, so a misbehaving one cannot queue any before its session is closed.
+func edgeMuxConfig() *yamux.Config {
+	c := tunnel.MuxConfig()
+	c.AcceptBacklog = 1
+	return c
 }
 
 func (p *AgentPool) remove(s *session) {

@@ -4,10 +4,13 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	goruntime "runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/hashicorp/yamux"
 
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/edge"
@@ -91,4 +94,90 @@ func TestRejectedAgentBacksOff(t *testing.T) {
 	if strings.Contains(agentLog.String(), "connected to the edge") {
 		t.Error("a refused agent logs that it connected")
 	}
+}
+
+// edgeWithTunnel is an edge's agent pool on a loopback tunnel listener, and the TLS
+// config of an agent called api-agent that it accepts.
+func edgeWithTunnel(t *testing.T, e *env) (addr string, agentTLS *tls.Config) {
+	t.Helper()
+	tunnelCA, err := testpki.NewCA("tunnel CA", time.Time{}, time.Time{})
+	must(t, err)
+	edgeCert, err := tunnelCA.Issue(testpki.Options{CommonName: "edge", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	must(t, err)
+	agentCert, err := e.clientCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
+	must(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	agents := edge.NewAgentPool(slogTo(e.log))
+	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
+	go agents.Serve(ln, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ec},
+		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool(e.clientCA)})
+	t.Cleanup(agents.Close)
+	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
+	return ln.Addr().String(), &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}
+}
+
+// rogueSession dials the edge as the agent and returns the raw yamux session.
+func rogueSession(t *testing.T, addr string, cfg *tls.Config) *yamux.Session {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, cfg)
+	must(t, err)
+	s, err := yamux.Server(c, tunnel.MuxConfig())
+	must(t, err)
+	t.Cleanup(func() { s.Close() })
+	if _, err := s.Ping(); err != nil {
+		t.Fatalf("the edge did not take the session: %v", err)
+	}
+	return s
+}
+
+// TestAgentOpenedStreamsEndTheSession: an agent credential cannot make the edge queue
+// streams: the first stream an agent opens closes its session.
+func TestAgentOpenedStreamsEndTheSession(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addr, cfg := edgeWithTunnel(t, e)
+	s := rogueSession(t, addr, cfg)
+	before := heapInUse()
+	opened := 0
+	payload := make([]byte, 64<<10)
+	for ; opened < 10000; opened++ {
+		st, err := s.OpenStream()
+		if err != nil {
+			break
+		}
+		st.Write(payload)
+	}
+	e.log.waitFor(t, "agent opened a stream, which agents never do; closing its session", "agent=api-agent")
+	<-s.CloseChan()
+	t.Logf("the agent opened %d streams before its session closed; heap in use %+.1f MB", opened, float64(heapInUse()-before)/(1<<20))
+	if opened == 10000 {
+		t.Error("10,000 agent-opened streams and the session still stands")
+	}
+}
+
+// TestSessionsPerAgentBounded: one agent name holds at most MaxSessionsPerAgent sessions.
+func TestSessionsPerAgentBounded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	addr, cfg := edgeWithTunnel(t, e)
+	for range edge.MaxSessionsPerAgent {
+		rogueSession(t, addr, cfg)
+	}
+	c, err := tls.Dial("tcp", addr, cfg)
+	must(t, err)
+	s, err := yamux.Server(c, tunnel.MuxConfig())
+	must(t, err)
+	defer s.Close()
+	if _, err := s.Ping(); err == nil {
+		t.Errorf("session %d of one agent name was accepted", edge.MaxSessionsPerAgent+1)
+	}
+	e.log.waitFor(t, "agent session refused", "the most one name may hold")
+}
+
+func heapInUse() int64 {
+	goruntime.GC()
+	var m goruntime.MemStats
+	goruntime.ReadMemStats(&m)
+	return int64(m.HeapInuse)
 }
