@@ -23,6 +23,7 @@ type accepted struct {
 	route    *Route      // set by the route step
 	conn     *relay.Conn // what the route's handler gets; each step may replace it
 	detached bool        // the relay loop finishes the connection, not handle
+	counted  bool        // counted in the server's handshaking
 }
 
 // handle takes an accepted connection through the front's steps, in order: read the
@@ -32,10 +33,34 @@ type accepted struct {
 func (s *Server) handle(c net.Conn) {
 	a := s.admit(c)
 	defer a.release()
-	if !s.peek(a) || !s.route(a) || !s.terminate(a) {
+	if !s.admitHandshake(a) || !s.peek(a) || !s.route(a) || !s.terminate(a) {
 		return
 	}
 	s.handOff(a)
+}
+
+// admitHandshake counts the connection among those in their handshake phase, or refuses
+// it at once when MaxHandshakes are: slow or silent clients cost a bounded amount.
+func (s *Server) admitHandshake(a *accepted) bool {
+	if s.cfg.MaxHandshakes <= 0 {
+		return true
+	}
+	if n := s.handshaking.Add(1); n > int64(s.cfg.MaxHandshakes) {
+		s.handshaking.Add(-1)
+		a.info.Fail("handshakes_full", fmt.Sprintf("%d connections are in their handshake already (--max-handshakes)", s.cfg.MaxHandshakes))
+		a.raw.Close()
+		return false
+	}
+	a.counted = true
+	return true
+}
+
+// handshakeDone ends the connection's handshake phase, once.
+func (a *accepted) handshakeDone() {
+	if a.counted {
+		a.counted = false
+		a.s.handshaking.Add(-1)
+	}
 }
 
 // admit starts the connection's account and its handshake deadline.
@@ -48,7 +73,7 @@ func (s *Server) admit(c net.Conn) *accepted {
 
 // peek reads the ClientHello without consuming it: the bytes go on with the connection.
 func (s *Server) peek(a *accepted) bool {
-	hello, peeked, err := PeekClientHello(a.raw)
+	hello, peeked, err := peekWithin(a.raw, s.cfg.HelloBudget)
 	if err != nil {
 		a.info.Fail(peekFailure(err, len(peeked)))
 		a.raw.Close()
@@ -108,6 +133,7 @@ func (s *Server) terminate(a *accepted) bool {
 // handOff gives the connection to the route's handler. A passthrough connection may
 // leave handle while it lives on in the relay loop (detach).
 func (s *Server) handOff(a *accepted) {
+	a.handshakeDone()
 	if a.route.TLS == nil && s.loop != nil {
 		a.conn.Loop, a.conn.Detach = s.loop, a.detach
 	}
@@ -124,6 +150,7 @@ func (a *accepted) detach(closer io.Closer) func() {
 
 // release finishes the connection's account unless the relay loop took it over.
 func (a *accepted) release() {
+	a.handshakeDone()
 	if !a.detached {
 		a.finish()
 	}

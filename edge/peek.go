@@ -17,7 +17,46 @@ const MaxClientHello = 64 << 10
 var (
 	errHelloTooLarge   = fmt.Errorf("ClientHello larger than %d bytes", MaxClientHello)
 	errNotAClientHello = errors.New("not a TLS ClientHello")
+	errBusy            = errors.New("too many large ClientHellos in flight: the memory for them is spent")
 )
+
+// HelloBudget bounds, across listeners, the memory held by ClientHellos larger than the
+// first buffer while they are read: half-sent 64 KiB hellos would otherwise cost about
+// 120 kB each, without limit, for the handshake timeout. Its methods are safe on nil
+// (no bound).
+type HelloBudget struct {
+	mu          sync.Mutex // guards used
+	used, limit int
+}
+
+// DefaultHelloBudget is enough for 256 hellos of the largest size at once; ordinary
+// hellos (under 4 KiB, post-quantum ones included) never draw on it.
+const DefaultHelloBudget = 16 << 20
+
+// NewHelloBudget makes a budget of limit bytes.
+func NewHelloBudget(limit int) *HelloBudget { return &HelloBudget{limit: limit} }
+
+func (b *HelloBudget) take(n int) bool {
+	if b == nil {
+		return true
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.used+n > b.limit {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+func (b *HelloBudget) give(n int) {
+	if b == nil || n == 0 {
+		return
+	}
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+}
 
 // peekBufs hold the bytes of ClientHellos being read. Nearly all fit in the first
 // buffer; what the connection keeps is an exact copy of the bytes read.
@@ -28,9 +67,17 @@ var peekBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 // It reads nothing past the bytes the client has sent with its hello, and allocates
 // little: this runs for every connection. The caller sets the deadline.
 func PeekClientHello(conn net.Conn) (*tls.ClientHelloInfo, []byte, error) {
+	return peekWithin(conn, nil)
+}
+
+// peekWithin is PeekClientHello with the memory beyond the first buffer taken from
+// budget (nil: unbounded); a hello that finds the budget spent fails with errBusy.
+func peekWithin(conn net.Conn, budget *HelloBudget) (*tls.ClientHelloInfo, []byte, error) {
 	bp := peekBufs.Get().(*[]byte)
 	defer peekBufs.Put(bp)
 	buf := (*bp)[:0]
+	var taken int
+	defer func() { budget.give(taken) }()
 	for {
 		hello, need, perr := parseClientHello(buf)
 		if hello != nil {
@@ -43,7 +90,12 @@ func PeekClientHello(conn net.Conn) (*tls.ClientHelloInfo, []byte, error) {
 			return nil, clone(buf), errHelloTooLarge
 		}
 		if need > cap(buf) {
-			buf = append(make([]byte, 0, min(max(need, 2*cap(buf)), MaxClientHello)), buf...)
+			grown := min(max(need, 2*cap(buf)), MaxClientHello)
+			if !budget.take(grown - taken) {
+				return nil, clone(buf), errBusy
+			}
+			taken = grown
+			buf = append(make([]byte, 0, grown), buf...)
 		}
 		n, err := conn.Read(buf[len(buf):cap(buf)])
 		buf = buf[:len(buf)+n]

@@ -25,6 +25,12 @@ type Config struct {
 	// goroutine and must not block.
 	OnRouted func(*relay.Info)
 	OnEnd    func(*relay.Info)
+	// MaxHandshakes bounds the connections in their handshake phase (ClientHello, TLS
+	// handshake, upstream dial) at once; past it a new connection is closed at once with
+	// the reason. Zero means no bound. HelloBudget bounds the memory of large ClientHellos
+	// being read; nil means none.
+	MaxHandshakes int
+	HelloBudget   *HelloBudget
 	// DrainTimeout bounds how long a connection may go on once its route left the table
 	// (its endpoint was removed or changed), counted for each connection from that moment.
 	// Zero means until it ends.
@@ -39,6 +45,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	ctx     context.Context // cancelled when open connections must end now
+	// handshaking counts connections in their handshake phase, for MaxHandshakes.
+	handshaking atomic.Int64
 	cancel  context.CancelFunc
 	conns   sync.WaitGroup
 	closing sync.Once
@@ -323,6 +331,8 @@ func peekFailure(err error, n int) (code, reason string) {
 		return "client_closed", "client closed the connection in the middle of its ClientHello"
 	case errors.Is(err, errHelloTooLarge):
 		return "not_tls", err.Error()
+	case errors.Is(err, errBusy):
+		return "handshakes_full", err.Error()
 	}
 	return "not_tls", "client did not start with a TLS ClientHello (" + err.Error() + ")"
 }

@@ -36,10 +36,18 @@ type Options struct {
 	Logger *slog.Logger
 	// Now is the clock session ticket keys age by; nil means time.Now.
 	Now func() time.Time
+	// MaxHandshakes bounds the connections in their handshake phase at once, across
+	// listeners each; zero means DefaultMaxHandshakes, negative no bound.
+	MaxHandshakes int
 	// Bind opens the listener of an address a generation needs; nil means edge.Listen.
 	// It lets the caller hand over sockets it already holds (tests pass :0 listeners).
 	Bind func(ctx context.Context, addr string) (net.Listener, error)
 }
+
+// DefaultMaxHandshakes bounds the connections of one listener in their handshake phase:
+// far above what a healthy listener has in flight (a handshake takes milliseconds), low
+// enough that slow or silent clients cannot pin unbounded memory.
+const DefaultMaxHandshakes = 4096
 
 // generation is one applied configuration. It is never modified once published.
 type generation struct {
@@ -58,6 +66,7 @@ type Daemon struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
+	hellos  *edge.HelloBudget // shared by every listener
 	gen     atomic.Pointer[generation]
 	// stopping is set the moment a shutdown begins: /readyz turns 503 at once, so a load
 	// balancer stops sending before the listeners close.
@@ -86,8 +95,11 @@ func New(opts Options) *Daemon {
 	if opts.Bind == nil {
 		opts.Bind = edge.Listen
 	}
+	if opts.MaxHandshakes == 0 {
+		opts.MaxHandshakes = DefaultMaxHandshakes
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel,
+	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}, acme: map[string]*autocert.Manager{}}
 	d.metrics = newMetrics(d)
 	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
@@ -267,7 +279,8 @@ func tablesFor(g *generation) (map[string]*edge.Table, error) {
 
 func (d *Daemon) serveLocked(addr string, ln net.Listener, t *edge.Table) {
 	s := edge.NewServer(ln, t, edge.Config{HandshakeTimeout: d.opts.HandshakeTimeout, Logger: d.log,
-		OnRouted: d.metrics.routed, OnEnd: d.metrics.ended, DrainTimeout: d.opts.DrainTimeout})
+		OnRouted: d.metrics.routed, OnEnd: d.metrics.ended, DrainTimeout: d.opts.DrainTimeout,
+		MaxHandshakes: max(d.opts.MaxHandshakes, 0), HelloBudget: d.hellos})
 	d.servers[addr] = s
 	d.bg.Add(1)
 	go func() { defer d.bg.Done(); s.Serve() }()

@@ -34,13 +34,13 @@ type TunnelListen struct {
 type RunOptions struct {
 	Tunnel *TunnelListen // nil for tlsd run
 	Options
-	Paths           []string       // what to load and watch
-	Load            schema.Options // how to load it
-	Admin           string         // admin API address, or "off"
+	Paths []string       // what to load and watch
+	Load  schema.Options // how to load it
+	Admin string         // admin API address, or "off"
 	// AdminHosts are further host names the admin API answers to (see guardAdmin);
 	// AdminPprof serves /debug/pprof/ on an admin address beyond loopback too.
-	AdminHosts []string
-	AdminPprof bool
+	AdminHosts      []string
+	AdminPprof      bool
 	ShutdownTimeout time.Duration
 	Debounce        time.Duration   // quiet period after the last file event; 0: DefaultDebounce
 	DebounceCap     time.Duration   // longest wait after the first event; 0: DefaultDebounceCap

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -28,6 +29,7 @@ type runFlags struct {
 	logFormat        string
 	logLevel         string
 	exclude          []string
+	maxHandshakes    int
 	adminHosts       []string
 	adminPprof       bool
 }
@@ -72,6 +74,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl := cmd.Flags()
 	if cmd.Name() != "agent" {
 		fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
+		fl.IntVar(&f.maxHandshakes, "max-handshakes", runtime.DefaultMaxHandshakes, "connections per listener in their handshake phase at once (ClientHello, TLS handshake); past it new ones are closed at once (0: no bound)")
 		fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
 	}
 	fl.StringVar(&f.admin, "admin", admin, "admin API address (/healthz /readyz /status /config /metrics), or off")
@@ -145,7 +148,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	defer stop()
 	opts := runtime.RunOptions{
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
-			DrainTimeout: f.drainTimeout, Logger: logger},
+			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1)},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
