@@ -6,6 +6,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"slices"
@@ -193,10 +194,36 @@ func (p *AgentPool) Open(agent string, h tunnel.Header) (net.Conn, error) {
 		}
 		s.streams.Add(1)
 		p.streams.Add(1)
-		return st, nil
+		return &agentStream{Stream: st, agent: s.name}, nil
 	}
 	return nil, fmt.Errorf("%w %q", ErrNoAgent, agent)
 }
+
+// agentStream tells a stream the agent ended from one whose session died: yamux reports
+// both as io.EOF, but only the first is the end of the data. The second must reach the
+// client as an abort, or a body delimited by the connection's close looks complete.
+type agentStream struct {
+	*yamux.Stream
+	agent string
+}
+
+func (s *agentStream) Read(p []byte) (int, error) {
+	n, err := s.Stream.Read(p)
+	if errors.Is(err, io.EOF) && s.Session().IsClosed() {
+		return n, sessionDied(s.agent)
+	}
+	return n, err
+}
+
+// sessionDied is a stream cut by the end of its session; metrics count it as
+// tunnel_broken.
+type sessionDied string
+
+func (a sessionDied) Error() string {
+	return "the tunnel session of agent " + string(a) + " ended in the middle of the stream"
+}
+
+func (sessionDied) FailureCode() string { return "tunnel_broken" }
 
 // Agents lists the connected sessions.
 func (p *AgentPool) Agents() []AgentStatus {

@@ -59,6 +59,9 @@ type prefixConn struct {
 
 func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
+// NetConn is the connection underneath, as tls.Conn's NetConn says.
+func (p *prefixConn) NetConn() net.Conn { return p.Conn }
+
 // Info records one connection for its log line.
 type Info struct {
 	Endpoint       string

@@ -1,6 +1,9 @@
 package relay
 
-import "net"
+import (
+	"errors"
+	"net"
+)
 
 // Forward copies both ways between the client and up until both directions end, closes
 // both, and notes the bytes and any breakage in c.Info. Given the server's relay loop
@@ -26,7 +29,13 @@ func (c *Conn) Forward(up net.Conn) {
 func (c *Conn) record(in, out int64, err error) {
 	c.Info.BytesIn += in
 	c.Info.BytesOut += out
-	if err != nil {
-		c.Info.Fail("broken", "connection broken: "+err.Error())
+	if err == nil {
+		return
 	}
+	code := "broken"
+	var coded interface{ FailureCode() string }
+	if errors.As(err, &coded) {
+		code = coded.FailureCode()
+	}
+	c.Info.Fail(code, "connection broken: "+err.Error())
 }

@@ -148,7 +148,12 @@ func copyHalf(dst, src net.Conn) (int64, error) {
 		n, err = copyBlocking(dst, src)
 	}
 	if err != nil {
-		// The other direction cannot finish normally either: unblock it.
+		// The other direction cannot finish normally either: unblock it. A source that
+		// broke (not one that ended) breaks the destination too: its peer must see an
+		// abort, never a clean end it could take for a complete transfer.
+		if isReadError(err) {
+			abort(dst)
+		}
 		dst.Close()
 		src.Close()
 		return n, err
@@ -193,6 +198,32 @@ func copyWhenReadable(dst net.Conn, src *net.TCPConn) (int64, error) {
 			return total, rerr
 		}
 	}
+}
+
+// isReadError reports whether err came from reading the source (as opposed to writing to
+// the destination, or our own side closing the connection).
+func isReadError(err error) bool {
+	var we *writeError
+	return !errors.As(err, &we) && !errors.Is(err, net.ErrClosed)
+}
+
+// abort closes c so that its peer sees the connection broken, not ended: the socket
+// underneath is reset (linger 0) and closed first, so a TLS layer above it has no chance
+// to send its close_notify.
+func abort(c net.Conn) {
+	inner := c
+	for {
+		w, ok := inner.(interface{ NetConn() net.Conn }) // *tls.Conn, a replaying conn
+		if !ok {
+			break
+		}
+		inner = w.NetConn()
+	}
+	if tcp, ok := inner.(*net.TCPConn); ok {
+		tcp.SetLinger(0)
+	}
+	inner.Close()
+	c.Close()
 }
 
 // quiet drops the errors of a connection closed by our own side or reset by a peer that

@@ -388,6 +388,9 @@ func (r *Relay) fail(h *half, err error) {
 	if r.peerLeft(h, err) {
 		err = nil
 	}
+	if err != nil && isReadError(err) {
+		abort(h.dst) // h's source broke: its destination's peer must see it broken too
+	}
 	r.shut(err)
 	h.end()
 }

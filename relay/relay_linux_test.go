@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"crypto/rand"
 	"crypto/tls"
+	"errors"
 	"io"
 	"net"
 	goruntime "runtime"
+	"syscall"
 	"testing"
 	"time"
 
@@ -188,6 +190,41 @@ func TestRelayResetIsAnError(t *testing.T) {
 	if e := wait(t, done); e.err == nil {
 		t.Error("a client's reset in the middle of the connection was not reported")
 	}
+}
+
+// A reset from one peer reaches the other as a reset, not as a clean end it could take
+// for the end of the data: through the relay loop, the loop's terminated pipe, and the
+// blocking Pipe.
+func TestResetPropagates(t *testing.T) {
+	resetUpstream := func(up *net.TCPConn) {
+		up.Write([]byte("partial answer"))
+		up.SetLinger(0)
+		up.Close()
+	}
+	readsReset := func(t *testing.T, c net.Conn) {
+		t.Helper()
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		_, err := io.Copy(io.Discard, c)
+		if !errors.Is(err, syscall.ECONNRESET) {
+			t.Errorf("the client's read ended with %v after the upstream reset, want a reset", err)
+		}
+	}
+	t.Run("relay loop", func(t *testing.T) {
+		client, upstream, _, done := startRelay(t, newLoop(t))
+		client.Write([]byte("GET"))
+		io.ReadFull(upstream, make([]byte, 3))
+		resetUpstream(upstream)
+		readsReset(t, client)
+		wait(t, done)
+	})
+	t.Run("terminated, upstream in the loop", func(t *testing.T) {
+		client, _, upstream, done := startPipe(t, newLoop(t))
+		client.Write([]byte("GET"))
+		io.ReadFull(upstream, make([]byte, 3))
+		resetUpstream(upstream)
+		readsReset(t, client)
+		wait(t, done)
+	})
 }
 
 // Close ends an idle relay at once: both peers see the connection end and done runs.

@@ -38,7 +38,8 @@ func (c *capturingConn) Read(p []byte) (int, error) {
 // splitEnv is an edge daemon and an agent in this process, joined by a real tunnel.
 type splitEnv struct {
 	*env
-	agent *Agent
+	agent     *Agent
+	stopAgent func() // ends the agent's tunnel, as if the agent died
 }
 
 // startSplit starts the edge with config and the agent "api-agent" with the same
@@ -79,7 +80,8 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.agent.Tunnel.Run(ctx) }()
-	tb.Cleanup(func() { cancel(); <-done })
+	s.stopAgent = sync.OnceFunc(func() { cancel(); <-done })
+	tb.Cleanup(s.stopAgent)
 	e.log.waitFor(tb, "agent connected", "agent=api-agent")
 	return s
 }
