@@ -40,6 +40,22 @@ type session struct {
 	since      time.Time
 	mux        *yamux.Session
 	streams    atomic.Int64
+	// unanswered counts the streams in a row the agent did not answer; past
+	// unhealthyAfter the session gets streams only when no healthy one is left, or once
+	// a probation has passed since the last one it left unanswered (lastUnanswered).
+	unanswered     atomic.Int32
+	lastUnanswered atomic.Int64 // unix nanoseconds
+}
+
+// unhealthyAfter is how many unanswered streams in a row make a session unhealthy;
+// probation is how long after its last failure an unhealthy session is tried again.
+const (
+	unhealthyAfter = 3
+	probation      = 30 * time.Second
+)
+
+func (s *session) healthy() bool {
+	return s.unanswered.Load() < unhealthyAfter || time.Since(time.Unix(0, s.lastUnanswered.Load())) > probation
 }
 
 // AgentStatus describes one connected agent session.
@@ -48,6 +64,8 @@ type AgentStatus struct {
 	Address string    `json:"address"`
 	Since   time.Time `json:"since"`
 	Streams int64     `json:"streams"` // opened on this session
+	// Healthy is false once the agent left several streams in a row unanswered.
+	Healthy bool `json:"healthy"`
 }
 
 // NewAgentPool makes an empty pool.
@@ -159,31 +177,36 @@ func (p *AgentPool) count(name string) int {
 	return len(p.sessions[name])
 }
 
-// pick returns the next live session of agent, round-robin.
-func (p *AgentPool) pick(agent string) *session {
+// pick returns the next live session of agent not in skip, round-robin, a healthy one
+// if there is one.
+func (p *AgentPool) pick(agent string, skip map[*session]bool) *session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	live := p.sessions[agent]
+	var fallback *session
 	for range live {
 		i := p.next[agent] % len(live)
 		p.next[agent] = i + 1
-		if s := live[i]; !s.mux.IsClosed() {
+		s := live[i]
+		switch {
+		case s.mux.IsClosed() || skip[s]:
+		case s.healthy():
 			return s
+		case fallback == nil:
+			fallback = s
 		}
 	}
-	return nil
+	return fallback
 }
 
 // ErrNoAgent means no session of the agent is live.
 var ErrNoAgent = errors.New("no live agent")
 
-// Open starts a stream to agent carrying h, trying each live session once.
-func (p *AgentPool) Open(agent string, h tunnel.Header) (net.Conn, error) {
-	for range max(1, p.count(agent)) {
-		s := p.pick(agent)
-		if s == nil {
-			break
-		}
+// open starts a stream carrying h on a session of agent not in skip, and adds the
+// sessions it tried to skip.
+func (p *AgentPool) open(agent string, h tunnel.Header, skip map[*session]bool) (*agentStream, *session, error) {
+	for s := p.pick(agent, skip); s != nil; s = p.pick(agent, skip) {
+		skip[s] = true
 		st, err := s.mux.OpenStream()
 		if err != nil {
 			continue // the session just died: its CloseChan removes it
@@ -194,9 +217,9 @@ func (p *AgentPool) Open(agent string, h tunnel.Header) (net.Conn, error) {
 		}
 		s.streams.Add(1)
 		p.streams.Add(1)
-		return &agentStream{Stream: st, agent: s.name}, nil
+		return &agentStream{Stream: st, agent: s.name}, s, nil
 	}
-	return nil, fmt.Errorf("%w %q", ErrNoAgent, agent)
+	return nil, nil, fmt.Errorf("%w %q", ErrNoAgent, agent)
 }
 
 // agentStream tells a stream the agent ended from one whose session died: yamux reports
@@ -232,7 +255,7 @@ func (p *AgentPool) Agents() []AgentStatus {
 	var out []AgentStatus
 	for _, list := range p.sessions {
 		for _, s := range list {
-			out = append(out, AgentStatus{Name: s.name, Address: s.addr, Since: s.since, Streams: s.streams.Load()})
+			out = append(out, AgentStatus{Name: s.name, Address: s.addr, Since: s.since, Streams: s.streams.Load(), Healthy: s.healthy()})
 		}
 	}
 	slices.SortFunc(out, func(a, b AgentStatus) int {
@@ -269,30 +292,94 @@ type AgentForwarder struct {
 	Agent    string
 	Endpoint string
 	Plain    bool // the edge terminated TLS
+	// FirstAnswer bounds, for each session tried, the wait for the agent's answer to the
+	// client's ClientHello (where TLS goes through the tunnel); zero means the rest of
+	// the handshake deadline.
+	FirstAnswer time.Duration
 }
 
-// Serve opens a stream to the agent and copies both ways.
+// Serve opens a stream to the agent and copies both ways. An agent that does not answer
+// the ClientHello in time is passed over for another session of its pool, and a session
+// that keeps not answering gets streams only when no other is left.
 func (f *AgentForwarder) Serve(_ context.Context, c *relay.Conn) {
 	c.Info.Upstream = "agent " + f.Agent
 	h := tunnel.Header{Endpoint: f.Endpoint, Client: c.RemoteAddr().String(), Local: c.LocalAddr().String(), Plain: f.Plain}
 	if c.Hello != nil {
 		h.SNI = c.Hello.ServerName
 	}
-	st, err := f.Pool.Open(f.Agent, h)
-	if err != nil {
-		c.Info.Fail("no_agent", fmt.Sprintf("no live agent %q serves endpoint %s", f.Agent, f.Endpoint))
-		c.Conn.Close()
-		return
-	}
-	if len(c.Peeked) > 0 {
-		if _, err := st.Write(c.Peeked); err != nil {
-			c.Info.Fail("tunnel_broken", "writing to the tunnel: "+err.Error())
-			st.Close()
-			c.Conn.Close()
+	tried := map[*session]bool{}
+	for {
+		st, s, err := f.Pool.open(f.Agent, h, tried)
+		if err != nil {
+			f.noAgent(c, len(tried))
 			return
 		}
-		c.Info.BytesIn += int64(len(c.Peeked))
+		if err := f.start(st, c); err != nil {
+			st.Close()
+			var gone *clientGone
+			if errors.As(err, &gone) {
+				c.Info.Fail("client_closed", err.Error())
+				c.Conn.Close()
+				return
+			}
+			f.unanswered(s, err)
+			continue
+		}
+		s.unanswered.Store(0)
+		c.Conn.SetDeadline(time.Time{})
+		c.Forward(st)
+		return
 	}
-	c.Conn.SetDeadline(time.Time{})
-	c.Forward(st)
 }
+
+func (f *AgentForwarder) unanswered(s *session, err error) {
+	s.lastUnanswered.Store(time.Now().UnixNano())
+	if n := s.unanswered.Add(1); n == unhealthyAfter {
+		f.Pool.log.Warn("agent session unhealthy: it left streams unanswered", "agent", s.name, "address", s.addr, "in_a_row", n)
+	}
+	f.Pool.log.Info("agent did not answer; trying another session", "agent", s.name, "address", s.addr,
+		"endpoint", f.Endpoint, "error", err.Error())
+}
+
+func (f *AgentForwarder) noAgent(c *relay.Conn, tried int) {
+	if tried == 0 {
+		c.Info.Fail("no_agent", fmt.Sprintf("no live agent %q serves endpoint %s", f.Agent, f.Endpoint))
+	} else {
+		c.Info.Fail("agent_silent", fmt.Sprintf("no session of agent %q answered for endpoint %s (%d tried)", f.Agent, f.Endpoint, tried))
+	}
+	c.Conn.Close()
+}
+
+// start sends the peeked bytes, if any (the client's TLS goes through the tunnel), and
+// waits for the agent's first answer to pass it on. Plaintext (edge termination) has
+// nothing peeked: its upstream may rightly wait for the client to speak first.
+func (f *AgentForwarder) start(st *agentStream, c *relay.Conn) error {
+	if len(c.Peeked) == 0 {
+		return nil
+	}
+	if _, err := st.Write(c.Peeked); err != nil {
+		return fmt.Errorf("writing to the tunnel: %w", err)
+	}
+	deadline := c.Deadline
+	if limit := time.Now().Add(f.FirstAnswer); f.FirstAnswer > 0 && limit.Before(deadline) {
+		deadline = limit
+	}
+	st.SetReadDeadline(deadline)
+	buf := make([]byte, 4<<10)
+	n, err := st.Read(buf)
+	st.SetReadDeadline(time.Time{})
+	if n == 0 {
+		return fmt.Errorf("no answer to the ClientHello: %w", err)
+	}
+	c.Info.BytesIn += int64(len(c.Peeked))
+	if _, err := c.Conn.Write(buf[:n]); err != nil {
+		return &clientGone{err}
+	}
+	c.Info.BytesOut += int64(n)
+	return nil
+}
+
+// clientGone is the client leaving while the agent answered: no fault of the agent's.
+type clientGone struct{ err error }
+
+func (e *clientGone) Error() string { return "client went away: " + e.err.Error() }

@@ -86,3 +86,45 @@ func TestAgentDeathAbortsTheClient(t *testing.T) {
 		})
 	}
 }
+
+// TestHungAgentIsPassedOver: a second session of the agent's pool accepts streams and
+// never answers. Every client is still served (its stream fails over to the live agent
+// within a third of the handshake timeout), and after a few unanswered streams the hung
+// session is marked unhealthy and passed over at once.
+func TestHungAgentIsPassedOver(t *testing.T) {
+	t.Parallel()
+	upstreamCA, err := testpki.NewCA("upstream CA", time.Time{}, time.Time{})
+	must(t, err)
+	zkLeaf, _ := upstreamCA.Issue(testpki.Options{CommonName: "zk.test", DNSNames: []string{"zk.test"}})
+	zkPair, _ := tls.X509KeyPair(zkLeaf.CertPEM(), zkLeaf.KeyPEM())
+	zk := newEchoServer(t, func(c net.Conn) net.Conn { return tls.Server(c, &tls.Config{Certificates: []tls.Certificate{zkPair}}) })
+	s := startSplit(t, yamlEndpoint("zk", "zk.test", zk.addr(), "", "")+"agent: api-agent\n", nil)
+	hung := rogueSession(t, s.tunnelAddr, s.agentTLS)
+	go func() { // accepts every stream and holds it, silent
+		for {
+			st, err := hung.AcceptStream()
+			if err != nil {
+				return
+			}
+			defer st.Close()
+		}
+	}()
+	s.log.waitFor(t, "agent connected", "sessions=2")
+	cfg := &tls.Config{ServerName: "zk.test", RootCAs: pool(upstreamCA)}
+	for i := range 8 {
+		start := time.Now()
+		tc, err := s.dialTLS(cfg)
+		if err != nil {
+			t.Fatalf("client %d: %v\n%s", i, err, s.log)
+		}
+		if got, err := roundTrip(tc, []byte("hello")); err != nil || string(got) != "hello" {
+			t.Fatalf("client %d: echo %q, %v", i, got, err)
+		}
+		tc.Close()
+		t.Logf("client %d served in %s", i, time.Since(start).Round(time.Millisecond))
+	}
+	s.log.waitFor(t, "agent session unhealthy: it left streams unanswered")
+	for _, a := range s.d.Status().Agents {
+		t.Logf("session %s healthy=%v streams=%d", a.Address, a.Healthy, a.Streams)
+	}
+}

@@ -131,7 +131,9 @@ func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
 		r.TLS = br.tls
 	}
 	if b.role == roleEdge && ep.Agent != "" {
-		r.Handler = &edge.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil}
+		// A third of the handshake timeout for each agent tried leaves time to fail over.
+		r.Handler = &edge.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil,
+			FirstAnswer: b.opts.HandshakeTimeout / 3}
 	}
 	return r
 }

@@ -38,8 +38,10 @@ func (c *capturingConn) Read(p []byte) (int, error) {
 // splitEnv is an edge daemon and an agent in this process, joined by a real tunnel.
 type splitEnv struct {
 	*env
-	agent     *Agent
-	stopAgent func() // ends the agent's tunnel, as if the agent died
+	agent      *Agent
+	stopAgent  func()      // ends the agent's tunnel, as if the agent died
+	tunnelAddr string      // where agents dial the edge
+	agentTLS   *tls.Config // what api-agent dials with
 }
 
 // startSplit starts the edge with config and the agent "api-agent" with the same
@@ -75,8 +77,9 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 		handle = wrap(handle)
 	}
 	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
-	s.agent.Tunnel = &agent.TunnelClient{Edge: tunnelLn.Addr().String(), Log: slogTo(e.log), Handle: handle,
-		TLS: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}}
+	s.tunnelAddr = tunnelLn.Addr().String()
+	s.agentTLS = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}
+	s.agent.Tunnel = &agent.TunnelClient{Edge: s.tunnelAddr, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.agent.Tunnel.Run(ctx) }()
