@@ -28,6 +28,10 @@ type Loop struct {
 	nextID uint64
 
 	done chan struct{} // closed when the dispatcher has returned
+
+	// testStarted, when set (tests only), runs in Start right after the relay is marked
+	// started and before its halves are armed: where a concurrent Close is hardest.
+	testStarted func(*Relay)
 }
 
 // NewLoop starts a Loop; Close ends it.

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -47,7 +48,7 @@ type half struct {
 	srcTCP *net.TCPConn    // nil when src is not a socket (blocking half)
 	srcRC  syscall.RawConn // of srcTCP
 	dstRC  syscall.RawConn // set when both ends are sockets: the half splices
-	armed  bool            // added to the epoll set once (then re-armed with MOD)
+	armed  atomic.Bool     // added to the epoll set once (then re-armed with MOD)
 	state  halfState       // guarded by r.mu
 	bytes  int64           // written only by the goroutine running the half
 	sawEOF bool            // the source ended normally; guarded by r.mu
@@ -112,6 +113,10 @@ func (l *Loop) Pipe(client net.Conn, upstream *net.TCPConn) (in, out int64, err 
 // copied each way and the first error that was not a normal close. Both sockets are
 // closed by then.
 func (r *Relay) Start(done func(in, out int64, err error)) {
+	// Registered before started is published: a Close from then on finishes the relay,
+	// and finishing forgets the halves, so none stays in the loop's table.
+	r.loop.register(r.in)
+	r.loop.register(r.out)
 	r.mu.Lock()
 	r.done, r.started = done, true
 	closed := r.closed
@@ -121,8 +126,9 @@ func (r *Relay) Start(done func(in, out int64, err error)) {
 		r.out.end()
 		return
 	}
-	r.loop.register(r.in)
-	r.loop.register(r.out)
+	if r.loop.testStarted != nil {
+		r.loop.testStarted(r)
+	}
 	for _, h := range []*half{r.in, r.out} {
 		if err := h.arm(); err != nil {
 			r.fail(h, err)
@@ -154,16 +160,18 @@ func (h *half) arm() error {
 	var cerr error
 	err := h.srcRC.Control(func(fd uintptr) {
 		ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(uint32(h.id)), Pad: int32(uint32(h.id >> 32))}
+		// Marked armed before the ADD: its event may run the half, and the half re-arm,
+		// before this call returns; that re-arm must MOD, not ADD again (EEXIST).
 		op := unix.EPOLL_CTL_MOD
-		if !h.armed {
+		if h.armed.CompareAndSwap(false, true) {
 			op = unix.EPOLL_CTL_ADD
 		}
 		eerr := h.r.loop.rc.Control(func(epfd uintptr) { cerr = unix.EpollCtl(int(epfd), op, int(fd), &ev) })
 		if cerr == nil {
 			cerr = eerr
 		}
-		if cerr == nil {
-			h.armed = true
+		if cerr != nil && op == unix.EPOLL_CTL_ADD {
+			h.armed.Store(false)
 		}
 	})
 	if err != nil {
