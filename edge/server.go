@@ -40,16 +40,16 @@ type Config struct {
 // Server accepts connections on one listener and routes each by its SNI through the
 // current Table.
 type Server struct {
-	ln      net.Listener
-	table   atomic.Pointer[Table]
-	cfg     Config
-	log     *slog.Logger
-	ctx     context.Context // cancelled when open connections must end now
+	ln    net.Listener
+	table atomic.Pointer[Table]
+	cfg   Config
+	log   *slog.Logger
+	ctx   context.Context // cancelled when open connections must end now
 	// handshaking counts connections in their handshake phase, for MaxHandshakes.
 	handshaking atomic.Int64
-	cancel  context.CancelFunc
-	conns   sync.WaitGroup
-	closing sync.Once
+	cancel      context.CancelFunc
+	conns       sync.WaitGroup
+	closing     sync.Once
 
 	mu        sync.Mutex            // guards the following fields
 	open      map[net.Conn]*tracked // every accepted connection until it ends
