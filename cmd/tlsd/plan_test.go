@@ -1,9 +1,7 @@
 package main
 
 import (
-	"crypto/tls"
 	"encoding/json"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -97,18 +95,7 @@ func TestPlanComparesMeaning(t *testing.T) {
 func TestPlanAdminComparesMeaning(t *testing.T) {
 	ca, err := testpki.NewCA("plan CA", time.Time{}, time.Time{})
 	mustT(t, err)
-	up, err := net.Listen("tcp", "127.0.0.1:0") // holds whatever connects
-	mustT(t, err)
-	defer up.Close()
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	up := holdingUpstream(t)
 	top := t.TempDir()
 	certDir(t, filepath.Join(top, "conf", "a"), ca)
 	aFile := filepath.Join(top, "conf", "a", "a.yaml")
@@ -123,12 +110,7 @@ func TestPlanAdminComparesMeaning(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = out, out
 	mustT(t, cmd.Start())
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	var conn *tls.Conn
-	for deadline := time.Now().Add(10 * time.Second); conn == nil; time.Sleep(50 * time.Millisecond) {
-		if conn, err = tls.Dial("tcp", addr, &tls.Config{ServerName: "a.example.com", InsecureSkipVerify: true}); err != nil && time.Now().After(deadline) {
-			t.Fatalf("tlsd never served: %v\n%s", err, out)
-		}
-	}
+	conn := dialUntilServed(t, addr, "a.example.com", out)
 	defer conn.Close()
 
 	t.Chdir(filepath.Join(top, "conf", "a"))

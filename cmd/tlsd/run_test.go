@@ -47,6 +47,49 @@ func tlsdProcess(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
 	return cmd, out
 }
 
+// dialUntilServed polls a tlsd process until it completes a handshake for sni.
+func dialUntilServed(t *testing.T, addr, sni string, out *lockedBuffer) *tls.Conn {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		if err == nil {
+			return conn
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("tlsd never served %s: %v\n%s", sni, err, out)
+		}
+	}
+}
+
+// holdingUpstream accepts connections and holds them open, silent, until the test ends.
+func holdingUpstream(t *testing.T) net.Listener {
+	t.Helper()
+	up, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := up.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+		}
+	}()
+	t.Cleanup(func() {
+		up.Close()
+		<-done
+		for _, c := range held {
+			c.Close()
+		}
+	})
+	return up
+}
+
 func freeAddr(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -66,17 +109,7 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	os.WriteFile(filepath.Join(dir, "e.yaml"), []byte(cfg), 0o644)
 	admin := freeAddr(t)
 	cmd, out := tlsdProcess(t, "run", "--listen", addr, "--admin", admin, "--state-dir", filepath.Join(dir, "state"), "--log-format", "json", dir)
-	var conn *tls.Conn
-	var err error
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-		if conn, err = tls.Dial("tcp", addr, &tls.Config{ServerName: "e.test", InsecureSkipVerify: true}); err == nil {
-			break
-		}
-	}
-	if err != nil {
-		t.Fatalf("tlsd never served: %v\n%s", err, out)
-	}
-	conn.Close()
+	dialUntilServed(t, addr, "e.test", out).Close()
 
 	// The admin API answers tlsd status and tlsd plan --admin.
 	code, status, stderr := tlsd(t, "status", "--admin", admin)
@@ -156,20 +189,7 @@ func TestCAPrintsTheRoot(t *testing.T) {
 // open connection drains; a shutdown whose timeout closes that connection did what it
 // was asked and exits 0.
 func TestShutdownReadinessAndExit(t *testing.T) {
-	up, err := net.Listen("tcp", "127.0.0.1:0") // accepts and holds
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer up.Close()
-	go func() {
-		for {
-			c, err := up.Accept()
-			if err != nil {
-				return
-			}
-			defer c.Close()
-		}
-	}()
+	up := holdingUpstream(t)
 	dir := t.TempDir()
 	cfg := "apiVersion: tlsd/v1\nkind: Endpoint\nname: e\ndomain: e.test\nupstream: " + up.Addr().String() +
 		"\nterminate_at: edge\ntls: {issuer: internal}\n"
@@ -177,12 +197,7 @@ func TestShutdownReadinessAndExit(t *testing.T) {
 	addr, admin := freeAddr(t), freeAddr(t)
 	cmd, out := tlsdProcess(t, "run", "--listen", addr, "--admin", admin, "--shutdown-timeout", "1s",
 		"--state-dir", filepath.Join(dir, "state"), "--log-format", "json", dir)
-	var conn *tls.Conn
-	for deadline := time.Now().Add(10 * time.Second); conn == nil; time.Sleep(50 * time.Millisecond) {
-		if conn, err = tls.Dial("tcp", addr, &tls.Config{ServerName: "e.test", InsecureSkipVerify: true}); err != nil && time.Now().After(deadline) {
-			t.Fatalf("tlsd never served: %v\n%s", err, out)
-		}
-	}
+	conn := dialUntilServed(t, addr, "e.test", out)
 	defer conn.Close()
 	ready := func() int {
 		resp, err := http.Get("http://" + admin + "/readyz")

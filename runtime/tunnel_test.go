@@ -43,29 +43,17 @@ func (l *acceptTimes) Accept() (net.Conn, error) {
 func TestRejectedAgentBacksOff(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	tunnelCA, err := testpki.NewCA("tunnel CA", time.Time{}, time.Time{})
-	must(t, err)
-	edgeCert, err := tunnelCA.Issue(testpki.Options{CommonName: "edge", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
-	must(t, err)
 	stranger, err := testpki.NewCA("not the agents' CA", time.Time{}, time.Time{})
-	must(t, err)
-	agentCert, err := stranger.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
 	must(t, err)
 	raw, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	ln := &acceptTimes{Listener: raw, got: make(chan struct{}, 16)}
-	agents := edge.NewAgentPool(slogTo(e.log))
-	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
-	go agents.Serve(ln, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ec},
-		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool(e.clientCA)})
-	t.Cleanup(agents.Close)
+	agentTLS := edgeWithTunnel(t, e, ln, stranger)
 
 	agentLog := &logBuffer{}
-	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
 	const base = 50 * time.Millisecond
 	client := &agent.TunnelClient{Edge: raw.Addr().String(), Log: slogTo(agentLog), BackoffBase: base, BackoffMax: 10 * time.Second,
-		Handle: func(context.Context, tunnel.Header, net.Conn) {},
-		TLS:    &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}}
+		Handle: func(context.Context, tunnel.Header, net.Conn) {}, TLS: agentTLS}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); client.Run(ctx) }()
@@ -96,17 +84,16 @@ func TestRejectedAgentBacksOff(t *testing.T) {
 	}
 }
 
-// edgeWithTunnel is an edge's agent pool on a loopback tunnel listener, and the TLS
-// config of an agent called api-agent that it accepts.
-func edgeWithTunnel(t *testing.T, e *env) (addr string, agentTLS *tls.Config) {
+// edgeWithTunnel serves an edge's agent pool on ln, trusting agents whose certificates
+// env's client CA signs, and returns the TLS config of an agent called api-agent whose
+// certificate agentCA signs.
+func edgeWithTunnel(t *testing.T, e *env, ln net.Listener, agentCA *testpki.Pair) *tls.Config {
 	t.Helper()
 	tunnelCA, err := testpki.NewCA("tunnel CA", time.Time{}, time.Time{})
 	must(t, err)
 	edgeCert, err := tunnelCA.Issue(testpki.Options{CommonName: "edge", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	must(t, err)
-	agentCert, err := e.clientCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
-	must(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	agentCert, err := agentCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
 	must(t, err)
 	agents := edge.NewAgentPool(slogTo(e.log))
 	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
@@ -114,7 +101,15 @@ func edgeWithTunnel(t *testing.T, e *env) (addr string, agentTLS *tls.Config) {
 		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool(e.clientCA)})
 	t.Cleanup(agents.Close)
 	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
-	return ln.Addr().String(), &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}
+	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}
+}
+
+// edgeTunnel is edgeWithTunnel on a new loopback listener, for an agent the edge trusts.
+func edgeTunnel(t *testing.T, e *env) (addr string, agentTLS *tls.Config) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	return ln.Addr().String(), edgeWithTunnel(t, e, ln, e.clientCA)
 }
 
 // rogueSession dials the edge as the agent and returns the raw yamux session.
@@ -136,7 +131,7 @@ func rogueSession(t *testing.T, addr string, cfg *tls.Config) *yamux.Session {
 func TestAgentOpenedStreamsEndTheSession(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	addr, cfg := edgeWithTunnel(t, e)
+	addr, cfg := edgeTunnel(t, e)
 	s := rogueSession(t, addr, cfg)
 	before := heapInUse()
 	opened := 0
@@ -160,7 +155,7 @@ func TestAgentOpenedStreamsEndTheSession(t *testing.T) {
 func TestSessionsPerAgentBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
-	addr, cfg := edgeWithTunnel(t, e)
+	addr, cfg := edgeTunnel(t, e)
 	for range edge.MaxSessionsPerAgent {
 		rogueSession(t, addr, cfg)
 	}
