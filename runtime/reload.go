@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/tlsd/tlsd/schema"
@@ -20,6 +21,7 @@ type reloader struct {
 
 	failing bool            // the last attempt failed
 	warned  map[string]bool // the warnings of the last load, already logged
+	waiting string          // the files the last held reload waited for, as logged
 }
 
 func newReloader(d target, log *slog.Logger, w *watcher, o RunOptions) *reloader {
@@ -95,6 +97,17 @@ func (r *reloader) loop(ctx context.Context) {
 	}
 }
 
+// heldKey names what a held reload waits for, without the ages that change every time.
+func heldKey(reasons []string) string {
+	var b strings.Builder
+	for _, r := range reasons {
+		path, _, _ := strings.Cut(r, " is open for writing")
+		path, _, _ = strings.Cut(path, " became empty")
+		b.WriteString(path + "\n")
+	}
+	return b.String()
+}
+
 func stoppedTimer() *time.Timer {
 	t := time.NewTimer(time.Hour)
 	t.Stop()
@@ -110,10 +123,17 @@ func (r *reloader) reload(why string, force bool) time.Duration {
 	// subdirectory right after this load still raises an event.
 	r.w.arm(r.d.Config(), force)
 	if wait, files := r.w.holdFor(r.d.Config(), start); wait > 0 {
-		r.log.Info("reload waits: a file is being written; the running configuration stays meanwhile",
+		level := slog.LevelInfo
+		if key := heldKey(files); key == r.waiting {
+			level = slog.LevelDebug // a writer's every write raises an event: say it once
+		} else {
+			r.waiting = key
+		}
+		r.log.Log(context.Background(), level, "reload waits: a file is being written; the running configuration stays meanwhile",
 			"why", why, "files", files, "at_most", wait.Round(time.Millisecond))
 		return wait
 	}
+	r.waiting = ""
 	cfg := r.load(why)
 	if cfg == nil {
 		r.w.arm(r.d.Config(), false)
