@@ -3,14 +3,20 @@ GO       ?= go
 BIN      ?= bin/tlsd
 PKGS     := ./...
 PEBBLE_VERSION := v2.10.3
+# What `tlsd version`, /status and tlsd_build_info say: the nearest tag (or the commit),
+# the commit and its time.
+VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+DATE     ?= $(shell git log -1 --format=%cI 2>/dev/null)
+LDFLAGS  := -X github.com/tlsd/tlsd/version.stamp=$(VERSION) -X github.com/tlsd/tlsd/version.revision=$(REVISION) -X github.com/tlsd/tlsd/version.date=$(DATE)
 
 .PHONY: help build test tools lint fmt run validate-examples bench gobench soak fuzz fuzz-corpus clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
-build: ## build bin/tlsd
-	$(GO) build -o $(BIN) ./cmd/tlsd
+build: ## build bin/tlsd, stamped with VERSION (git describe), the commit and its time
+	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tlsd
 
 test: lint tools ## gofmt check, go vet, and every test with the race detector
 	$(GO) test -race -count=1 $(PKGS)

@@ -16,6 +16,7 @@ import (
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel"
+	"github.com/tlsd/tlsd/version"
 )
 
 // Agent is tlsd agent: it serves, through the tunnel streams its edge opens, the
@@ -146,6 +147,7 @@ func addr(s string) net.Addr {
 
 // AgentStatus is what the agent's /status reports.
 type AgentStatus struct {
+	Build       version.Info       `json:"build"`
 	Agent       string             `json:"agent"`
 	Generation  uint64             `json:"generation"`
 	AppliedAt   time.Time          `json:"applied_at"`
@@ -158,7 +160,7 @@ type AgentStatus struct {
 func (a *Agent) Status() AgentStatus {
 	g := a.gen.Load()
 	a.mu.Lock()
-	st := AgentStatus{Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{}}
+	st := AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{}}
 	a.mu.Unlock()
 	if a.Tunnel != nil {
 		st.Tunnel = a.Tunnel.Status()

@@ -5,6 +5,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/version"
 )
 
 // metrics are the daemon's Prometheus metrics, in a registry of its own.
@@ -38,13 +39,19 @@ var MetricHelp = map[string]string{
 	"tlsd_agent_streams_total":                   "Agent: streams received from the edge.",
 	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer and result (ok or failed).",
 	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
+	"tlsd_build_info":                            "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
 }
 
 // newRegistry is a registry with the Go runtime's and the process's standard metrics
-// (go_goroutines, go_memstats_*, process_resident_memory_bytes, process_open_fds, ...).
+// (go_goroutines, go_memstats_*, process_resident_memory_bytes, process_open_fds, ...)
+// and tlsd_build_info.
 func newRegistry() *prometheus.Registry {
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	v := version.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tlsd_build_info", Help: MetricHelp["tlsd_build_info"],
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "go_version": v.GoVersion}})
+	build.Set(1)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build)
 	return reg
 }
 

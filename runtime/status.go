@@ -8,6 +8,7 @@ import (
 
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/version"
 )
 
 // Attempt is the outcome of the last load-and-apply.
@@ -20,6 +21,7 @@ type Attempt struct {
 
 // Status is what /status reports.
 type Status struct {
+	Build       version.Info     `json:"build"`
 	Generation  uint64           `json:"generation"`
 	AppliedAt   time.Time        `json:"applied_at"`
 	LastAttempt Attempt          `json:"last_attempt"`
@@ -127,7 +129,7 @@ func (d *Daemon) Config() *schema.Config { return d.gen.Load().config }
 func (d *Daemon) Status() Status {
 	g := d.gen.Load()
 	d.mu.Lock()
-	st := Status{Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt}
+	st := Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt}
 	active, draining := d.connectionsLocked()
 	d.mu.Unlock()
 	for name, br := range g.routes {

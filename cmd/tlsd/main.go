@@ -67,7 +67,9 @@ Check them in CI with "tlsd validate"; print the JSON Schema for editors with
 "tlsd schema".`,
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       versionString(),
 	}
+	root.SetVersionTemplate("tlsd {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
 	root.AddCommand(newValidateCmd(), newRunCmd(), newEdgeCmd(), newAgentCmd(), newPlanCmd(), newStatusCmd(), newCACmd(), newSchemaCmd(), newVersionCmd())

@@ -2,18 +2,16 @@ package main
 
 import (
 	"fmt"
-	"runtime/debug"
 
 	"github.com/spf13/cobra"
-)
 
-// version is set at build time with -ldflags "-X main.version=v1.2.3".
-var version = ""
+	"github.com/tlsd/tlsd/version"
+)
 
 func newVersionCmd() *cobra.Command {
 	return &cobra.Command{
 		Use:   "version",
-		Short: "Print tlsd's version",
+		Short: "Print tlsd's version, VCS revision and build time",
 		Args:  cobra.NoArgs,
 		Run: func(cmd *cobra.Command, _ []string) {
 			fmt.Fprintln(cmd.OutOrStdout(), "tlsd", versionString())
@@ -21,12 +19,4 @@ func newVersionCmd() *cobra.Command {
 	}
 }
 
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version + " (" + bi.GoVersion + ")"
-	}
-	return "devel"
-}
+func versionString() string { return version.Get().String() }

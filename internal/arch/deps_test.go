@@ -38,8 +38,8 @@ func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 // configuration; edge and agent are two halves that share relay, termination and the
 // tunnel's wire format but not each other; internal/ serves development only.
 var allowed = map[string][]string{
-	"cmd/tlsd":    {"certs", "localca", "reconcile", "runtime", "schema", "tunnel"},
-	"runtime":     {"agent", "autocert", "certs", "edge", "localca", "reconcile", "relay", "schema", "termination", "tunnel"},
+	"cmd/tlsd":    {"certs", "localca", "reconcile", "runtime", "schema", "tunnel", "version"},
+	"runtime":     {"agent", "autocert", "certs", "edge", "localca", "reconcile", "relay", "schema", "termination", "tunnel", "version"},
 	"reconcile":   {"schema"},
 	"schema":      {"certs"},
 	"edge":        {"relay", "termination", "tunnel"},
@@ -50,6 +50,7 @@ var allowed = map[string][]string{
 	"autocert":    {"certs", "termination"},
 	"localca":     {"certs"},
 	"certs":       {},
+	"version":     {},
 
 	"bench":                      {"internal/testpki"},
 	"bench/cmd/benchrun":         {"bench"},
