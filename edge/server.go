@@ -102,6 +102,9 @@ func (s *Server) SetTable(t *Table) {
 // Addr is the listener's address.
 func (s *Server) Addr() net.Addr { return s.ln.Addr() }
 
+// Listener is the listening socket, for handing it to a new process.
+func (s *Server) Listener() net.Listener { return s.ln }
+
 // Serve accepts connections until Close or Shutdown. Temporary errors, such as running
 // out of file descriptors, back off and retry instead of ending the listener.
 func (s *Server) Serve() error {

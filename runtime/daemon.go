@@ -119,6 +119,17 @@ func Start(cfg *schema.Config, opts Options) (*Daemon, error) {
 // Generation is the number of the configuration being served (0 before the first).
 func (d *Daemon) Generation() uint64 { return d.gen.Load().n }
 
+// listeners are the daemon's listening sockets by bound-address key, for a hand-over.
+func (d *Daemon) listeners() map[string]net.Listener {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make(map[string]net.Listener, len(d.servers))
+	for addr, s := range d.servers {
+		out[addr] = s.Listener()
+	}
+	return out
+}
+
 // Addr returns the bound address of the listener configured as listen ("" is the
 // default listener), or nil.
 func (d *Daemon) Addr(listen string) net.Addr {

@@ -19,6 +19,10 @@ type reloader struct {
 	w   *watcher
 	o   RunOptions
 
+	// handOver, when set, runs on an upgrade request; it returns the new process's PID
+	// and true when this process should stop serving.
+	handOver func() (int, bool)
+
 	failing bool            // the last attempt failed
 	warned  map[string]bool // the warnings of the last load, already logged
 	waiting string          // the files the last held reload waited for, as logged
@@ -39,8 +43,9 @@ func newReloader(d target, log *slog.Logger, w *watcher, o RunOptions) *reloader
 }
 
 // loop waits for file events (debounced), writers closing files, held reloads coming
-// due and reload requests, until ctx ends.
-func (r *reloader) loop(ctx context.Context) {
+// due and reload and upgrade requests, until ctx ends or an upgrade handed this
+// process's sockets over; then it returns the new process's PID.
+func (r *reloader) loop(ctx context.Context) int {
 	quiet, capTimer, retry := stoppedTimer(), stoppedTimer(), stoppedTimer()
 	pending := false
 	event := func() {
@@ -62,12 +67,18 @@ func (r *reloader) loop(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			return
+			return 0
 		case <-r.o.Reload:
 			fire(whyRequested, true)
+		case <-r.o.Upgrade:
+			if r.handOver == nil {
+				r.log.Warn("upgrade requested: this command does not hand over its sockets yet")
+			} else if pid, done := r.handOver(); done {
+				return pid
+			}
 		case ev, ok := <-r.w.fsw.Events:
 			if !ok {
-				return
+				return 0
 			}
 			r.w.noteGone(ev)
 			if r.w.relevant(ev.Name) { // not tlsd's own state, nor a file beside a certificate
@@ -82,7 +93,7 @@ func (r *reloader) loop(ctx context.Context) {
 			}
 		case err, ok := <-r.w.fsw.Errors:
 			if !ok {
-				return
+				return 0
 			}
 			// A lost event (queue overflow) may hide a change: reload to be sure.
 			r.log.Warn("file watcher error; reloading to be safe", "error", err)

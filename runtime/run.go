@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -49,6 +50,14 @@ type RunOptions struct {
 	// reload logs a warning only when it is new.
 	InitialWarnings schema.Diagnostics
 	Started         func(*Daemon) // called once the first generation serves (tests)
+	// Upgrade (SIGUSR2) hands every listening socket to a new process started from
+	// Executable with Args, and drains this one once that serves (UpgradeTimeout, 0:
+	// DefaultUpgradeTimeout). Inherited are the sockets this process was handed.
+	Upgrade        <-chan struct{}
+	Executable     string
+	Args           []string
+	UpgradeTimeout time.Duration
+	Inherited      *Inherited
 }
 
 // Run serves initial, then watches the configuration and applies every valid change
@@ -61,12 +70,19 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	var pool *edge.AgentPool
 	var tunnelLn net.Listener
 	if o.Tunnel != nil {
-		if tunnelLn, err = net.Listen("tcp", o.Tunnel.Addr); err != nil {
+		if tunnelLn, err = o.inheritedOr(socketTunnel, o.Tunnel.Addr); err != nil {
 			closeIf(adminLn)
 			return fmt.Errorf("tunnel listener: %w", err)
 		}
 		pool = edge.NewAgentPool(o.Logger)
 		o.Options.Tunnel = pool
+	}
+	if o.Inherited != nil {
+		next := o.Options.Bind
+		if next == nil {
+			next = edge.Listen
+		}
+		o.Options.Bind = o.Inherited.bind(next)
 	}
 	d, err := Start(initial, o.Options)
 	if err != nil {
@@ -92,7 +108,16 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if o.Started != nil {
 		o.Started(d)
 	}
-	newReloader(d, d.log, w, o).loop(ctx)
+	o.Inherited.closeUnused()
+	o.Inherited.Ready() // a process that handed its sockets over may drain now
+	r := newReloader(d, d.log, w, o)
+	r.handOver = func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn) }
+	if successor := r.loop(ctx); successor != 0 {
+		stopAdmin() // the admin API is the new process's now; this one only drains
+		ictx, stopIgnoring := context.WithCancel(context.Background())
+		defer stopIgnoring()
+		go ignoreUpgrades(ictx, o.Upgrade, successor, d.log)
+	}
 
 	d.log.Info("shutting down: no new connections; waiting for open ones", "timeout", o.ShutdownTimeout)
 	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
@@ -111,13 +136,60 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	return <-adminDone
 }
 
-// listenAdmin binds the admin API, or returns nil when it is off.
+// upgradeDaemon hands the daemon's sockets to a new process; the PID it returns is that
+// process's when it serves, and ok says this one should drain now.
+func upgradeDaemon(d *Daemon, o RunOptions, adminLn, tunnelLn net.Listener) (pid int, ok bool) {
+	if o.Executable == "" {
+		d.log.Warn("upgrade requested, but this process does not know the binary it was started from")
+		return 0, false
+	}
+	if tunnelLn != nil {
+		// Agents keep one session per edge process; they must first learn to open one to
+		// the new process before the old one drains.
+		d.log.Warn("upgrade requested: handing over is not supported for tlsd edge yet; nothing changed")
+		return 0, false
+	}
+	sockets := d.listeners()
+	if adminLn != nil {
+		sockets[socketAdmin] = adminLn
+	}
+	pid, err := handOver(o.Executable, o.Args, sockets, cmp.Or(o.UpgradeTimeout, DefaultUpgradeTimeout), d.log)
+	if err != nil {
+		d.log.Error("upgrade failed; this process keeps serving", "error", err)
+		return 0, false
+	}
+	d.log.Info("upgrade: the new process serves; this one stops accepting and drains", "new_pid", pid)
+	return pid, true
+}
+
+// ignoreUpgrades answers upgrade requests that reach a process which already handed its
+// sockets over, until ctx ends.
+func ignoreUpgrades(ctx context.Context, upgrade <-chan struct{}, successor int, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-upgrade:
+			log.Warn("upgrade requested of a process that is draining: it handed its sockets over; signal the new one", "new_pid", successor)
+		}
+	}
+}
+
+// inheritedOr is the inherited socket called name, or a new listener on addr.
+func (o RunOptions) inheritedOr(name, addr string) (net.Listener, error) {
+	if ln, ok := o.Inherited.listener(name); ok {
+		return ln, nil
+	}
+	return net.Listen("tcp", addr)
+}
+
+// listenAdmin binds the admin API (or takes it over), or returns nil when it is off.
 func listenAdmin(o RunOptions) (net.Listener, error) {
 	enabled, loopback, err := CheckAdminAddr(o.Admin)
 	if err != nil || !enabled {
 		return nil, err
 	}
-	ln, err := net.Listen("tcp", o.Admin)
+	ln, err := o.inheritedOr(socketAdmin, o.Admin)
 	if err != nil {
 		return nil, fmt.Errorf("admin API: %w", err)
 	}

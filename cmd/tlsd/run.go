@@ -7,7 +7,10 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -30,6 +33,7 @@ type runFlags struct {
 	logLevel         string
 	exclude          []string
 	maxHandshakes    int
+	pidFile          string
 	adminHosts       []string
 	adminPprof       bool
 }
@@ -85,6 +89,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	fl.StringVar(&f.pidFile, "pid-file", "", "write the process ID to `FILE` once serving (after an upgrade, the new process writes its own)")
 	addExcludeFlag(fl, &f.exclude)
 }
 
@@ -116,17 +121,21 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 }
 
 // hupChannel turns SIGHUP into reload requests until ctx ends.
-func hupChannel(ctx context.Context) <-chan struct{} {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	reload := make(chan struct{})
+func hupChannel(ctx context.Context) <-chan struct{} { return signalChannel(ctx, syscall.SIGHUP) }
+
+// signalChannel turns sig into requests until ctx ends; one waits while another is
+// being served.
+func signalChannel(ctx context.Context, sig os.Signal) <-chan struct{} {
+	ch := make(chan os.Signal, 1)
+	signal.Notify(ch, sig)
+	req := make(chan struct{})
 	go func() {
-		defer signal.Stop(hup)
+		defer signal.Stop(ch)
 		for {
 			select {
-			case <-hup:
+			case <-ch:
 				select {
-				case reload <- struct{}{}:
+				case req <- struct{}{}:
 				case <-ctx.Done():
 					return
 				}
@@ -135,7 +144,22 @@ func hupChannel(ctx context.Context) <-chan struct{} {
 			}
 		}
 	}()
-	return reload
+	return req
+}
+
+// upgradeOptions wire SIGUSR2 to the hand-over upgrade: the binary at the path this one
+// was started from (a replaced binary is what starts), with the same arguments, and the
+// sockets this process inherited, if any.
+func upgradeOptions(ctx context.Context, o *runtime.RunOptions) error {
+	in, err := runtime.InheritedFromEnv()
+	if err != nil {
+		return &exitError{exitUsage, err}
+	}
+	o.Inherited, o.Upgrade, o.Args = in, signalChannel(ctx, syscall.SIGUSR2), os.Args[1:]
+	if exe, err := exec.LookPath(os.Args[0]); err == nil {
+		o.Executable, _ = filepath.Abs(exe)
+	}
+	return nil
 }
 
 func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *runtime.TunnelListen) error {
@@ -152,10 +176,37 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
+	if err := upgradeOptions(ctx, &opts); err != nil {
+		return err
+	}
+	if f.pidFile != "" {
+		opts.Started = func(*runtime.Daemon) { writePIDFile(f.pidFile, logger) }
+		defer removePIDFile(f.pidFile)
+	}
 	if err := runtime.Run(ctx, res.Config, opts); err != nil {
 		return &exitError{exitInvalid, err}
 	}
 	return nil
+}
+
+// writePIDFile writes this process's ID, atomically: a reader never sees a torn file.
+func writePIDFile(path string, log *slog.Logger) {
+	tmp := path + ".tmp"
+	err := os.WriteFile(tmp, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644)
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		log.Warn("cannot write the PID file", "file", path, "error", err)
+	}
+}
+
+// removePIDFile removes the PID file if it still names this process (after an upgrade,
+// it names the new one).
+func removePIDFile(path string) {
+	if data, err := os.ReadFile(path); err == nil && strings.TrimSpace(string(data)) == strconv.Itoa(os.Getpid()) {
+		os.Remove(path)
+	}
 }
 
 func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {

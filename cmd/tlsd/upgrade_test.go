@@ -1,0 +1,331 @@
+package main
+
+import (
+	"bytes"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/tlsd/tlsd/internal/testpki"
+)
+
+// buildTLSD builds the tlsd binary with a version stamp.
+func buildTLSD(t *testing.T, out, version string) {
+	t.Helper()
+	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/tlsd/tlsd/version.stamp="+version, "-o", out, ".")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, b)
+	}
+}
+
+// echoUpstream echoes every connection; wrap may make it a TLS server.
+func echoUpstream(t *testing.T, wrap func(net.Conn) net.Conn) string {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	mustT(t, err)
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				if wrap != nil {
+					c = wrap(c)
+				}
+				io.Copy(c, c)
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// alive reports whether pid is a process that has not exited (zombies count as exited).
+func alive(pid int) bool {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	fields := strings.Fields(string(data[bytes.LastIndexByte(data, ')')+1:]))
+	return len(fields) > 0 && fields[0] != "Z"
+}
+
+func readPID(path string) int {
+	data, _ := os.ReadFile(path)
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
+// upgradeWorld is tlsd serving a passthrough and an edge-terminated endpoint under load.
+type upgradeWorld struct {
+	t                *testing.T
+	dir, bin, addr   string
+	admin, pidFile   string
+	out              *lockedBuffer
+	stop             chan struct{}
+	wg               sync.WaitGroup
+	newOK, newFailed atomic.Int64
+	firstFailure     atomic.Value
+	longs            []*tls.Conn
+}
+
+func newUpgradeWorld(t *testing.T) *upgradeWorld {
+	w := &upgradeWorld{t: t, dir: t.TempDir(), addr: freeAddr(t), admin: freeAddr(t), out: &lockedBuffer{}, stop: make(chan struct{})}
+	w.bin, w.pidFile = filepath.Join(w.dir, "tlsd"), filepath.Join(w.dir, "tlsd.pid")
+	buildTLSD(t, w.bin, "v-old")
+	buildTLSD(t, w.bin+".new", "v-new")
+	plain := echoUpstream(t, nil)
+	conf := filepath.Join(w.dir, "conf")
+	mustT(t, os.MkdirAll(conf, 0o755))
+	cfg := "apiVersion: tlsd/v1\nkind: Endpoint\nname: term\ndomain: term.test\nupstream: " + plain +
+		"\nterminate_at: edge\ntls: {issuer: internal}\n---\n" +
+		"apiVersion: tlsd/v1\nkind: Endpoint\nname: pt\ndomain: pt.test\nupstream: " + w.tlsEcho() + "\n"
+	mustT(t, os.WriteFile(filepath.Join(conf, "e.yaml"), []byte(cfg), 0o644))
+	cmd := exec.Command(w.bin, "run", "--listen", w.addr, "--admin", w.admin, "--state-dir", filepath.Join(w.dir, "state"),
+		"--pid-file", w.pidFile, "--shutdown-timeout", "5m", "--log-format", "json", conf)
+	cmd.Stdout, cmd.Stderr = w.out, w.out
+	mustT(t, cmd.Start())
+	go cmd.Wait()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	dialUntilServed(t, w.addr, "term.test", w.out).Close()
+	return w
+}
+
+// tlsEcho is a TLS echo upstream for the passthrough endpoint; the clients do not verify
+// it (the test is about connections, not trust).
+func (w *upgradeWorld) tlsEcho() string {
+	ca, err := testpki.NewCA("upstream CA", time.Time{}, time.Time{})
+	mustT(w.t, err)
+	leaf, err := ca.Issue(testpki.Options{CommonName: "pt.test", DNSNames: []string{"pt.test"}})
+	mustT(w.t, err)
+	pair, err := tls.X509KeyPair(leaf.CertPEM(), leaf.KeyPEM())
+	mustT(w.t, err)
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}}
+	return echoUpstream(w.t, func(c net.Conn) net.Conn { return tls.Server(c, cfg) })
+}
+
+// load opens long-lived connections on both endpoints that echo continuously, and a
+// stream of new connections.
+func (w *upgradeWorld) load() {
+	for _, sni := range []string{"term.test", "pt.test", "term.test", "pt.test"} {
+		c, err := tls.Dial("tcp", w.addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		mustT(w.t, err)
+		w.longs = append(w.longs, c)
+		w.wg.Add(1)
+		go w.echoLoop(c)
+	}
+	w.wg.Add(1)
+	go w.newConnections()
+}
+
+func (w *upgradeWorld) fail(format string, args ...any) {
+	w.newFailed.Add(1)
+	w.firstFailure.CompareAndSwap(nil, fmt.Sprintf(format, args...))
+}
+
+func (w *upgradeWorld) echoLoop(c *tls.Conn) {
+	defer w.wg.Done()
+	msg, got := []byte("long-lived connection"), make([]byte, 21)
+	for i := 0; ; i++ {
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(5 * time.Millisecond):
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := c.Write(msg); err != nil {
+			w.fail("long-lived write %d: %v", i, err)
+			return
+		}
+		if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, msg) {
+			w.fail("long-lived echo %d: %q %v", i, got, err)
+			return
+		}
+	}
+}
+
+func (w *upgradeWorld) newConnections() {
+	defer w.wg.Done()
+	for i := 0; i < 100000; i++ { // bounded; ends with stop
+		select {
+		case <-w.stop:
+			return
+		case <-time.After(3 * time.Millisecond):
+		}
+		sni := []string{"term.test", "pt.test"}[i%2]
+		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", w.addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		if err != nil {
+			w.fail("new connection %d to %s: %v", i, sni, err)
+			continue
+		}
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		got := make([]byte, 3)
+		if _, err := c.Write([]byte("new")); err != nil {
+			w.fail("new connection %d write: %v", i, err)
+		} else if _, err := io.ReadFull(c, got); err != nil || string(got) != "new" {
+			w.fail("new connection %d echo: %q %v", i, got, err)
+		} else {
+			w.newOK.Add(1)
+		}
+		c.Close()
+	}
+}
+
+func (w *upgradeWorld) servedVersion() string {
+	resp, err := http.Get("http://" + w.admin + "/status")
+	if err != nil {
+		return ""
+	}
+	defer resp.Body.Close()
+	var st struct {
+		Build struct{ Version string } `json:"build"`
+	}
+	json.NewDecoder(resp.Body).Decode(&st)
+	return st.Build.Version
+}
+
+// TestUpgradeUnderLoad: with the binary on disk replaced, SIGUSR2 twenty times in a row
+// under load: no long-lived connection dropped, no new connection refused or failed,
+// every echo right, the new version served at the end, and no process left once the
+// long-lived connections end.
+func TestUpgradeUnderLoad(t *testing.T) {
+	w := newUpgradeWorld(t)
+	w.load()
+	mustT(t, os.Rename(w.bin+".new", w.bin))
+	pids := []int{readPID(w.pidFile)}
+	for i := range 20 {
+		old := pids[len(pids)-1]
+		mustT(t, syscall.Kill(old, syscall.SIGUSR2))
+		deadline := time.Now().Add(30 * time.Second)
+		for readPID(w.pidFile) == old {
+			if time.Now().After(deadline) {
+				t.Fatalf("upgrade %d: no new process\n%s", i+1, w.out)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		pids = append(pids, readPID(w.pidFile))
+	}
+	time.Sleep(200 * time.Millisecond) // some new connections on the last process
+	close(w.stop)
+	w.wg.Wait()
+	if v := w.servedVersion(); v != "v-new" {
+		t.Errorf("after the upgrades /status says version %q, want v-new", v)
+	}
+	t.Logf("20 upgrades: %d new connections ok, %d failed; %d long-lived connections", w.newOK.Load(), w.newFailed.Load(), len(w.longs))
+	if n := w.newFailed.Load(); n > 0 {
+		t.Errorf("%d failures, first: %v", n, w.firstFailure.Load())
+	}
+	for _, c := range w.longs {
+		c.Close()
+	}
+	last := pids[len(pids)-1]
+	syscall.Kill(last, syscall.SIGTERM)
+	deadline := time.Now().Add(20 * time.Second)
+	for _, pid := range pids {
+		for alive(pid) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+		if alive(pid) {
+			t.Errorf("process %d still runs", pid)
+		}
+	}
+}
+
+// TestFailedUpgradeKeepsServing: a new binary that exits at once, a configuration that
+// became invalid, a listener the new process cannot bind: each upgrade fails, the old
+// process keeps serving without a drop, and its log says why.
+func TestFailedUpgradeKeepsServing(t *testing.T) {
+	w := newUpgradeWorld(t)
+	w.load()
+	pid := readPID(w.pidFile)
+	conf := filepath.Join(w.dir, "conf")
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	mustT(t, err)
+	defer busy.Close()
+	good, _ := os.ReadFile(filepath.Join(conf, "e.yaml"))
+	cases := []struct {
+		name    string
+		prepare func()
+	}{
+		{"the new binary exits at once", func() {
+			mustT(t, os.Rename(w.bin, w.bin+".real"))
+			mustT(t, os.WriteFile(w.bin, []byte("#!/bin/sh\nexit 3\n"), 0o755))
+		}},
+		{"the configuration became invalid", func() {
+			mustT(t, os.Rename(w.bin+".real", w.bin))
+			mustT(t, os.WriteFile(filepath.Join(conf, "broken.yaml"), []byte("apiVersion: tlsd/v1\nkind: Endpoint\n"), 0o644))
+		}},
+		{"the new process cannot bind", func() {
+			mustT(t, os.Remove(filepath.Join(conf, "broken.yaml")))
+			busyEP := strings.NewReplacer("name: pt", "name: busy", "pt.test", "busy.test").Replace(string(good[bytes.Index(good, []byte("---\n"))+4:])) +
+				"listen: " + busy.Addr().String() + "\n"
+			mustT(t, os.WriteFile(filepath.Join(conf, "busy.yaml"), []byte(busyEP), 0o644))
+		}},
+	}
+	for i, c := range cases {
+		c.prepare()
+		time.Sleep(300 * time.Millisecond) // the running process has seen the change (and refused it)
+		mustT(t, syscall.Kill(pid, syscall.SIGUSR2))
+		deadline := time.Now().Add(30 * time.Second)
+		for strings.Count(w.out.String(), "upgrade failed; this process keeps serving") <= i {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: no failed upgrade logged\n%s", c.name, w.out)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if readPID(w.pidFile) != pid || !alive(pid) {
+			t.Fatalf("%s: the old process stopped serving", c.name)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	close(w.stop)
+	w.wg.Wait()
+	t.Logf("3 failed upgrades: %d new connections ok, %d failed", w.newOK.Load(), w.newFailed.Load())
+	if n := w.newFailed.Load(); n > 0 {
+		t.Errorf("%d failures, first: %v", n, w.firstFailure.Load())
+	}
+	for _, line := range strings.Split(w.out.String(), "\n") {
+		if strings.Contains(line, "upgrade failed") {
+			t.Log(line)
+		}
+	}
+}
+
+// TestRestartNegativeControl: the same load across a plain restart (kill, start) sees
+// refused new connections and dropped long-lived ones, or the upgrade test proves nothing.
+func TestRestartNegativeControl(t *testing.T) {
+	w := newUpgradeWorld(t)
+	w.load()
+	pid := readPID(w.pidFile)
+	syscall.Kill(pid, syscall.SIGKILL)
+	for alive(pid) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	cmd := exec.Command(w.bin, "run", "--listen", w.addr, "--admin", w.admin, "--state-dir", filepath.Join(w.dir, "state"),
+		"--log-format", "json", filepath.Join(w.dir, "conf"))
+	cmd.Stdout, cmd.Stderr = w.out, w.out
+	mustT(t, cmd.Start())
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	dialUntilServed(t, w.addr, "term.test", w.out).Close()
+	time.Sleep(100 * time.Millisecond)
+	close(w.stop)
+	w.wg.Wait()
+	t.Logf("kill and start: %d new connections ok, %d failures (first: %v)", w.newOK.Load(), w.newFailed.Load(), w.firstFailure.Load())
+	if w.newFailed.Load() == 0 {
+		t.Error("a hard restart under load dropped nothing: the harness cannot see drops")
+	}
+}
