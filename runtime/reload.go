@@ -69,7 +69,9 @@ func (r *reloader) loop(ctx context.Context) int {
 		case <-ctx.Done():
 			return 0
 		case <-r.o.Reload:
+			notifySystemd("RELOADING=1")
 			fire(whyRequested, true)
+			notifySystemd("READY=1")
 		case <-r.o.Upgrade:
 			if r.handOver == nil {
 				r.log.Warn("upgrade requested: this command does not hand over its sockets yet")

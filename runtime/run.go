@@ -8,6 +8,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
+	"strconv"
 	"time"
 
 	"github.com/tlsd/tlsd/edge"
@@ -110,6 +112,9 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	}
 	o.Inherited.closeUnused()
 	o.Inherited.Ready() // a process that handed its sockets over may drain now
+	// After an upgrade the new process is the service's main one; systemd must be told
+	// (and allow it: NotifyAccess=all).
+	notifySystemd("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
 	r := newReloader(d, d.log, w, o)
 	r.handOver = func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn) }
 	if successor := r.loop(ctx); successor != 0 {
@@ -117,6 +122,8 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 		ictx, stopIgnoring := context.WithCancel(context.Background())
 		defer stopIgnoring()
 		go ignoreUpgrades(ictx, o.Upgrade, successor, d.log)
+	} else {
+		notifySystemd("STOPPING=1") // the service stops (not so after a hand-over)
 	}
 
 	d.log.Info("shutting down: no new connections; waiting for open ones", "timeout", o.ShutdownTimeout)

@@ -84,7 +84,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl.StringVar(&f.admin, "admin", admin, "admin API address (/healthz /readyz /status /config /metrics), or off")
 	fl.StringArrayVar(&f.adminHosts, "admin-host", nil, "a host `NAME` the admin API answers to besides IP addresses and localhost (repeatable), e.g. for a reverse proxy in front of it")
 	fl.BoolVar(&f.adminPprof, "admin-pprof", false, "serve /debug/pprof/ also when the admin address is not loopback")
-	fl.StringVar(&f.stateDir, "state-dir", ".tlsd", "directory for tlsd's state: the internal issuer's CA, ACME accounts and certificates")
+	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "directory for tlsd's state: the internal issuer's CA, ACME accounts and certificates ($STATE_DIRECTORY when systemd sets it, else .tlsd)")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a client has to send its ClientHello and finish the TLS handshake (and an upstream to answer)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
@@ -189,6 +189,16 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	return nil
 }
 
+// defaultStateDir is systemd's StateDirectory= when it set one (the first, if several),
+// else .tlsd in the working directory.
+func defaultStateDir() string {
+	if dirs := os.Getenv("STATE_DIRECTORY"); dirs != "" {
+		first, _, _ := strings.Cut(dirs, ":")
+		return first
+	}
+	return ".tlsd"
+}
+
 // writePIDFile writes this process's ID, atomically: a reader never sees a torn file.
 func writePIDFile(path string, log *slog.Logger) {
 	tmp := path + ".tmp"
@@ -248,6 +258,6 @@ exist yet. Give it to clients to trust, e.g.
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&stateDir, "state-dir", ".tlsd", "tlsd's state directory (as given to tlsd run)")
+	cmd.Flags().StringVar(&stateDir, "state-dir", defaultStateDir(), "tlsd's state directory (as given to tlsd run)")
 	return cmd
 }

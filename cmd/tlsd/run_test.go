@@ -225,3 +225,49 @@ func TestShutdownReadinessAndExit(t *testing.T) {
 		t.Errorf("no log line for the connections the timeout closed:\n%s", out)
 	}
 }
+
+// TestSystemdNotifications: under a service manager that asked for them (NOTIFY_SOCKET),
+// tlsd says READY=1 once serving, RELOADING=1 and READY=1 around a SIGHUP reload, and
+// STOPPING=1 when SIGTERM begins the shutdown.
+func TestSystemdNotifications(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "notify")
+	ln, err := net.ListenUnixgram("unixgram", &net.UnixAddr{Name: sock, Net: "unixgram"})
+	mustT(t, err)
+	defer ln.Close()
+	msgs := make(chan string, 16)
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, err := ln.Read(buf)
+			if err != nil {
+				return
+			}
+			msgs <- string(buf[:n])
+		}
+	}()
+	expect := func(want string) {
+		t.Helper()
+		select {
+		case m := <-msgs:
+			if !strings.Contains(m, want) {
+				t.Fatalf("notification %q, want %s", m, want)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("no %s notification", want)
+		}
+	}
+	dir := writeConfig(t, validEndpoint)
+	cmd := exec.Command(os.Args[0], "run", "--listen", freeAddr(t), "--admin", "off", "--state-dir", filepath.Join(dir, "state"), dir)
+	cmd.Env = append(os.Environ(), "TLSD_TEST_MAIN=1", "NOTIFY_SOCKET="+sock)
+	mustT(t, cmd.Start())
+	defer cmd.Process.Kill()
+	expect("READY=1")
+	cmd.Process.Signal(syscall.SIGHUP)
+	expect("RELOADING=1")
+	expect("READY=1")
+	cmd.Process.Signal(syscall.SIGTERM)
+	expect("STOPPING=1")
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+}
