@@ -18,7 +18,12 @@ func TestMain(m *testing.M) {
 	if os.Getenv("TLSD_TEST_MAIN") == "1" {
 		os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 	}
-	goleak.VerifyTestMain(m)
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		if builds.dir != "" {
+			os.RemoveAll(builds.dir)
+		}
+		os.Exit(code)
+	}))
 }
 
 func tlsd(t *testing.T, args ...string) (code int, stdout, stderr string) {

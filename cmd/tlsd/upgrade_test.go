@@ -22,13 +22,35 @@ import (
 	"github.com/tlsd/tlsd/internal/testpki"
 )
 
-// buildTLSD builds the tlsd binary with a version stamp.
+// builds holds the tlsd binaries the upgrade tests run, built once per test run.
+var builds struct {
+	once     sync.Once
+	dir      string
+	err      error
+	old, new string
+}
+
+// buildTLSD copies a tlsd binary stamped with version (v-old or v-new) to out.
 func buildTLSD(t *testing.T, out, version string) {
 	t.Helper()
-	cmd := exec.Command("go", "build", "-ldflags", "-X github.com/tlsd/tlsd/version.stamp="+version, "-o", out, ".")
-	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, b)
+	builds.once.Do(func() {
+		builds.dir, builds.err = os.MkdirTemp("", "tlsd-builds-")
+		for _, v := range []string{"v-old", "v-new"} {
+			if builds.err != nil {
+				return
+			}
+			cmd := exec.Command("go", "build", "-ldflags", "-X github.com/tlsd/tlsd/version.stamp="+v, "-o", filepath.Join(builds.dir, v), ".")
+			if b, err := cmd.CombinedOutput(); err != nil {
+				builds.err = fmt.Errorf("go build: %v\n%s", err, b)
+			}
+		}
+	})
+	if builds.err != nil {
+		t.Fatal(builds.err)
 	}
+	data, err := os.ReadFile(filepath.Join(builds.dir, version))
+	mustT(t, err)
+	mustT(t, os.WriteFile(out, data, 0o755))
 }
 
 // echoUpstream echoes every connection; wrap may make it a TLS server.
