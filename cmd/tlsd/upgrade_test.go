@@ -53,29 +53,6 @@ func buildTLSD(t *testing.T, out, version string) {
 	mustT(t, os.WriteFile(out, data, 0o755))
 }
 
-// echoUpstream echoes every connection; wrap may make it a TLS server.
-func echoUpstream(t *testing.T, wrap func(net.Conn) net.Conn) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	mustT(t, err)
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				if wrap != nil {
-					c = wrap(c)
-				}
-				io.Copy(c, c)
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
 // alive reports whether pid is a process that has not exited (zombies count as exited).
 func alive(pid int) bool {
 	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -110,7 +87,7 @@ func newUpgradeWorld(t *testing.T) *upgradeWorld {
 	w.bin, w.pidFile = filepath.Join(w.dir, "tlsd"), filepath.Join(w.dir, "tlsd.pid")
 	buildTLSD(t, w.bin, "v-old")
 	buildTLSD(t, w.bin+".new", "v-new")
-	plain := echoUpstream(t, nil)
+	plain := echo(t, nil)
 	conf := filepath.Join(w.dir, "conf")
 	mustT(t, os.MkdirAll(conf, 0o755))
 	cfg := "apiVersion: tlsd/v1\nkind: Endpoint\nname: term\ndomain: term.test\nupstream: " + plain +
@@ -136,8 +113,7 @@ func (w *upgradeWorld) tlsEcho() string {
 	mustT(w.t, err)
 	pair, err := tls.X509KeyPair(leaf.CertPEM(), leaf.KeyPEM())
 	mustT(w.t, err)
-	cfg := &tls.Config{Certificates: []tls.Certificate{pair}}
-	return echoUpstream(w.t, func(c net.Conn) net.Conn { return tls.Server(c, cfg) })
+	return echo(w.t, &tls.Config{Certificates: []tls.Certificate{pair}})
 }
 
 // load opens long-lived connections on both endpoints that echo continuously, and a
