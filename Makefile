@@ -10,7 +10,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE     ?= $(shell git log -1 --format=%cI 2>/dev/null)
 LDFLAGS  := -X github.com/tlsd/tlsd/version.stamp=$(VERSION) -X github.com/tlsd/tlsd/version.revision=$(REVISION) -X github.com/tlsd/tlsd/version.date=$(DATE)
 
-.PHONY: help build test tools lint fmt run validate-examples bench gobench soak fuzz fuzz-corpus clean
+.PHONY: help build test tools lint fmt run validate-examples bench gobench soak fuzz fuzz-corpus dist clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,9 +47,10 @@ run: build ## serve examples/quickstart beside a demo upstream (Ctrl-C stops bot
 	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \
 	./$(BIN) run --state-dir .tlsd examples/quickstart
 
-validate-examples: build ## tlsd validate every example
+validate-examples: build ## tlsd validate every example (the Kubernetes one without its Secret's files)
 	@chmod 600 examples/*/certs/*.key
-	./$(BIN) validate examples/*
+	./$(BIN) validate $(filter-out examples/kubernetes,$(wildcard examples/*))
+	./$(BIN) validate --skip-files --exclude deploy --exclude kustomization.yaml examples/kubernetes
 
 bench: build ## tlsd beside HAProxy and nginx on the same load (installs them if missing); writes bench/results/DATE.md
 	$(GO) build -o bin/benchrun ./bench/cmd/benchrun
@@ -76,5 +77,18 @@ fuzz-corpus: ## keep up to 40 of the inputs fuzzing found, under testdata/fuzz/,
 		echo "$$pkg/testdata/fuzz/$$name: $$(ls $$pkg/testdata/fuzz/$$name | wc -l) inputs"; \
 	done
 
+DIST_PLATFORMS := linux/amd64 linux/arm64
+
+dist: ## release archives for linux/amd64 and linux/arm64 (static, stamped) with SHA256SUMS, in dist/
+	@rm -rf dist && mkdir -p dist
+	@for p in $(DIST_PLATFORMS); do \
+		os=$${p%/*}; arch=$${p#*/}; name=tlsd-$(VERSION)-$$os-$$arch; \
+		mkdir -p dist/$$name && \
+		CGO_ENABLED=0 GOOS=$$os GOARCH=$$arch $(GO) build -trimpath -ldflags "-s -w $(LDFLAGS)" -o dist/$$name/tlsd ./cmd/tlsd && \
+		cp README.md deploy/systemd/tlsd.service dist/$$name/ && \
+		tar -C dist -czf dist/$$name.tar.gz $$name && rm -rf dist/$$name || exit 1; \
+	done
+	@cd dist && sha256sum *.tar.gz > SHA256SUMS && cat SHA256SUMS
+
 clean: ## remove build output
-	rm -rf bin
+	rm -rf bin dist

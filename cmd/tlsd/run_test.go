@@ -210,6 +210,9 @@ func TestShutdownReadinessAndExit(t *testing.T) {
 	if code := ready(); code != http.StatusOK {
 		t.Fatalf("/readyz = %d before the shutdown", code)
 	}
+	if code, out, _ := tlsd(t, "status", "--ready", "--admin", admin); code != 0 {
+		t.Errorf("tlsd status --ready while serving: exit %d %q", code, out)
+	}
 	signalled := time.Now()
 	cmd.Process.Signal(syscall.SIGTERM)
 	for ready() != http.StatusServiceUnavailable {
@@ -218,6 +221,9 @@ func TestShutdownReadinessAndExit(t *testing.T) {
 		}
 	}
 	t.Logf("/readyz 503 %s after SIGTERM", time.Since(signalled).Round(time.Microsecond))
+	if code, out, _ := tlsd(t, "status", "--ready", "--admin", admin); code != 1 {
+		t.Errorf("tlsd status --ready while draining: exit %d %q, want 1", code, out)
+	}
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("a shutdown that closed what its timeout said to: %v, want exit 0\n%s", err, out)
 	}

@@ -18,15 +18,22 @@ func newStatusCmd() *cobra.Command {
 	var (
 		admin  string
 		asJSON bool
+		ready  bool
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
 		Short: "Show what a running tlsd serves",
 		Long: `Status asks a running tlsd, through its admin API, what it serves: the generation
 and when it was applied, whether the last reload worked (and if not, its
-diagnostics), and every endpoint with its open connections and certificate.`,
+diagnostics), and every endpoint with its open connections and certificate.
+
+With --ready it asks /readyz only and exits 0 when tlsd serves and is not shutting
+down, 1 otherwise: a health check for containers (the image has no curl).`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if ready {
+				return checkReady(cmd.OutOrStdout(), admin)
+			}
 			var st runtime.Status
 			if err := getJSON(admin, "/status", &st); err != nil {
 				return &exitError{exitUsage, err}
@@ -45,7 +52,22 @@ diagnostics), and every endpoint with its open connections and certificate.`,
 	}
 	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9180", "the admin API address of the running tlsd")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw /status JSON")
+	cmd.Flags().BoolVar(&ready, "ready", false, "only ask /readyz: exit 0 when serving, 1 when not (or shutting down)")
 	return cmd
+}
+
+func checkReady(w io.Writer, admin string) error {
+	resp, err := adminClient.Get("http://" + admin + "/readyz")
+	if err != nil {
+		return &exitError{exitInvalid, fmt.Errorf("ask tlsd at %s: %w", admin, err)}
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<10))
+	fmt.Fprint(w, string(body))
+	if resp.StatusCode != http.StatusOK {
+		return &exitError{code: exitInvalid}
+	}
+	return nil
 }
 
 var adminClient = &http.Client{Timeout: 10 * time.Second}
