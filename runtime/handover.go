@@ -32,10 +32,13 @@ const (
 	socketTunnel = "tunnel"
 )
 
-// Inherited are the sockets a previous tlsd process handed to this one.
+// Inherited are the sockets a previous tlsd process handed to this one, and those a
+// service manager passed (systemd socket activation: LISTEN_FDS), which go by the address
+// they are bound to.
 type Inherited struct {
-	files map[string]*os.File
-	ready *os.File // nil when nothing waits for readiness
+	files     map[string]*os.File
+	activated []net.Listener
+	ready     *os.File // nil when nothing waits for readiness
 }
 
 // InheritedFromEnv takes the sockets the environment says this process inherited (none
@@ -59,9 +62,58 @@ func InheritedFromEnv() (*Inherited, error) {
 		}
 		in.ready = os.NewFile(uintptr(fd), "readiness pipe")
 	}
-	os.Unsetenv(envListenFDs)
-	os.Unsetenv(envReadyFD)
+	if err := in.takeActivated(); err != nil {
+		return nil, err
+	}
+	for _, v := range []string{envListenFDs, envReadyFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v)
+	}
 	return in, nil
+}
+
+// takeActivated takes the sockets systemd passed this process (sd_listen_fds(3): from
+// descriptor 3 on, when LISTEN_PID names this process).
+func (in *Inherited) takeActivated() error {
+	n, err := strconv.Atoi(os.Getenv("LISTEN_FDS"))
+	if err != nil || os.Getenv("LISTEN_PID") != strconv.Itoa(os.Getpid()) {
+		return nil
+	}
+	for fd := 3; fd < 3+n; fd++ {
+		f := os.NewFile(uintptr(fd), "activated socket")
+		ln, err := net.FileListener(f)
+		f.Close()
+		if err != nil {
+			return fmt.Errorf("socket activation: descriptor %d is not a listening socket: %w", fd, err)
+		}
+		in.activated = append(in.activated, ln)
+	}
+	return nil
+}
+
+// activatedFor takes the activated socket bound to addr, if there is one.
+func (in *Inherited) activatedFor(addr string) (net.Listener, bool) {
+	for i, ln := range in.activated {
+		if boundTo(addr, ln.Addr()) {
+			in.activated = slices.Delete(in.activated, i, i+1)
+			return ln, true
+		}
+	}
+	return nil, false
+}
+
+// boundTo reports whether a listener on bound serves the configured address addr: the
+// same port, and the same IP or, for ":443" and the like, any.
+func boundTo(addr string, bound net.Addr) bool {
+	host, port, err := net.SplitHostPort(addr)
+	tcp, ok := bound.(*net.TCPAddr)
+	if err != nil || !ok || port != strconv.Itoa(tcp.Port) {
+		return false
+	}
+	if host == "" {
+		return tcp.IP.IsUnspecified()
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.Equal(tcp.IP) || host == "localhost" && tcp.IP.IsLoopback()
 }
 
 // listener turns the inherited socket called name into a listener, once.
@@ -71,7 +123,7 @@ func (in *Inherited) listener(name string) (net.Listener, bool) {
 	}
 	f, ok := in.files[name]
 	if !ok {
-		return nil, false
+		return in.activatedFor(name)
 	}
 	delete(in.files, name)
 	ln, err := net.FileListener(f)
@@ -100,8 +152,9 @@ func (in *Inherited) Ready() {
 	in.ready = nil
 }
 
-// closeUnused closes inherited sockets the configuration no longer wants.
-func (in *Inherited) closeUnused() {
+// closeUnused closes inherited sockets the configuration no longer wants, and says so
+// of those a service manager passed.
+func (in *Inherited) closeUnused(log *slog.Logger) {
 	if in == nil {
 		return
 	}
@@ -109,6 +162,11 @@ func (in *Inherited) closeUnused() {
 		f.Close()
 		delete(in.files, name)
 	}
+	for _, ln := range in.activated {
+		log.Warn("socket activation: no listener of the configuration is bound to this socket; closing it", "address", ln.Addr().String())
+		ln.Close()
+	}
+	in.activated = nil
 }
 
 // handOver starts the new process with sockets (name -> listener) and waits until it

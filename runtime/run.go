@@ -110,7 +110,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if o.Started != nil {
 		o.Started(d)
 	}
-	o.Inherited.closeUnused()
+	o.Inherited.closeUnused(d.log)
 	o.Inherited.Ready() // a process that handed its sockets over may drain now
 	// After an upgrade the new process is the service's main one; systemd must be told
 	// (and allow it: NotifyAccess=all).
@@ -182,10 +182,16 @@ func ignoreUpgrades(ctx context.Context, upgrade <-chan struct{}, successor int,
 	}
 }
 
-// inheritedOr is the inherited socket called name, or a new listener on addr.
+// inheritedOr is the inherited socket called name (or a passed one bound to addr), or a
+// new listener on addr.
 func (o RunOptions) inheritedOr(name, addr string) (net.Listener, error) {
 	if ln, ok := o.Inherited.listener(name); ok {
 		return ln, nil
+	}
+	if o.Inherited != nil {
+		if ln, ok := o.Inherited.activatedFor(addr); ok {
+			return ln, nil
+		}
 	}
 	return net.Listen("tcp", addr)
 }

@@ -51,7 +51,7 @@ func tlsdProcess(t *testing.T, args ...string) (*exec.Cmd, *lockedBuffer) {
 func dialUntilServed(t *testing.T, addr, sni string, out *lockedBuffer) *tls.Conn {
 	t.Helper()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		conn, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
 		if err == nil {
 			return conn
 		}

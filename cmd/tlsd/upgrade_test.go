@@ -355,3 +355,52 @@ func TestRestartNegativeControl(t *testing.T) {
 		t.Error("a hard restart under load dropped nothing: the harness cannot see drops")
 	}
 }
+
+// TestSocketActivation: given the listening socket the way systemd passes it (LISTEN_FDS,
+// LISTEN_PID), tlsd serves on it instead of binding; a connection made while no tlsd runs
+// waits in the socket's queue and is served by the next one, as with `systemctl restart`
+// of a socket-activated service.
+func TestSocketActivation(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	mustT(t, err)
+	defer ln.Close()
+	lnFile, err := ln.(*net.TCPListener).File()
+	mustT(t, err)
+	defer lnFile.Close()
+	plain := echo(t, nil)
+	dir := writeConfig(t, "apiVersion: tlsd/v1\nkind: Endpoint\nname: e\ndomain: e.test\nupstream: "+plain+
+		"\nterminate_at: edge\ntls: {issuer: internal}\n")
+	start := func() *exec.Cmd {
+		// As systemd does: the socket at descriptor 3, LISTEN_PID set to the PID that execs tlsd.
+		cmd := exec.Command("/bin/sh", "-c", `LISTEN_PID=$$ exec "$0" "$@"`, os.Args[0], "run", "--listen", ln.Addr().String(),
+			"--admin", "off", "--state-dir", filepath.Join(dir, "state"), dir)
+		cmd.Env = append(os.Environ(), "TLSD_TEST_MAIN=1", "LISTEN_FDS=1")
+		cmd.ExtraFiles = []*os.File{lnFile}
+		out := &lockedBuffer{}
+		cmd.Stdout, cmd.Stderr = out, out
+		mustT(t, cmd.Start())
+		t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+		dialUntilServed(t, ln.Addr().String(), "e.test", out).Close() // binding it would have failed: it is ours
+		return cmd
+	}
+	first := start()
+	mustT(t, first.Process.Signal(syscall.SIGTERM))
+	mustT(t, first.Wait())
+	// No tlsd runs: the connection is queued by the kernel, not refused.
+	raw, err := net.DialTimeout("tcp", ln.Addr().String(), 2*time.Second)
+	if err != nil {
+		t.Fatalf("a connection while tlsd restarts was refused: %v", err)
+	}
+	defer raw.Close()
+	start()
+	tc := tls.Client(raw, &tls.Config{ServerName: "e.test", InsecureSkipVerify: true})
+	tc.SetDeadline(time.Now().Add(10 * time.Second))
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("the queued connection was not served by the next tlsd: %v", err)
+	}
+	tc.Write([]byte("queued"))
+	got := make([]byte, 6)
+	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "queued" {
+		t.Errorf("echo %q, %v", got, err)
+	}
+}
