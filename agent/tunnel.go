@@ -61,7 +61,8 @@ func (a *TunnelClient) Run(ctx context.Context) {
 	if top <= 0 {
 		top = 10 * time.Second
 	}
-	var streams sync.WaitGroup
+	var streams, background sync.WaitGroup // background: sessions that carry streams after a hand-over
+	defer background.Wait()
 	defer streams.Wait()
 	var wait, backoff time.Duration // backoff is the wait before jitter
 	for attempt := 0; ; attempt++ {
@@ -78,9 +79,14 @@ func (a *TunnelClient) Run(ctx context.Context) {
 		if attempt > 0 {
 			a.reconnects.Add(1)
 		}
-		lived, err := a.session(ctx, &streams)
+		lived, err := a.session(ctx, &streams, &background)
 		if ctx.Err() != nil {
 			return
+		}
+		if errors.Is(err, errHandedOver) {
+			a.Log.Info(err.Error(), "edge", a.Edge)
+			backoff, wait = 0, 0
+			continue
 		}
 		if lived >= stableSession {
 			// A session that worked a while: try again at once, then back off anew. One
@@ -111,7 +117,7 @@ func errString(err error) string {
 
 // session dials once and serves streams until the session ends; it says how long the
 // session lived and why it ended.
-func (a *TunnelClient) session(ctx context.Context, streams *sync.WaitGroup) (time.Duration, error) {
+func (a *TunnelClient) session(ctx context.Context, streams, background *sync.WaitGroup) (time.Duration, error) {
 	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: a.TLS}
 	tc, err := d.DialContext(ctx, "tcp", a.Edge)
 	if err != nil {
@@ -133,28 +139,54 @@ func (a *TunnelClient) session(ctx context.Context, streams *sync.WaitGroup) (ti
 	start := time.Now()
 	a.setSince(start)
 	a.Log.Info("connected to the edge", "edge", a.Edge, "local", c.LocalAddr().String())
-	stop := context.AfterFunc(ctx, func() { mux.Close() })
-	defer stop()
-	defer a.setSince(time.Time{})
+	context.AfterFunc(ctx, func() { mux.Close() })
+	drain, ended := make(chan struct{}), make(chan struct{})
+	background.Add(1)
+	go func() {
+		defer background.Done()
+		defer close(ended)
+		a.accept(ctx, mux, streams, sync.OnceFunc(func() { close(drain) }))
+	}()
+	select {
+	case <-ended:
+		a.setSince(time.Time{})
+		return time.Since(start), c.cause()
+	case <-drain:
+		// This session goes on in the background, carrying its streams to their end.
+		return time.Since(start), errHandedOver
+	}
+}
+
+// errHandedOver ends a session whose edge process is handing over to a new one: Run
+// dials again at once, and the old session carries its open streams until it closes.
+var errHandedOver = errors.New("the edge hands over to a new process: connecting to it; the old session carries its open streams to their end")
+
+// accept serves the streams the edge opens until the session ends; a drain notice calls
+// onDrain.
+func (a *TunnelClient) accept(ctx context.Context, mux *yamux.Session, streams *sync.WaitGroup, onDrain func()) {
+	defer mux.Close()
 	for {
 		st, err := mux.AcceptStream()
 		if err != nil {
-			mux.Close()
-			return time.Since(start), c.cause()
+			return
 		}
-		a.streams.Add(1)
 		streams.Add(1)
 		go func() {
 			defer streams.Done()
 			st.SetReadDeadline(time.Now().Add(10 * time.Second))
 			h, err := tunnel.ReadHeader(st)
-			if err != nil {
+			switch {
+			case err != nil:
 				a.Log.Warn("bad stream from the edge", "error", err)
 				st.Close()
-				return
+			case h.Drain:
+				st.Close()
+				onDrain()
+			default:
+				a.streams.Add(1)
+				st.SetReadDeadline(time.Time{})
+				a.Handle(ctx, h, st)
 			}
-			st.SetReadDeadline(time.Time{})
-			a.Handle(ctx, h, st)
 		}()
 	}
 }

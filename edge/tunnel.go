@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net"
+	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -78,7 +80,11 @@ func NewAgentPool(log *slog.Logger) *AgentPool {
 func (p *AgentPool) Serve(ln net.Listener, cfg *tls.Config) error {
 	p.mu.Lock()
 	p.ln = ln
+	closed := p.closed
 	p.mu.Unlock()
+	if closed { // Close came first
+		return ln.Close()
+	}
 	var backoff time.Duration
 	for {
 		c, err := ln.Accept()
@@ -248,6 +254,66 @@ func (a sessionDied) Error() string {
 
 func (sessionDied) FailureCode() string { return "tunnel_broken" }
 
+// HandOver prepares the hand-over of the edge to a new process: it stops accepting agents
+// (the tunnel socket stays open: the new process accepts them, or resume does again if the
+// hand-over fails) and tells every connected agent to open a session to the new process,
+// keeping its current one for the streams it carries. It returns the names of the agents
+// that were told.
+func (p *AgentPool) HandOver() (agents []string, resume func(cfg *tls.Config) error, err error) {
+	p.mu.Lock()
+	ln := p.ln
+	p.mu.Unlock()
+	fl, ok := ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, nil, errors.New("the tunnel listener cannot be kept across a hand-over")
+	}
+	keep, err := fl.File()
+	if err != nil {
+		return nil, nil, fmt.Errorf("tunnel listener: %w", err)
+	}
+	ln.Close()
+	resume = func(cfg *tls.Config) error {
+		defer keep.Close()
+		again, err := net.FileListener(keep)
+		if err != nil {
+			return fmt.Errorf("tunnel listener: %w", err)
+		}
+		go p.Serve(again, cfg)
+		return nil
+	}
+	return p.drainSessions(), resume, nil
+}
+
+// drainSessions sends every session a drain notice and returns the agents' names.
+func (p *AgentPool) drainSessions() []string {
+	p.mu.Lock()
+	var all []*session
+	for _, list := range p.sessions {
+		all = append(all, list...)
+	}
+	p.mu.Unlock()
+	names := map[string]bool{}
+	for _, s := range all {
+		if st, err := s.mux.OpenStream(); err == nil {
+			tunnel.WriteHeader(st, tunnel.Header{Drain: true})
+			st.Close()
+			names[s.name] = true
+		}
+	}
+	return slices.Sorted(maps.Keys(names))
+}
+
+// WaitForAgents waits until every agent of names has a session, or timeout passes; it
+// returns those still missing.
+func (p *AgentPool) WaitForAgents(names []string, timeout time.Duration) []string {
+	for deadline := time.Now().Add(timeout); ; time.Sleep(10 * time.Millisecond) {
+		missing := slices.DeleteFunc(slices.Clone(names), func(n string) bool { return p.count(n) > 0 })
+		if len(missing) == 0 || time.Now().After(deadline) {
+			return missing
+		}
+	}
+}
+
 // Agents lists the connected sessions.
 func (p *AgentPool) Agents() []AgentStatus {
 	p.mu.Lock()
@@ -267,8 +333,12 @@ func (p *AgentPool) Agents() []AgentStatus {
 // Streams is the number of streams opened so far.
 func (p *AgentPool) Streams() int64 { return p.streams.Load() }
 
-// Close stops accepting agents and closes every session (and so every stream).
+// Close stops accepting agents and closes every session (and so every stream). It may be
+// called on a nil pool (no tunnel).
 func (p *AgentPool) Close() {
+	if p == nil {
+		return
+	}
 	p.mu.Lock()
 	p.closed = true
 	if p.ln != nil {

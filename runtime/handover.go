@@ -22,6 +22,7 @@ import (
 const (
 	envListenFDs = "TLSD_LISTEN_FDS" // name=fd,name=fd...
 	envReadyFD   = "TLSD_READY_FD"
+	envAgents    = "TLSD_EXPECT_AGENTS" // an edge's agents, to wait for before serving
 	// DefaultUpgradeTimeout bounds the wait for a new process to serve.
 	DefaultUpgradeTimeout = 30 * time.Second
 )
@@ -39,6 +40,9 @@ type Inherited struct {
 	files     map[string]*os.File
 	activated []net.Listener
 	ready     *os.File // nil when nothing waits for readiness
+	// agents are the agents the previous edge process told to connect to this one; it
+	// serves once they have (or a bound passes), or their endpoints would find none.
+	agents []string
 }
 
 // InheritedFromEnv takes the sockets the environment says this process inherited (none
@@ -65,7 +69,10 @@ func InheritedFromEnv() (*Inherited, error) {
 	if err := in.takeActivated(); err != nil {
 		return nil, err
 	}
-	for _, v := range []string{envListenFDs, envReadyFD, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+	if names := os.Getenv(envAgents); names != "" {
+		in.agents = strings.Split(names, ",")
+	}
+	for _, v := range []string{envListenFDs, envReadyFD, envAgents, "LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
 		os.Unsetenv(v)
 	}
 	return in, nil
@@ -172,7 +179,7 @@ func (in *Inherited) closeUnused(log *slog.Logger) {
 // handOver starts the new process with sockets (name -> listener) and waits until it
 // serves, it fails, or timeout passes; on failure the new process is stopped and this
 // one keeps everything. It returns the new process's PID.
-func handOver(exe string, args []string, sockets map[string]net.Listener, timeout time.Duration, log *slog.Logger) (int, error) {
+func handOver(exe string, args, env []string, sockets map[string]net.Listener, timeout time.Duration, log *slog.Logger) (int, error) {
 	files, spec, err := socketFiles(sockets)
 	defer closeFiles(files)
 	if err != nil {
@@ -186,7 +193,7 @@ func handOver(exe string, args []string, sockets map[string]net.Listener, timeou
 	cmd := exec.Command(exe, args...)
 	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
 	cmd.ExtraFiles = append(files, readyW)
-	cmd.Env = append(os.Environ(), envListenFDs+"="+spec, envReadyFD+"="+strconv.Itoa(3+len(files)))
+	cmd.Env = append(append(os.Environ(), env...), envListenFDs+"="+spec, envReadyFD+"="+strconv.Itoa(3+len(files)))
 	err = cmd.Start()
 	readyW.Close() // the child has its own
 	if err != nil {

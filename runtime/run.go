@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tlsd/tlsd/edge"
@@ -69,42 +70,27 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if err != nil {
 		return err
 	}
-	var pool *edge.AgentPool
-	var tunnelLn net.Listener
-	if o.Tunnel != nil {
-		if tunnelLn, err = o.inheritedOr(socketTunnel, o.Tunnel.Addr); err != nil {
-			closeIf(adminLn)
-			return fmt.Errorf("tunnel listener: %w", err)
-		}
-		pool = edge.NewAgentPool(o.Logger)
-		o.Options.Tunnel = pool
+	pool, tunnelLn, err := startTunnel(&o)
+	if err != nil {
+		closeIf(adminLn)
+		return err
 	}
-	if o.Inherited != nil {
-		next := o.Options.Bind
-		if next == nil {
-			next = edge.Listen
-		}
-		o.Options.Bind = o.Inherited.bind(next)
-	}
+	o.inheritListeners()
 	d, err := Start(initial, o.Options)
 	if err != nil {
 		closeIf(adminLn)
-		closeIf(tunnelLn)
+		pool.Close()
 		return err
 	}
 	w, err := newWatcher(o.Paths, o.StateDir, d.log)
 	if err != nil {
 		d.Shutdown(context.Background())
 		closeIf(adminLn)
-		closeIf(tunnelLn)
+		pool.Close()
 		return fmt.Errorf("watch configuration: %w", err)
 	}
 	defer w.close()
 	w.arm(initial, false)
-	if pool != nil {
-		go pool.Serve(tunnelLn, o.Tunnel.TLS)
-		d.log.Info("tunnel listener: agents connect here", "address", tunnelLn.Addr().String())
-	}
 	actx, stopAdmin := context.WithCancel(context.Background())
 	adminDone := serveAdminOn(actx, adminLn, guardAdmin(d.AdminHandler(), o), d.log)
 	if o.Started != nil {
@@ -116,7 +102,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	// (and allow it: NotifyAccess=all).
 	notifySystemd("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
 	r := newReloader(d, d.log, w, o)
-	r.handOver = func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn) }
+	r.handOver = func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn, pool) }
 	if successor := r.loop(ctx); successor != 0 {
 		stopAdmin() // the admin API is the new process's now; this one only drains
 		ictx, stopIgnoring := context.WithCancel(context.Background())
@@ -136,38 +122,116 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	} else {
 		d.log.Info("stopped: every connection finished")
 	}
-	if pool != nil {
-		pool.Close()
-	}
+	pool.Close()
 	stopAdmin()
 	return <-adminDone
 }
 
+// startTunnel opens (or takes over) an edge's tunnel listener and serves agents on it. A
+// process taking over from another edge first waits for that one's agents, so that its
+// endpoints find them from its first connection on.
+func startTunnel(o *RunOptions) (*edge.AgentPool, net.Listener, error) {
+	if o.Tunnel == nil {
+		return nil, nil, nil
+	}
+	ln, err := o.inheritedOr(socketTunnel, o.Tunnel.Addr)
+	if err != nil {
+		return nil, nil, fmt.Errorf("tunnel listener: %w", err)
+	}
+	pool := edge.NewAgentPool(o.Logger)
+	o.Options.Tunnel = pool
+	go pool.Serve(ln, o.Tunnel.TLS)
+	o.Logger.Info("tunnel listener: agents connect here", "address", ln.Addr().String())
+	awaitAgents(pool, o.Inherited, o.Logger)
+	return pool, ln, nil
+}
+
+// inheritListeners makes the daemon take its listeners from the inherited sockets first.
+func (o *RunOptions) inheritListeners() {
+	if o.Inherited == nil {
+		return
+	}
+	next := o.Options.Bind
+	if next == nil {
+		next = edge.Listen
+	}
+	o.Options.Bind = o.Inherited.bind(next)
+}
+
 // upgradeDaemon hands the daemon's sockets to a new process; the PID it returns is that
-// process's when it serves, and ok says this one should drain now.
-func upgradeDaemon(d *Daemon, o RunOptions, adminLn, tunnelLn net.Listener) (pid int, ok bool) {
+// process's when it serves, and ok says this one should drain now. An edge first stops
+// accepting agents and tells its agents to connect to the new process, which serves once
+// they have; a failed hand-over takes the agents back.
+func upgradeDaemon(d *Daemon, o RunOptions, adminLn, tunnelLn net.Listener, pool *edge.AgentPool) (pid int, ok bool) {
 	if o.Executable == "" {
 		d.log.Warn("upgrade requested, but this process does not know the binary it was started from")
-		return 0, false
-	}
-	if tunnelLn != nil {
-		// Agents keep one session per edge process; they must first learn to open one to
-		// the new process before the old one drains.
-		d.log.Warn("upgrade requested: handing over is not supported for tlsd edge yet; nothing changed")
 		return 0, false
 	}
 	sockets := d.listeners()
 	if adminLn != nil {
 		sockets[socketAdmin] = adminLn
 	}
-	pid, err := handOver(o.Executable, o.Args, sockets, cmp.Or(o.UpgradeTimeout, DefaultUpgradeTimeout), d.log)
+	var env []string
+	resume := func() {}
+	if pool != nil {
+		// A copy of the tunnel socket for the new process: HandOver closes the pool's.
+		copyLn, err := duplicate(tunnelLn)
+		if err != nil {
+			d.log.Error("upgrade failed; this process keeps serving", "error", err)
+			return 0, false
+		}
+		defer copyLn.Close()
+		sockets[socketTunnel] = copyLn
+		agents, resumeAgents, err := pool.HandOver()
+		if err != nil {
+			d.log.Error("upgrade failed; this process keeps serving", "error", err)
+			return 0, false
+		}
+		env = append(env, envAgents+"="+strings.Join(agents, ","))
+		resume = func() {
+			if err := resumeAgents(o.Tunnel.TLS); err != nil {
+				d.log.Error("after the failed upgrade, agents cannot connect again", "error", err)
+			}
+		}
+		d.log.Info("upgrade: agents told to connect to the new process", "agents", agents)
+	}
+	pid, err := handOver(o.Executable, o.Args, env, sockets, cmp.Or(o.UpgradeTimeout, DefaultUpgradeTimeout), d.log)
 	if err != nil {
+		resume()
 		d.log.Error("upgrade failed; this process keeps serving", "error", err)
 		return 0, false
 	}
 	d.log.Info("upgrade: the new process serves; this one stops accepting and drains", "new_pid", pid)
 	return pid, true
 }
+
+// duplicate makes another listener on ln's socket.
+func duplicate(ln net.Listener) (net.Listener, error) {
+	fl, ok := ln.(interface{ File() (*os.File, error) })
+	if !ok {
+		return nil, fmt.Errorf("listener %s cannot be duplicated", ln.Addr())
+	}
+	f, err := fl.File()
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	return net.FileListener(f)
+}
+
+// awaitAgents holds the readiness of an edge that took over from another until the
+// agents the old one told to come have connected.
+func awaitAgents(pool *edge.AgentPool, in *Inherited, log *slog.Logger) {
+	if pool == nil || in == nil || len(in.agents) == 0 {
+		return
+	}
+	if missing := pool.WaitForAgents(in.agents, agentWait); len(missing) > 0 {
+		log.Warn("serving before every agent of the previous process connected", "missing", missing, "waited", agentWait)
+	}
+}
+
+// agentWait bounds how long a new edge process waits for the agents of the old one.
+const agentWait = 5 * time.Second
 
 // ignoreUpgrades answers upgrade requests that reach a process which already handed its
 // sockets over, until ctx ends.

@@ -26,6 +26,10 @@ type Header struct {
 	// Plain says the edge terminated TLS and the bytes are plaintext; otherwise they are
 	// the client's TLS records, untouched.
 	Plain bool `json:"plain"`
+	// Drain, on a stream that carries nothing else, says the edge process hands over to
+	// a new one: the agent opens a session to it, and keeps this one for the streams it
+	// carries until the old process closes it.
+	Drain bool `json:"drain,omitempty"`
 }
 
 const maxHeader = 4 << 10
@@ -62,7 +66,7 @@ func ReadHeader(r io.Reader) (Header, error) {
 	if err := json.Unmarshal(data, &h); err != nil {
 		return h, fmt.Errorf("tunnel header: %w", err)
 	}
-	if h.Endpoint == "" {
+	if h.Endpoint == "" && !h.Drain {
 		return h, errors.New("tunnel header names no endpoint")
 	}
 	return h, nil

@@ -156,7 +156,11 @@ func (w *upgradeWorld) echoLoop(c *tls.Conn) {
 	}
 }
 
-func (w *upgradeWorld) newConnections() {
+func (w *upgradeWorld) newConnections() { w.newConnectionsTo("term.test", "pt.test") }
+
+// newConnectionsTo makes a new connection every 3 ms, to each name in turn, and echoes
+// once on it.
+func (w *upgradeWorld) newConnectionsTo(names ...string) {
 	defer w.wg.Done()
 	for i := 0; i < 100000; i++ { // bounded; ends with stop
 		select {
@@ -164,7 +168,7 @@ func (w *upgradeWorld) newConnections() {
 			return
 		case <-time.After(3 * time.Millisecond):
 		}
-		sni := []string{"term.test", "pt.test"}[i%2]
+		sni := names[i%len(names)]
 		c, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", w.addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
 		if err != nil {
 			w.fail("new connection %d to %s: %v", i, sni, err)
@@ -403,4 +407,57 @@ func TestSocketActivation(t *testing.T) {
 	if _, err := io.ReadFull(tc, got); err != nil || string(got) != "queued" {
 		t.Errorf("echo %q, %v", got, err)
 	}
+}
+
+// TestEdgeUpgradeWithAgent: tlsd edge upgraded five times in a row while connections
+// flow through the tunnel to an agent (passthrough, agent termination, edge termination):
+// the agent opens a session to each new process and keeps the old one for its streams,
+// so no long-lived connection drops and no new connection fails.
+func TestEdgeUpgradeWithAgent(t *testing.T) {
+	w := newSplitWorld(t)
+	pidFile := w.path("edge.pid")
+	w.edge, w.edgeOut = tlsdProcess(t, "edge", "--listen", w.listen, "--admin", w.edgeAdmin, "--pid-file", pidFile,
+		"--shutdown-timeout", "5m", "--state-dir", w.path("edge-state"), "--tunnel-listen", w.tunnel, "--tunnel-cert", w.path("tunnel.crt"),
+		"--tunnel-key", w.path("tunnel.key"), "--agent-ca", w.path("agent-ca.crt"), w.edgeDir)
+	w.waitFor(w.edgeOut, "tunnel listener")
+	w.agentCert(w.agentCA, "api-agent", "api")
+	_, agentOut := w.startAgent("api")
+	w.agentsLive(1)
+	load := &upgradeWorld{t: t, addr: w.listen, stop: make(chan struct{})}
+	for _, sni := range []string{"zk.test", "ag.test", "ed.test"} {
+		c, err := tls.Dial("tcp", w.listen, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		mustT(t, err)
+		load.longs = append(load.longs, c)
+		load.wg.Add(1)
+		go load.echoLoop(c)
+	}
+	load.wg.Add(1)
+	go load.newConnectionsTo("zk.test", "ag.test", "ed.test")
+
+	pid := readPID(pidFile)
+	for i := range 5 {
+		mustT(t, syscall.Kill(pid, syscall.SIGUSR2))
+		deadline := time.Now().Add(30 * time.Second)
+		for readPID(pidFile) == pid {
+			if time.Now().After(deadline) {
+				t.Fatalf("upgrade %d: no new edge process\n%s", i+1, w.edgeOut)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		pid = readPID(pidFile)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(load.stop)
+	load.wg.Wait()
+	t.Logf("5 edge upgrades: %d new connections ok, %d failed; %d long-lived connections", load.newOK.Load(), load.newFailed.Load(), len(load.longs))
+	if n := load.newFailed.Load(); n > 0 {
+		t.Errorf("%d failures, first: %v\nedge:\n%s\nagent:\n%s", n, load.firstFailure.Load(), w.edgeOut, agentOut)
+	}
+	if n := strings.Count(agentOut.String(), "the edge hands over to a new process"); n != 5 {
+		t.Errorf("the agent followed %d hand-overs, want 5", n)
+	}
+	for _, c := range load.longs {
+		c.Close()
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
 }
