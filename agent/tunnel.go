@@ -28,10 +28,53 @@ type TunnelClient struct {
 	// BackoffBase and BackoffMax bound the wait between connection attempts.
 	BackoffBase, BackoffMax time.Duration
 
-	mu         sync.Mutex // guards since
-	since      time.Time  // zero while disconnected
+	mu       sync.Mutex // guards the following fields
+	since    time.Time  // zero while disconnected
+	live     map[*yamux.Session]bool
+	draining bool // Drain was called: no new streams, no reconnecting
+
 	reconnects atomic.Int64
 	streams    atomic.Int64
+	active     atomic.Int64 // streams being served
+}
+
+// Drain asks the edge to open no more streams on this agent's sessions (yamux GoAway:
+// the edge sends them to the agent's other sessions) and stops reconnecting; the streams
+// open now go on. Active says when they are done.
+func (a *TunnelClient) Drain() {
+	a.mu.Lock()
+	a.draining = true
+	sessions := make([]*yamux.Session, 0, len(a.live))
+	for s := range a.live {
+		sessions = append(sessions, s)
+	}
+	a.mu.Unlock()
+	for _, s := range sessions {
+		s.GoAway()
+	}
+}
+
+// Active is the number of streams being served.
+func (a *TunnelClient) Active() int64 { return a.active.Load() }
+
+func (a *TunnelClient) isDraining() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.draining
+}
+
+// track adds or removes a live session.
+func (a *TunnelClient) track(s *yamux.Session, on bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.live == nil {
+		a.live = map[*yamux.Session]bool{}
+	}
+	if on {
+		a.live[s] = true
+	} else {
+		delete(a.live, s)
+	}
 }
 
 // TunnelStatus describes the agent's connection to the edge.
@@ -73,14 +116,16 @@ func (a *TunnelClient) Run(ctx context.Context) {
 			case <-time.After(wait):
 			}
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || a.isDraining() {
+			<-ctx.Done()
 			return
 		}
 		if attempt > 0 {
 			a.reconnects.Add(1)
 		}
 		lived, err := a.session(ctx, &streams, &background)
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || a.isDraining() {
+			<-ctx.Done() // draining: the sessions left carry their streams until ctx ends
 			return
 		}
 		if errors.Is(err, errHandedOver) {
@@ -140,11 +185,16 @@ func (a *TunnelClient) session(ctx context.Context, streams, background *sync.Wa
 	a.setSince(start)
 	a.Log.Info("connected to the edge", "edge", a.Edge, "local", c.LocalAddr().String())
 	context.AfterFunc(ctx, func() { mux.Close() })
+	a.track(mux, true)
+	if a.isDraining() {
+		mux.GoAway()
+	}
 	drain, ended := make(chan struct{}), make(chan struct{})
 	background.Add(1)
 	go func() {
 		defer background.Done()
 		defer close(ended)
+		defer a.track(mux, false)
 		a.accept(ctx, mux, streams, sync.OnceFunc(func() { close(drain) }))
 	}()
 	select {
@@ -184,6 +234,8 @@ func (a *TunnelClient) accept(ctx context.Context, mux *yamux.Session, streams *
 				onDrain()
 			default:
 				a.streams.Add(1)
+				a.active.Add(1)
+				defer a.active.Add(-1)
 				st.SetReadDeadline(time.Time{})
 				a.Handle(ctx, h, st)
 			}

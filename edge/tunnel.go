@@ -47,6 +47,7 @@ type session struct {
 	// a probation has passed since the last one it left unanswered (lastUnanswered).
 	unanswered     atomic.Int32
 	lastUnanswered atomic.Int64 // unix nanoseconds
+	goneAway       atomic.Bool  // the agent asked for no more streams (it is draining)
 }
 
 // unhealthyAfter is how many unanswered streams in a row make a session unhealthy;
@@ -195,7 +196,7 @@ func (p *AgentPool) pick(agent string, skip map[*session]bool) *session {
 		p.next[agent] = i + 1
 		s := live[i]
 		switch {
-		case s.mux.IsClosed() || skip[s]:
+		case s.mux.IsClosed() || s.goneAway.Load() || skip[s]:
 		case s.healthy():
 			return s
 		case fallback == nil:
@@ -214,6 +215,10 @@ func (p *AgentPool) open(agent string, h tunnel.Header, skip map[*session]bool) 
 	for s := p.pick(agent, skip); s != nil; s = p.pick(agent, skip) {
 		skip[s] = true
 		st, err := s.mux.OpenStream()
+		if errors.Is(err, yamux.ErrRemoteGoAway) {
+			s.goneAway.Store(true) // its agent drains: streams go to its other sessions
+			continue
+		}
 		if err != nil {
 			continue // the session just died: its CloseChan removes it
 		}

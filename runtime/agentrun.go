@@ -1,9 +1,11 @@
 package runtime
 
 import (
+	"cmp"
 	"context"
 	"crypto/tls"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"time"
@@ -55,18 +57,72 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	if o.StartedAgent != nil {
 		o.StartedAgent(a)
 	}
-	newReloader(a, a.log, w, o.RunOptions).loop(ctx)
-
-	a.stopping.Store(true)
-	a.log.Info("shutting down: closing the tunnel")
-	stopTunnel()
-	select {
-	case <-tunnelDone:
-	case <-time.After(o.ShutdownTimeout):
-		a.log.Warn("streams still open after the shutdown timeout")
+	o.Inherited.closeUnused(a.log)
+	awaitTunnel(a.Tunnel, o.Inherited, a.log)
+	o.Inherited.Ready()
+	r := newReloader(a, a.log, w, o.RunOptions)
+	r.handOver = func() (int, bool) { return upgradeAgent(a, o.RunOptions, adminLn) }
+	if successor := r.loop(ctx); successor != 0 {
+		stopAdmin() // the new process's now
+		ictx, stopIgnoring := context.WithCancel(context.Background())
+		defer stopIgnoring()
+		go ignoreUpgrades(ictx, o.Upgrade, successor, a.log)
 	}
+	a.stopping.Store(true)
+	a.drain(o.ShutdownTimeout)
+	stopTunnel()
+	<-tunnelDone
 	stopAdmin()
 	return <-adminDone
+}
+
+// drain asks the edge for no more streams and waits, at most timeout, for the open ones
+// to end; the tunnel closes after.
+func (a *Agent) drain(timeout time.Duration) {
+	a.log.Info("shutting down: the edge sends no more streams; waiting for the open ones", "open", a.Tunnel.Active(), "timeout", timeout)
+	a.Tunnel.Drain()
+	for deadline := time.Now().Add(timeout); a.Tunnel.Active() > 0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			a.log.Warn("streams still open after the shutdown timeout: closing them", "open", a.Tunnel.Active())
+			return
+		}
+	}
+	a.log.Info("stopped: every stream finished")
+}
+
+// upgradeAgent hands the agent's admin socket to a new agent process, which serves once
+// its own session to the edge is up; this one then drains.
+func upgradeAgent(a *Agent, o RunOptions, adminLn net.Listener) (int, bool) {
+	if o.Executable == "" {
+		a.log.Warn("upgrade requested, but this process does not know the binary it was started from")
+		return 0, false
+	}
+	sockets := map[string]net.Listener{}
+	if adminLn != nil {
+		sockets[socketAdmin] = adminLn
+	}
+	pid, err := handOver(o.Executable, o.Args, nil, sockets, cmp.Or(o.UpgradeTimeout, DefaultUpgradeTimeout), a.log)
+	if err != nil {
+		a.log.Error("upgrade failed; this process keeps serving", "error", err)
+		return 0, false
+	}
+	a.log.Info("upgrade: the new agent serves; this one drains its streams", "new_pid", pid)
+	return pid, true
+}
+
+// awaitTunnel holds the readiness of an agent that took over from another until its own
+// session to the edge is up (or agentWait passes), so no moment passes with neither
+// taking streams.
+func awaitTunnel(t *agent.TunnelClient, in *Inherited, log *slog.Logger) {
+	if in == nil || in.ready == nil {
+		return
+	}
+	for deadline := time.Now().Add(agentWait); !t.Status().Connected; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			log.Warn("serving before the tunnel to the edge is up", "waited", agentWait)
+			return
+		}
+	}
 }
 
 // AdminHandler serves the agent's /healthz, /readyz, /status, /config, /metrics and

@@ -128,6 +128,13 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 		},
 		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second,
 	}
+	if err := upgradeOptions(ctx, &o.RunOptions); err != nil {
+		return err
+	}
+	if f.pidFile != "" {
+		o.StartedAgent = func(*runtime.Agent) { writePIDFile(f.pidFile, logger) }
+		defer removePIDFile(f.pidFile)
+	}
 	if err := runtime.RunAgent(ctx, res.Config, o); err != nil {
 		return &exitError{exitInvalid, err}
 	}

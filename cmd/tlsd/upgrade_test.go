@@ -461,3 +461,55 @@ func TestEdgeUpgradeWithAgent(t *testing.T) {
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
 }
+
+// TestAgentUpgrade: tlsd agent upgraded three times in a row while connections flow
+// through it: each new agent connects to the edge before the old one asks the edge for no
+// more streams (GoAway), and the old one carries its open streams to their end.
+func TestAgentUpgrade(t *testing.T) {
+	w := newSplitWorld(t)
+	w.startEdge()
+	w.agentCert(w.agentCA, "api-agent", "api")
+	pidFile := w.path("agent.pid")
+	_, agentOut := tlsdProcess(t, "agent", "--edge", w.tunnel, "--cert", w.path("api.crt"), "--key", w.path("api.key"),
+		"--ca", w.path("tunnel-ca.crt"), "--admin", freeAddr(t), "--pid-file", pidFile, "--shutdown-timeout", "5m",
+		"--state-dir", w.path("api-state"), w.agentDir)
+	w.agentsLive(1)
+	load := &upgradeWorld{t: t, addr: w.listen, stop: make(chan struct{})}
+	for _, sni := range []string{"zk.test", "ag.test", "ed.test"} {
+		c, err := tls.Dial("tcp", w.listen, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
+		mustT(t, err)
+		load.longs = append(load.longs, c)
+		load.wg.Add(1)
+		go load.echoLoop(c)
+	}
+	load.wg.Add(1)
+	go load.newConnectionsTo("zk.test", "ag.test", "ed.test")
+	for deadline := time.Now().Add(10 * time.Second); readPID(pidFile) == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the agent wrote no PID file\n%s", agentOut)
+		}
+	}
+	pid := readPID(pidFile)
+	for i := range 3 {
+		mustT(t, syscall.Kill(pid, syscall.SIGUSR2))
+		deadline := time.Now().Add(30 * time.Second)
+		for readPID(pidFile) == pid {
+			if time.Now().After(deadline) {
+				t.Fatalf("upgrade %d: no new agent process\n%s", i+1, agentOut)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		pid = readPID(pidFile)
+	}
+	time.Sleep(200 * time.Millisecond)
+	close(load.stop)
+	load.wg.Wait()
+	t.Logf("3 agent upgrades: %d new connections ok, %d failed; %d long-lived connections", load.newOK.Load(), load.newFailed.Load(), len(load.longs))
+	if n := load.newFailed.Load(); n > 0 {
+		t.Errorf("%d failures, first: %v\nedge:\n%s\nagent:\n%s", n, load.firstFailure.Load(), w.edgeOut, agentOut)
+	}
+	for _, c := range load.longs {
+		c.Close()
+	}
+	syscall.Kill(pid, syscall.SIGTERM)
+}
