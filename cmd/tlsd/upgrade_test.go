@@ -409,11 +409,12 @@ func TestSocketActivation(t *testing.T) {
 	}
 }
 
-// TestEdgeUpgradeWithAgent: tlsd edge upgraded five times in a row while connections
+// TestEdgeUpgradeWithAgent: tlsd edge upgraded twenty times in a row while connections
 // flow through the tunnel to an agent (passthrough, agent termination, edge termination):
 // the agent opens a session to each new process and keeps the old one for its streams,
 // so no long-lived connection drops and no new connection fails.
 func TestEdgeUpgradeWithAgent(t *testing.T) {
+	const edgeUpgrades = 20
 	w := newSplitWorld(t)
 	pidFile := w.path("edge.pid")
 	w.edge, w.edgeOut = tlsdProcess(t, "edge", "--listen", w.listen, "--admin", w.edgeAdmin, "--pid-file", pidFile,
@@ -435,7 +436,7 @@ func TestEdgeUpgradeWithAgent(t *testing.T) {
 	go load.newConnectionsTo("zk.test", "ag.test", "ed.test")
 
 	pid := readPID(pidFile)
-	for i := range 5 {
+	for i := range edgeUpgrades {
 		mustT(t, syscall.Kill(pid, syscall.SIGUSR2))
 		deadline := time.Now().Add(30 * time.Second)
 		for readPID(pidFile) == pid {
@@ -449,12 +450,12 @@ func TestEdgeUpgradeWithAgent(t *testing.T) {
 	time.Sleep(200 * time.Millisecond)
 	close(load.stop)
 	load.wg.Wait()
-	t.Logf("5 edge upgrades: %d new connections ok, %d failed; %d long-lived connections", load.newOK.Load(), load.newFailed.Load(), len(load.longs))
+	t.Logf("%d edge upgrades: %d new connections ok, %d failed; %d long-lived connections", edgeUpgrades, load.newOK.Load(), load.newFailed.Load(), len(load.longs))
 	if n := load.newFailed.Load(); n > 0 {
 		t.Errorf("%d failures, first: %v\nedge:\n%s\nagent:\n%s", n, load.firstFailure.Load(), w.edgeOut, agentOut)
 	}
-	if n := strings.Count(agentOut.String(), "the edge hands over to a new process"); n != 5 {
-		t.Errorf("the agent followed %d hand-overs, want 5", n)
+	if n := strings.Count(agentOut.String(), "the edge hands over to a new process"); n != edgeUpgrades {
+		t.Errorf("the agent followed %d hand-overs, want %d", n, edgeUpgrades)
 	}
 	for _, c := range load.longs {
 		c.Close()
