@@ -33,10 +33,34 @@ type accepted struct {
 func (s *Server) handle(c net.Conn) {
 	a := s.admit(c)
 	defer a.release()
-	if !s.admitHandshake(a) || !s.peek(a) || !s.route(a) || !s.terminate(a) {
+	if !s.admitAddress(a) || !s.admitHandshake(a) || !s.peek(a) || !s.route(a) || !s.allowed(a) || !s.terminate(a) {
 		return
 	}
 	s.handOff(a)
+}
+
+// admitAddress refuses, right after accept, an address that no endpoint of the listener
+// admits: it costs no ClientHello read.
+func (s *Server) admitAddress(a *accepted) bool {
+	if addr := clientAddr(a.raw); s.table.Load().RefusesEveryRoute(addr) {
+		a.info.Fail("ip_denied", fmt.Sprintf("client address %s is allowed by no endpoint of this listener", addr))
+		a.raw.Close()
+		return false
+	}
+	return true
+}
+
+// allowed checks the endpoint's ip_restriction before anything is dialed or sent: a
+// refused client gets the access_denied alert, which tells it why.
+func (s *Server) allowed(a *accepted) bool {
+	addr := clientAddr(a.raw)
+	if a.route.Access.Allows(addr) {
+		return true
+	}
+	a.info.Fail("ip_denied", fmt.Sprintf("client address %s is not allowed by the ip_restriction of endpoint %s", addr, a.route.Endpoint))
+	sendAlert(a.raw, alertAccessDenied)
+	a.raw.Close()
+	return false
 }
 
 // admitHandshake counts the connection among those in their handshake phase, or refuses

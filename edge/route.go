@@ -3,6 +3,7 @@ package edge
 import (
 	"crypto/tls"
 	"fmt"
+	"net/netip"
 	"strings"
 
 	"github.com/tlsd/tlsd/relay"
@@ -18,6 +19,8 @@ type Route struct {
 	// termination further along).
 	TLS     *tls.Config
 	Handler relay.Handler
+	// Access, when set, is the endpoint's ip_restriction.
+	Access *Access
 }
 
 // Table maps server names to routes. It is immutable once built, so a listener can swap
@@ -25,6 +28,9 @@ type Route struct {
 type Table struct {
 	exact    map[string]*Route
 	wildcard map[string]*Route // keyed by the suffix after "*."
+	// anyAllowed, when every route has allow ranges, is their union: an address outside
+	// it is refused by every endpoint, and so right after accept. Nil otherwise.
+	anyAllowed *Access
 }
 
 // NewTable indexes routes by domain; a domain may appear once.
@@ -41,7 +47,29 @@ func NewTable(routes []*Route) (*Table, error) {
 		}
 		m[key] = r
 	}
+	t.anyAllowed = unionOfAllows(routes)
 	return t, nil
+}
+
+// unionOfAllows is the union of the routes' allow ranges, or nil when some route admits
+// addresses beyond its allow ranges (no restriction, or deny ranges alone).
+func unionOfAllows(routes []*Route) *Access {
+	var all ranges
+	for _, r := range routes {
+		if r.Access == nil || len(r.Access.allow) == 0 {
+			return nil
+		}
+		all = append(all, r.Access.allow...)
+	}
+	if len(all) == 0 {
+		return nil
+	}
+	return &Access{allow: mergeRanges(all)}
+}
+
+// RefusesEveryRoute reports whether no route of the table admits addr.
+func (t *Table) RefusesEveryRoute(addr netip.Addr) bool {
+	return t != nil && t.anyAllowed != nil && !t.anyAllowed.Allows(addr)
 }
 
 // Lookup finds the route for a server name: an exact name first, then a wildcard one

@@ -340,7 +340,11 @@ func peekFailure(err error, n int) (code, reason string) {
 	return "not_tls", "client did not start with a TLS ClientHello (" + err.Error() + ")"
 }
 
-const alertUnrecognizedName = 112
+// TLS alerts tlsd sends before any handshake (RFC 8446 §6).
+const (
+	alertAccessDenied     = 49
+	alertUnrecognizedName = 112
+)
 
 // sendAlert writes a fatal TLS alert record. Before any handshake, the record is in the
 // clear, so this works whatever version the client wanted.

@@ -20,6 +20,8 @@ var notCompared = map[string]string{
 	"Issuer.Pos":    "where a document sits in its file is not what it does",
 	"Config.Files":  "which files were read is not what they declare; their endpoints and issuers are compared",
 	"Config.Roots":  "where the configuration was loaded from; Diff compares its Portable form, paths relative to the roots",
+	"Config.IPPolicies": "a policy counts through the endpoints that name it: their ip_restriction.allow and .deny, " +
+		"the lists in force, are compared",
 }
 
 // walked are the Config fields whose elements TestDiffCoversEveryField walks field by field.
@@ -225,8 +227,10 @@ func snake(s string) string {
 	r := []rune(s)
 	var b strings.Builder
 	for i, c := range r {
+		// An acronym's plural stays with it: CIDRs is cidrs.
+		plural := i+2 == len(r) && r[i+1] == 's'
 		startsWord := i > 0 && unicode.IsUpper(c) &&
-			(unicode.IsLower(r[i-1]) || unicode.IsDigit(r[i-1]) || i+1 < len(r) && unicode.IsLower(r[i+1]))
+			(unicode.IsLower(r[i-1]) || unicode.IsDigit(r[i-1]) || i+1 < len(r) && unicode.IsLower(r[i+1]) && !plural)
 		if startsWord {
 			b.WriteByte('_')
 		}

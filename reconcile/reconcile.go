@@ -157,6 +157,13 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	add("terminate_at", a.TerminateAt, b.TerminateAt)
 	add("agent", a.Agent, b.Agent)
 	add("upstream_proxy_protocol", a.UpstreamProxyProtocol, b.UpstreamProxyProtocol)
+	ra, rb := restriction(a.IPRestriction), restriction(b.IPRestriction)
+	add("ip_restriction.allow_cidrs", joinList(ra.AllowCIDRs), joinList(rb.AllowCIDRs))
+	add("ip_restriction.deny_cidrs", joinList(ra.DenyCIDRs), joinList(rb.DenyCIDRs))
+	add("ip_restriction.policies", joinList(ra.Policies), joinList(rb.Policies))
+	// The lists in force also change when a policy an endpoint names does.
+	add("ip_restriction.allow", joinList(ra.Allow), joinList(rb.Allow))
+	add("ip_restriction.deny", joinList(ra.Deny), joinList(rb.Deny))
 	add("tls.min_version", a.TLS.MinVersion, b.TLS.MinVersion)
 	ca, cb := certFiles(a.TLS.Certificate), certFiles(b.TLS.Certificate)
 	add("tls.certificate.crt", ca.Crt, cb.Crt)
@@ -171,6 +178,13 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 		out = append(out, FieldChange{Field: "tls.mutual_tls", Old: "content " + short(ma.SHA256), New: "content " + short(mb.SHA256)})
 	}
 	return out
+}
+
+func restriction(r *schema.IPRestriction) schema.IPRestriction {
+	if r == nil {
+		return schema.IPRestriction{}
+	}
+	return *r
 }
 
 func certFiles(c *schema.CertificateFiles) schema.CertificateFiles {

@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"net/netip"
 
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/autocert"
@@ -126,7 +127,7 @@ func (b *builder) back(ep *schema.Endpoint, cfg *tls.Config) relay.Handler {
 // or the tunnel to the endpoint's agent (which for agent and upstream termination gets
 // the client's TLS bytes untouched: the edge holds no key for them).
 func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
-	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: br.back}
+	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: br.back, Access: access(ep.IPRestriction)}
 	if ep.TerminateAt == schema.TerminateEdge {
 		r.TLS = br.tls
 	}
@@ -136,6 +137,24 @@ func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
 			FirstAnswer: b.opts.HandshakeTimeout / 3}
 	}
 	return r
+}
+
+// access is the endpoint's ip_restriction as the edge checks it: the lists in force,
+// which Load made canonical.
+func access(r *schema.IPRestriction) *edge.Access {
+	if r == nil {
+		return nil
+	}
+	parse := func(cidrs []string) []netip.Prefix {
+		out := make([]netip.Prefix, 0, len(cidrs))
+		for _, c := range cidrs {
+			if p, err := schema.ParseCIDR(c); err == nil {
+				out = append(out, p)
+			}
+		}
+		return out
+	}
+	return edge.NewAccess(parse(r.Allow), parse(r.Deny))
 }
 
 // serverTLS turns the endpoint's tls settings into the termination policy. The minimum

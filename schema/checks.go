@@ -42,6 +42,7 @@ func (l *loader) checkEndpoints() {
 	routes := map[route]*endpointDoc{}
 	for _, ed := range l.endpoints {
 		ep := ed.ep
+		l.checkRestriction(ed)
 		if first, dup := names[ep.Name]; dup {
 			l.add(ed.doc, "/name", SeverityError, "duplicate-name",
 				"endpoint name %q is already used at %s", ep.Name, posString(first.doc.pos("/name")))

@@ -82,6 +82,9 @@ type loader struct {
 	files     []string
 	endpoints []*endpointDoc
 	issuers   []*issuerDoc
+	policies  []*policyDoc
+	// names of every IPPolicy document, valid or not, as issuerNames for issuers.
+	policyNames map[string]bool
 	// names of every Issuer document, valid or not, so that a broken issuer does not
 	// also make every endpoint using it report "unknown issuer".
 	issuerNames map[string]bool
@@ -100,6 +103,11 @@ type issuerDoc struct {
 	doc *document
 }
 
+type policyDoc struct {
+	p   *IPPolicy
+	doc *document
+}
+
 func newLoader(opts Options) (*loader, error) {
 	v, err := compiled()
 	if err != nil {
@@ -108,7 +116,7 @@ func newLoader(opts Options) (*loader, error) {
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
-	return &loader{opts: opts, v: v, issuerNames: map[string]bool{}, refs: newFileCache()}, nil
+	return &loader{opts: opts, v: v, issuerNames: map[string]bool{}, policyNames: map[string]bool{}, refs: newFileCache()}, nil
 }
 
 func (l *loader) addFile(name string, data []byte) {
@@ -133,6 +141,8 @@ func (l *loader) addDocument(d *document) {
 		l.nEndpoints++
 	case "Issuer":
 		l.issuerNames[name] = true
+	case "IPPolicy":
+		l.policyNames[name] = true
 	}
 	diags, modeFailed := l.v.check(d)
 	l.diags = append(l.diags, diags...)
@@ -144,12 +154,17 @@ func (l *loader) addDocument(d *document) {
 		l.endpoints = append(l.endpoints, &endpointDoc{ep: buildEndpoint(d, m), doc: d, modeFailed: modeFailed})
 	case "Issuer":
 		l.issuers = append(l.issuers, &issuerDoc{is: buildIssuer(d, m), doc: d})
+	case "IPPolicy":
+		l.policies = append(l.policies, &policyDoc{p: &IPPolicy{Name: name, AllowCIDRs: strs(m, "allow_cidrs"),
+			DenyCIDRs: strs(m, "deny_cidrs"), Pos: d.nodePos(d.root)}, doc: d})
 	}
 }
 
 func (l *loader) finish() *Result {
 	l.checkIssuers()
+	l.checkPolicies()
 	l.checkEndpoints()
+	l.resolveRestrictions()
 	l.diags = dedupe(l.diags)
 	l.diags.Sort()
 	r := &Result{Diagnostics: l.diags, Files: len(l.files), Endpoints: l.nEndpoints, Issuers: len(l.issuerNames)}
@@ -163,6 +178,9 @@ func (l *loader) finish() *Result {
 		}
 		for _, i := range l.issuers {
 			r.Config.Issuers = append(r.Config.Issuers, i.is)
+		}
+		for _, p := range l.policies {
+			r.Config.IPPolicies = append(r.Config.IPPolicies, p.p)
 		}
 	}
 	return r
@@ -218,6 +236,9 @@ func buildEndpoint(d *document, m map[string]any) *Endpoint {
 		Agent:                 str(m, "agent"),
 		UpstreamProxyProtocol: str(m, "upstream_proxy_protocol"),
 		Pos:                   d.nodePos(d.root),
+	}
+	if r := obj(m, "ip_restriction"); r != nil {
+		ep.IPRestriction = &IPRestriction{AllowCIDRs: strs(r, "allow_cidrs"), DenyCIDRs: strs(r, "deny_cidrs"), Policies: strs(r, "policies")}
 	}
 	if ep.TerminateAt == "" {
 		ep.TerminateAt = TerminateUpstream

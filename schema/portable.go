@@ -27,6 +27,11 @@ func (c *Config) Portable() *Config {
 		cp.ACME.CARoots = c.portablePaths(is.Pos.File, is.ACME.CARoots)
 		out.Issuers = append(out.Issuers, &cp)
 	}
+	for _, p := range c.IPPolicies {
+		cp := *p
+		cp.Pos = Pos{}
+		out.IPPolicies = append(out.IPPolicies, &cp)
+	}
 	return out
 }
 

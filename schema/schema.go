@@ -48,7 +48,7 @@ var compiled = sync.OnceValues(func() (*validator, error) {
 	}
 	// Documents of a known kind are validated against their definition directly, which
 	// gives the same errors without evaluating the kind dispatch for every document.
-	for kind, def := range map[string]string{"Endpoint": "endpoint", "Issuer": "issuer"} {
+	for kind, def := range map[string]string{"Endpoint": "endpoint", "Issuer": "issuer", "IPPolicy": "ippolicy"} {
 		if v.byKind[kind], err = c.Compile(schemaURL + "#/definitions/" + def); err != nil {
 			return nil, fmt.Errorf("compile embedded schema: %w", err)
 		}

@@ -27,23 +27,28 @@ type Pos struct {
 type Config struct {
 	// Roots are the paths the configuration was loaded from, as given; nil in a
 	// configuration made Portable.
-	Roots     []string    `json:"roots,omitempty"`
-	Files     []string    `json:"files"` // every file read, in load order
-	Endpoints []*Endpoint `json:"endpoints"`
-	Issuers   []*Issuer   `json:"issuers"`
+	Roots      []string    `json:"roots,omitempty"`
+	Files      []string    `json:"files"` // every file read, in load order
+	Endpoints  []*Endpoint `json:"endpoints"`
+	Issuers    []*Issuer   `json:"issuers"`
+	IPPolicies []*IPPolicy `json:"ip_policies,omitempty"`
 }
 
 // Endpoint is one Endpoint document with defaults applied and paths made absolute-or-
 // relative-to-cwd (resolved against the document's file).
 type Endpoint struct {
-	Name                  string      `json:"name"`
-	Domain                string      `json:"domain"`           // lower case
-	Listen                string      `json:"listen,omitempty"` // "" means the daemon's --listen
-	Upstream              string      `json:"upstream"`         // "host:port" or "unix:PATH"
-	TerminateAt           string      `json:"terminate_at"`     // edge | agent | upstream
-	Agent                 string      `json:"agent,omitempty"`
-	UpstreamProxyProtocol string      `json:"upstream_proxy_protocol,omitempty"` // "", "v1" or "v2"
-	TLS                   EndpointTLS `json:"tls"`
+	Name                  string `json:"name"`
+	Domain                string `json:"domain"`           // lower case
+	Listen                string `json:"listen,omitempty"` // "" means the daemon's --listen
+	Upstream              string `json:"upstream"`         // "host:port" or "unix:PATH"
+	TerminateAt           string `json:"terminate_at"`     // edge | agent | upstream
+	Agent                 string `json:"agent,omitempty"`
+	UpstreamProxyProtocol string `json:"upstream_proxy_protocol,omitempty"` // "", "v1" or "v2"
+	// IPRestriction, when set, limits the client addresses admitted. Its CIDRs are
+	// canonical ("192.0.2.7/32"); Allow and Deny are the lists in force, the endpoint's
+	// own and its policies' merged, which is what serving and planning use.
+	IPRestriction *IPRestriction `json:"ip_restriction,omitempty"`
+	TLS           EndpointTLS    `json:"tls"`
 
 	Pos Pos `json:"-"` // the document's first line
 }
@@ -71,6 +76,25 @@ type CertificateFiles struct {
 type MutualTLS struct {
 	CertificateAuthorities []string `json:"certificate_authorities"`
 	SHA256                 string   `json:"sha256,omitempty"` // the files' content, as for CertificateFiles
+}
+
+// IPRestriction is an endpoint's ip_restriction.
+type IPRestriction struct {
+	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
+	DenyCIDRs  []string `json:"deny_cidrs,omitempty"`
+	Policies   []string `json:"policies,omitempty"`
+	// Allow and Deny merge AllowCIDRs and DenyCIDRs with those of the policies, sorted
+	// and without duplicates; Load fills them.
+	Allow []string `json:"allow,omitempty"`
+	Deny  []string `json:"deny,omitempty"`
+}
+
+// IPPolicy is one IPPolicy document: address lists endpoints share.
+type IPPolicy struct {
+	Name       string   `json:"name"`
+	AllowCIDRs []string `json:"allow_cidrs,omitempty"`
+	DenyCIDRs  []string `json:"deny_cidrs,omitempty"`
+	Pos        Pos      `json:"-"`
 }
 
 // Issuer is one Issuer document.
