@@ -350,7 +350,8 @@ func TestACMEStoredCertificateOutlivesRestart(t *testing.T) {
 	e := newEnv(t)
 	up := newEchoServer(t, nil)
 	listen := e.preBind()
-	pb := startPebble(t, portOf(t, listen), 10*time.Second)
+	// Long enough that issuance under a loaded machine leaves time after two thirds of it.
+	pb := startPebble(t, portOf(t, listen), 24*time.Second)
 	config := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  ca_roots: [%s]\n", pb.directory, pb.minica) +
 		yamlEndpoint("site", "site.test", up.addr(), "edge", "  issuer: pebble\n")
 	e.start(config, func(o *Options) { o.Listen = listen; o.ACMERetryBase = 200 * time.Millisecond })
