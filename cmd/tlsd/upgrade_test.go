@@ -119,7 +119,13 @@ func (w *upgradeWorld) tlsEcho() string {
 // load opens long-lived connections on both endpoints that echo continuously, and a
 // stream of new connections.
 func (w *upgradeWorld) load() {
-	for _, sni := range []string{"term.test", "pt.test", "term.test", "pt.test"} {
+	w.loadOn([]string{"term.test", "pt.test", "term.test", "pt.test"}, "term.test", "pt.test")
+}
+
+// loadOn opens a long-lived connection to each of longs, echoing continuously, and a
+// stream of new connections to names in turn.
+func (w *upgradeWorld) loadOn(longs []string, names ...string) {
+	for _, sni := range longs {
 		c, err := tls.Dial("tcp", w.addr, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
 		mustT(w.t, err)
 		w.longs = append(w.longs, c)
@@ -127,7 +133,7 @@ func (w *upgradeWorld) load() {
 		go w.echoLoop(c)
 	}
 	w.wg.Add(1)
-	go w.newConnections()
+	go w.newConnectionsTo(names...)
 }
 
 func (w *upgradeWorld) fail(format string, args ...any) {
@@ -155,8 +161,6 @@ func (w *upgradeWorld) echoLoop(c *tls.Conn) {
 		}
 	}
 }
-
-func (w *upgradeWorld) newConnections() { w.newConnectionsTo("term.test", "pt.test") }
 
 // newConnectionsTo makes a new connection every 3 ms, to each name in turn, and echoes
 // once on it.
@@ -425,15 +429,8 @@ func TestEdgeUpgradeWithAgent(t *testing.T) {
 	_, agentOut := w.startAgent("api")
 	w.agentsLive(1)
 	load := &upgradeWorld{t: t, addr: w.listen, stop: make(chan struct{})}
-	for _, sni := range []string{"zk.test", "ag.test", "ed.test"} {
-		c, err := tls.Dial("tcp", w.listen, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
-		mustT(t, err)
-		load.longs = append(load.longs, c)
-		load.wg.Add(1)
-		go load.echoLoop(c)
-	}
-	load.wg.Add(1)
-	go load.newConnectionsTo("zk.test", "ag.test", "ed.test")
+	tunnelled := []string{"zk.test", "ag.test", "ed.test"}
+	load.loadOn(tunnelled, tunnelled...)
 
 	pid := readPID(pidFile)
 	for i := range edgeUpgrades {
@@ -476,15 +473,8 @@ func TestAgentUpgrade(t *testing.T) {
 		"--state-dir", w.path("api-state"), w.agentDir)
 	w.agentsLive(1)
 	load := &upgradeWorld{t: t, addr: w.listen, stop: make(chan struct{})}
-	for _, sni := range []string{"zk.test", "ag.test", "ed.test"} {
-		c, err := tls.Dial("tcp", w.listen, &tls.Config{ServerName: sni, InsecureSkipVerify: true})
-		mustT(t, err)
-		load.longs = append(load.longs, c)
-		load.wg.Add(1)
-		go load.echoLoop(c)
-	}
-	load.wg.Add(1)
-	go load.newConnectionsTo("zk.test", "ag.test", "ed.test")
+	tunnelled := []string{"zk.test", "ag.test", "ed.test"}
+	load.loadOn(tunnelled, tunnelled...)
 	for deadline := time.Now().Add(10 * time.Second); readPID(pidFile) == 0; time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the agent wrote no PID file\n%s", agentOut)
