@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -17,7 +18,8 @@ const maxServerName = 253
 // accepted is one connection on its way through the front's steps.
 type accepted struct {
 	s        *Server
-	raw      net.Conn // the client's socket
+	raw      net.Conn   // the client's socket
+	addr     netip.Addr // the client's address, as access rules see it
 	info     *relay.Info
 	deadline time.Time   // of the handshake phase
 	route    *Route      // set by the route step
@@ -26,9 +28,10 @@ type accepted struct {
 	counted  bool        // counted in the server's handshaking
 }
 
-// handle takes an accepted connection through the front's steps, in order: read the
-// ClientHello, find the route, terminate TLS where the route says so, hand the
-// connection to the route's handler. A step that refuses the connection closes it and
+// handle takes an accepted connection through the front's steps, in order: refuse an
+// address no endpoint admits, take a place among the connections in their handshake,
+// read the ClientHello, find the route, check its ip_restriction, terminate TLS where the
+// route says so, hand the connection to the route's handler. A step that refuses the connection closes it and
 // records why in its Info; the steps after it do not run. A new check is a new step.
 func (s *Server) handle(c net.Conn) {
 	a := s.admit(c)
@@ -42,8 +45,8 @@ func (s *Server) handle(c net.Conn) {
 // admitAddress refuses, right after accept, an address that no endpoint of the listener
 // admits: it costs no ClientHello read.
 func (s *Server) admitAddress(a *accepted) bool {
-	if addr := clientAddr(a.raw); s.table.Load().RefusesEveryRoute(addr) {
-		a.info.Fail("ip_denied", fmt.Sprintf("client address %s is allowed by no endpoint of this listener", addr))
+	if s.table.Load().RefusesEveryRoute(a.addr) {
+		a.info.Fail("ip_denied", fmt.Sprintf("client address %s is allowed by no endpoint of this listener", a.addr))
 		a.raw.Close()
 		return false
 	}
@@ -53,11 +56,10 @@ func (s *Server) admitAddress(a *accepted) bool {
 // allowed checks the endpoint's ip_restriction before anything is dialed or sent: a
 // refused client gets the access_denied alert, which tells it why.
 func (s *Server) allowed(a *accepted) bool {
-	addr := clientAddr(a.raw)
-	if a.route.Access.Allows(addr) {
+	if a.route.Access.Allows(a.addr) {
 		return true
 	}
-	a.info.Fail("ip_denied", fmt.Sprintf("client address %s is not allowed by the ip_restriction of endpoint %s", addr, a.route.Endpoint))
+	a.info.Fail("ip_denied", fmt.Sprintf("client address %s is not allowed by the ip_restriction of endpoint %s", a.addr, a.route.Endpoint))
 	sendAlert(a.raw, alertAccessDenied)
 	a.raw.Close()
 	return false
@@ -89,7 +91,7 @@ func (a *accepted) handshakeDone() {
 
 // admit starts the connection's account and its handshake deadline.
 func (s *Server) admit(c net.Conn) *accepted {
-	a := &accepted{s: s, raw: c, info: &relay.Info{Client: c.RemoteAddr(), Start: time.Now()}}
+	a := &accepted{s: s, raw: c, addr: clientAddr(c), info: &relay.Info{Client: c.RemoteAddr(), Start: time.Now()}}
 	a.deadline = a.info.Start.Add(s.cfg.HandshakeTimeout)
 	c.SetDeadline(a.deadline)
 	return a
