@@ -10,7 +10,6 @@ import (
 	"log/slog"
 	"maps"
 	"net"
-	"os"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -260,33 +259,18 @@ func (a sessionDied) Error() string {
 func (sessionDied) FailureCode() string { return "tunnel_broken" }
 
 // HandOver prepares the hand-over of the edge to a new process: it stops accepting agents
-// (the tunnel socket stays open: the new process accepts them, or resume does again if the
-// hand-over fails) and tells every connected agent to open a session to the new process,
-// keeping its current one for the streams it carries. It returns the names of the agents
-// that were told.
-func (p *AgentPool) HandOver() (agents []string, resume func(cfg *tls.Config) error, err error) {
+// (the caller keeps a copy of the tunnel socket for the new process, and to Serve again
+// if the hand-over fails) and tells every connected agent to open a session to the new
+// process, keeping its current one for the streams it carries. It returns the names of
+// the agents that were told.
+func (p *AgentPool) HandOver() []string {
 	p.mu.Lock()
 	ln := p.ln
 	p.mu.Unlock()
-	fl, ok := ln.(interface{ File() (*os.File, error) })
-	if !ok {
-		return nil, nil, errors.New("the tunnel listener cannot be kept across a hand-over")
+	if ln != nil {
+		ln.Close()
 	}
-	keep, err := fl.File()
-	if err != nil {
-		return nil, nil, fmt.Errorf("tunnel listener: %w", err)
-	}
-	ln.Close()
-	resume = func(cfg *tls.Config) error {
-		defer keep.Close()
-		again, err := net.FileListener(keep)
-		if err != nil {
-			return fmt.Errorf("tunnel listener: %w", err)
-		}
-		go p.Serve(again, cfg)
-		return nil
-	}
-	return p.drainSessions(), resume, nil
+	return p.drainSessions()
 }
 
 // drainSessions sends every session a drain notice and returns the agents' names.
@@ -403,6 +387,10 @@ func (f *AgentForwarder) Serve(_ context.Context, c *relay.Conn) {
 		s.unanswered.Store(0)
 		c.Conn.SetDeadline(time.Time{})
 		c.Forward(st)
+		if c.Info.Reason != "" && st.Session().IsClosed() {
+			// Whichever direction broke first, the cause is the session's end.
+			c.Info.Code, c.Info.Reason = "tunnel_broken", sessionDied(st.agent).Error()+" ("+c.Info.Reason+")"
+		}
 		return
 	}
 }

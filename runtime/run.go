@@ -182,16 +182,15 @@ func upgradeDaemon(d *Daemon, o RunOptions, adminLn, tunnelLn net.Listener, pool
 		}
 		defer copyLn.Close()
 		sockets[socketTunnel] = copyLn
-		agents, resumeAgents, err := pool.HandOver()
-		if err != nil {
-			d.log.Error("upgrade failed; this process keeps serving", "error", err)
-			return 0, false
-		}
+		agents := pool.HandOver()
 		env = append(env, envAgents+"="+strings.Join(agents, ","))
-		resume = func() {
-			if err := resumeAgents(o.Tunnel.TLS); err != nil {
+		resume = func() { // take the agents back: they queue on the socket meanwhile
+			again, err := duplicate(copyLn)
+			if err != nil {
 				d.log.Error("after the failed upgrade, agents cannot connect again", "error", err)
+				return
 			}
+			go pool.Serve(again, o.Tunnel.TLS)
 		}
 		d.log.Info("upgrade: agents told to connect to the new process", "agents", agents)
 	}

@@ -504,3 +504,29 @@ func TestAgentUpgrade(t *testing.T) {
 	}
 	syscall.Kill(pid, syscall.SIGTERM)
 }
+
+// TestFailedEdgeUpgradeKeepsAgents: an edge hand-over that fails (the configuration became
+// invalid) takes its agents back: the agent told to move connects to the old process
+// again, and connections through it keep working.
+func TestFailedEdgeUpgradeKeepsAgents(t *testing.T) {
+	w := newSplitWorld(t)
+	pidFile := w.path("edge.pid")
+	w.edge, w.edgeOut = tlsdProcess(t, "edge", "--listen", w.listen, "--admin", w.edgeAdmin, "--pid-file", pidFile,
+		"--state-dir", w.path("edge-state"), "--tunnel-listen", w.tunnel, "--tunnel-cert", w.path("tunnel.crt"),
+		"--tunnel-key", w.path("tunnel.key"), "--agent-ca", w.path("agent-ca.crt"), w.edgeDir)
+	w.waitFor(w.edgeOut, "tunnel listener")
+	w.agentCert(w.agentCA, "api-agent", "api")
+	_, agentOut := w.startAgent("api")
+	w.agentsLive(1)
+	mustT(t, os.WriteFile(filepath.Join(w.edgeDir, "broken.yaml"), []byte("apiVersion: tlsd/v1\nkind: Endpoint\n"), 0o644))
+	w.waitFor(w.edgeOut, "reload failed")
+	mustT(t, syscall.Kill(readPID(pidFile), syscall.SIGUSR2))
+	w.waitFor(w.edgeOut, "upgrade failed; this process keeps serving")
+	w.waitFor(agentOut, "the edge hands over to a new process")
+	w.agentsLive(2) // the old session and the one the hand-over asked for, both to the old process
+	for _, sni := range []string{"zk.test", "ag.test", "ed.test"} {
+		if err := w.echoes(sni); err != nil {
+			t.Errorf("%s after the failed upgrade: %v", sni, err)
+		}
+	}
+}
