@@ -45,6 +45,7 @@ func TestAdminEndpoints(t *testing.T) {
 	tc, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})
 	must(t, err)
 	roundTrip(tc, []byte("counted"))
+	w.log.waitFor(t, "connection closed", "sni=edge.test") // the client saw the end before tlsd's account of it
 	handshakeAndRead(w.env, &tls.Config{ServerName: "nope.test", InsecureSkipVerify: true})
 	w.log.waitFor(t, "connection failed", "nope.test")
 	open, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})

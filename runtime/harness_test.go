@@ -161,6 +161,9 @@ func (e *env) start(config string, opts ...func(*Options)) {
 		if err := e.d.Shutdown(ctx); err != nil {
 			e.t.Errorf("shutdown: %v", err)
 		}
+		if e.t.Failed() {
+			e.t.Logf("tlsd's log:\n%s", e.log.String()) // what a failure on a loaded machine needs to be understood
+		}
 	})
 }
 
