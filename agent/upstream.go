@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	proxyproto "github.com/pires/go-proxyproto"
-
 	"github.com/tlsd/tlsd/relay"
 )
 
@@ -102,7 +100,10 @@ func failWith(c *relay.Conn, err error) {
 // writePreamble sends what the upstream must read before the client's own bytes.
 func (u *Upstream) writePreamble(up net.Conn, c *relay.Conn) error {
 	if u.ProxyProtocol != 0 {
-		h := proxyproto.HeaderProxyFromAddrs(u.ProxyProtocol, c.RemoteAddr(), c.LocalAddr())
+		h, err := proxyHeader(u.ProxyProtocol, c)
+		if err != nil {
+			return err
+		}
 		if _, err := h.WriteTo(up); err != nil {
 			return err
 		}

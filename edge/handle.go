@@ -20,6 +20,8 @@ type accepted struct {
 	s        *Server
 	raw      net.Conn   // the client's socket
 	addr     netip.Addr // the client's address, as access rules see it
+	proxied  bool       // a PROXY header was read
+	start    []byte     // bytes read past it: the ClientHello's first
 	info     *relay.Info
 	deadline time.Time   // of the handshake phase
 	route    *Route      // set by the route step
@@ -28,18 +30,40 @@ type accepted struct {
 	counted  bool        // counted in the server's handshaking
 }
 
-// handle takes an accepted connection through the front's steps, in order: refuse an
-// address no endpoint admits, take a place among the connections in their handshake,
-// read the ClientHello, find the route, check its ip_restriction, terminate TLS where the
-// route says so, hand the connection to the route's handler. A step that refuses the connection closes it and
-// records why in its Info; the steps after it do not run. A new check is a new step.
+// handle takes an accepted connection through the front's steps, in order: read the
+// PROXY header of a trusted load balancer, refuse an address no endpoint admits, take a
+// place among the connections in their handshake, read the ClientHello, find the route,
+// check its ip_restriction, terminate TLS where the route says so, hand the connection to
+// the route's handler. A step that refuses the connection closes it and records why in
+// its Info; the steps after it do not run. A new check is a new step.
 func (s *Server) handle(c net.Conn) {
 	a := s.admit(c)
 	defer a.release()
-	if !s.admitAddress(a) || !s.admitHandshake(a) || !s.peek(a) || !s.route(a) || !s.allowed(a) || !s.terminate(a) {
+	if !s.readProxy(a) || !s.admitAddress(a) || !s.admitHandshake(a) || !s.peek(a) || !s.route(a) || !s.allowed(a) || !s.terminate(a) {
 		return
 	}
 	s.handOff(a)
+}
+
+// readProxy takes the client's address from the PROXY header that a connection from a
+// --proxy-protocol-from source must begin with; from any other source the TCP peer is
+// the client.
+func (s *Server) readProxy(a *accepted) bool {
+	if !s.cfg.ProxySources.Trusts(a.addr) {
+		return true
+	}
+	h, rest, err := readProxyHeader(a.raw)
+	if err != nil {
+		a.info.Fail(proxyFailure(err, a.addr))
+		a.raw.Close()
+		return false
+	}
+	a.proxied, a.start = true, rest
+	if src, dst, ok := proxiedAddrs(h); ok {
+		a.addr = src.AddrPort().Addr().Unmap()
+		a.info.Client, a.info.Local = src, dst
+	}
+	return true
 }
 
 // admitAddress refuses, right after accept, an address that no endpoint of the listener
@@ -99,7 +123,13 @@ func (s *Server) admit(c net.Conn) *accepted {
 
 // peek reads the ClientHello without consuming it: the bytes go on with the connection.
 func (s *Server) peek(a *accepted) bool {
-	hello, peeked, err := peekWithin(a.raw, s.cfg.HelloBudget)
+	hello, peeked, err := peekWithin(a.raw, s.cfg.HelloBudget, a.start)
+	a.start = nil
+	if err != nil && !a.proxied && looksLikeProxyHeader(peeked) {
+		a.info.Fail("proxy_untrusted", fmt.Sprintf("%s sent a PROXY protocol header but is not a --proxy-protocol-from source", a.addr))
+		a.raw.Close()
+		return false
+	}
 	if err != nil {
 		a.info.Fail(peekFailure(err, len(peeked)))
 		a.raw.Close()
@@ -182,9 +212,10 @@ func (a *accepted) release() {
 	}
 }
 
-// finish writes the connection's log line and metrics and forgets it.
+// finish forgets the connection and writes its log line and metrics: once its line is
+// written, /status no longer counts it.
 func (a *accepted) finish() {
-	a.s.end(a.info)
 	a.s.track(a.raw, false)
+	a.s.end(a.info)
 	a.s.conns.Done()
 }

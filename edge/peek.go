@@ -67,15 +67,17 @@ var peekBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 // It reads nothing past the bytes the client has sent with its hello, and allocates
 // little: this runs for every connection. The caller sets the deadline.
 func PeekClientHello(conn net.Conn) (*tls.ClientHelloInfo, []byte, error) {
-	return peekWithin(conn, nil)
+	return peekWithin(conn, nil, nil)
 }
 
 // peekWithin is PeekClientHello with the memory beyond the first buffer taken from
-// budget (nil: unbounded); a hello that finds the budget spent fails with errBusy.
-func peekWithin(conn net.Conn, budget *HelloBudget) (*tls.ClientHelloInfo, []byte, error) {
+// budget (nil: unbounded); a hello that finds the budget spent fails with errBusy. The
+// hello begins with start, bytes already read (past a PROXY header), shorter than the
+// first buffer.
+func peekWithin(conn net.Conn, budget *HelloBudget, start []byte) (*tls.ClientHelloInfo, []byte, error) {
 	bp := peekBufs.Get().(*[]byte)
 	defer peekBufs.Put(bp)
-	buf := (*bp)[:0]
+	buf := append((*bp)[:0], start...)
 	var taken int
 	defer func() { budget.give(taken) }()
 	for {

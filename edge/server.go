@@ -35,6 +35,9 @@ type Config struct {
 	// (its endpoint was removed or changed), counted for each connection from that moment.
 	// Zero means until it ends.
 	DrainTimeout time.Duration
+	// ProxySources are the load balancers whose connections begin with a PROXY header
+	// that names the client (--proxy-protocol-from); nil trusts none.
+	ProxySources *ProxySources
 }
 
 // Server accepts connections on one listener and routes each by its SNI through the

@@ -362,9 +362,13 @@ type AgentForwarder struct {
 // that keeps not answering gets streams only when no other is left.
 func (f *AgentForwarder) Serve(_ context.Context, c *relay.Conn) {
 	c.Info.Upstream = "agent " + f.Agent
-	h := tunnel.Header{Endpoint: f.Endpoint, Client: c.RemoteAddr().String(), Local: c.LocalAddr().String(), Plain: f.Plain}
-	if c.Hello != nil {
-		h.SNI = c.Hello.ServerName
+	h := tunnel.Header{Endpoint: f.Endpoint, Client: c.ClientAddr().String(), Local: c.LocalAddr().String(), SNI: c.Info.SNI, Plain: f.Plain}
+	if c.Info.Local != nil {
+		h.Local = c.Info.Local.String()
+	}
+	if f.Plain {
+		i := c.Info
+		h.TLS = &tunnel.TLS{Version: i.TLSVersion, ALPN: i.ALPN, Resumed: i.Resumed, ClientCert: i.ClientCert, ClientCN: i.ClientCN}
 	}
 	tried := map[*session]bool{}
 	for {

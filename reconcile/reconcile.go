@@ -165,6 +165,8 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	add("ip_restriction.allow", joinList(ra.Allow), joinList(rb.Allow))
 	add("ip_restriction.deny", joinList(ra.Deny), joinList(rb.Deny))
 	add("tls.min_version", a.TLS.MinVersion, b.TLS.MinVersion)
+	add("tls.max_version", a.TLS.MaxVersion, b.TLS.MaxVersion)
+	add("tls.alpn", joinList(a.TLS.ALPN), joinList(b.TLS.ALPN))
 	ca, cb := certFiles(a.TLS.Certificate), certFiles(b.TLS.Certificate)
 	add("tls.certificate.crt", ca.Crt, cb.Crt)
 	add("tls.certificate.key", ca.Key, cb.Key)
@@ -177,7 +179,33 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	if slices.Equal(ma.CertificateAuthorities, mb.CertificateAuthorities) && ma.SHA256 != mb.SHA256 && len(ma.CertificateAuthorities) > 0 {
 		out = append(out, FieldChange{Field: "tls.mutual_tls", Old: "content " + short(ma.SHA256), New: "content " + short(mb.SHA256)})
 	}
+	add("tls.mutual_tls.verification_strategy", ma.VerificationStrategy, mb.VerificationStrategy)
+	return append(out, allowFields(ma.Allow, mb.Allow)...)
+}
+
+// allowFields lists the mutual_tls.allow lists that differ.
+func allowFields(a, b *schema.ClientAllow) []FieldChange {
+	x, y := clientAllow(a), clientAllow(b)
+	var out []FieldChange
+	for _, f := range []struct {
+		name string
+		x, y []string
+	}{
+		{"common_names", x.CommonNames, y.CommonNames}, {"dns_names", x.DNSNames, y.DNSNames}, {"uris", x.URIs, y.URIs},
+		{"email_addresses", x.EmailAddresses, y.EmailAddresses}, {"organizational_units", x.OrganizationalUnits, y.OrganizationalUnits},
+	} {
+		if !slices.Equal(f.x, f.y) {
+			out = append(out, FieldChange{Field: "tls.mutual_tls.allow." + f.name, Old: joinList(f.x), New: joinList(f.y)})
+		}
+	}
 	return out
+}
+
+func clientAllow(a *schema.ClientAllow) schema.ClientAllow {
+	if a == nil {
+		return schema.ClientAllow{}
+	}
+	return *a
 }
 
 func restriction(r *schema.IPRestriction) schema.IPRestriction {

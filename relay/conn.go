@@ -59,17 +59,31 @@ type prefixConn struct {
 
 func (p *prefixConn) Read(b []byte) (int, error) { return p.r.Read(b) }
 
+// ClientAddr is the client's address: the one a trusted PROXY header gave, else the
+// peer's.
+func (c *Conn) ClientAddr() net.Addr {
+	if c.Info != nil && c.Info.Client != nil {
+		return c.Info.Client
+	}
+	return c.RemoteAddr()
+}
+
 // NetConn is the connection underneath, as tls.Conn's NetConn says.
 func (p *prefixConn) NetConn() net.Conn { return p.Conn }
 
 // Info records one connection for its log line.
 type Info struct {
 	Endpoint       string
-	Mode           string // edge | agent | upstream
-	Client         net.Addr
+	Mode           string   // edge | agent | upstream
+	Client         net.Addr // the client: the TCP peer, or what a trusted PROXY header said
+	Local          net.Addr // what the client connected to, when a PROXY header said so
 	SNI            string
 	TLSVersion     uint16 // where tlsd terminated
-	ClientIdentity string // verified client certificate subject (mutual TLS)
+	ALPN           string // the protocol negotiated where tlsd terminated
+	Resumed        bool   // the TLS session was resumed
+	ClientCert     string // "" (none presented), CertVerified or CertUnverified
+	ClientCN       string // the client certificate's common name
+	ClientIdentity string // client certificate subject (mutual TLS)
 	Upstream       string
 	BytesIn        int64 // client -> upstream
 	BytesOut       int64 // upstream -> client
@@ -78,6 +92,12 @@ type Info struct {
 	Code           string // why it failed, as a short stable word for metrics
 	Reason         string // why it failed, for humans; "" when it did not
 }
+
+// What Info.ClientCert says of a certificate the client presented.
+const (
+	CertVerified   = "verified"   // it chains to the endpoint's client CAs
+	CertUnverified = "unverified" // verification_strategy: require-any checks nothing
+)
 
 // Fail records why the connection failed, keeping the first reason. code is a short
 // stable word (metric label); reason is the sentence for the log.
@@ -122,6 +142,9 @@ func LogEnd(log *slog.Logger, info *Info) {
 		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration", time.Since(info.Start).Round(time.Microsecond))
 	if info.TLSVersion != 0 {
 		attrs = append(attrs, "tls_version", tls.VersionName(info.TLSVersion))
+	}
+	if info.ALPN != "" {
+		attrs = append(attrs, "alpn", Bound(info.ALPN, MaxLoggedName))
 	}
 	if info.ClientIdentity != "" {
 		attrs = append(attrs, "client_identity", Bound(info.ClientIdentity, MaxLoggedReason))

@@ -104,7 +104,10 @@ func (a *Agent) RecordFailedLoad(diags schema.Diagnostics, err error) {
 
 // Handle serves one stream from the edge: the tunnel's Agent calls it.
 func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
-	info := &relay.Info{Endpoint: h.Endpoint, Client: addr(h.Client), SNI: h.SNI, Start: time.Now()}
+	info := &relay.Info{Endpoint: h.Endpoint, Client: addr(h.Client), Local: addr(h.Local), SNI: h.SNI, Start: time.Now()}
+	if t := h.TLS; t != nil && h.Plain {
+		info.TLSVersion, info.ALPN, info.Resumed, info.ClientCert, info.ClientCN = t.Version, t.ALPN, t.Resumed, t.ClientCert, t.ClientCN
+	}
 	defer relay.LogEnd(a.log, info)
 	r := a.gen.Load().routes[h.Endpoint]
 	switch {

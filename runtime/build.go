@@ -160,17 +160,43 @@ func access(r *schema.IPRestriction) *edge.Access {
 // serverTLS turns the endpoint's tls settings into the termination policy. The minimum
 // version is configurable only at the edge; the agent's stays at TLS 1.2.
 func (b *builder) serverTLS(ep *schema.Endpoint, src certSource) (*tls.Config, error) {
-	p := termination.Policy{GetCertificate: src.get, Challenge: src.challenge, Now: b.opts.Now}
-	if ep.TerminateAt == schema.TerminateEdge && ep.TLS.MinVersion == "1.3" {
-		p.MinVersion = tls.VersionTLS13
+	p := termination.Policy{GetCertificate: src.get, Challenge: src.challenge, Now: b.opts.Now, ALPN: ep.TLS.ALPN}
+	if ep.TerminateAt == schema.TerminateEdge {
+		p.MinVersion, p.MaxVersion = tlsVersion(ep.TLS.MinVersion), tlsVersion(ep.TLS.MaxVersion)
 	}
 	if m := ep.TLS.MutualTLS; m != nil {
-		p.ClientCAs = x509.NewCertPool()
-		if err := certs.AddCAFiles(p.ClientCAs, m.CertificateAuthorities...); err != nil {
+		if err := clientPolicy(&p, m); err != nil {
 			return nil, fmt.Errorf("endpoint %s: %w", ep.Name, err)
 		}
 	}
 	return termination.ServerConfig(p), nil
+}
+
+// tlsVersion is the crypto/tls value of "1.2" or "1.3"; zero (the default) otherwise.
+func tlsVersion(v string) uint16 {
+	switch v {
+	case "1.2":
+		return tls.VersionTLS12
+	case "1.3":
+		return tls.VersionTLS13
+	}
+	return 0
+}
+
+// clientPolicy sets the mutual TLS part of p: CAs, strategy and allow rules.
+func clientPolicy(p *termination.Policy, m *schema.MutualTLS) error {
+	p.MutualTLS, p.Strategy = true, m.VerificationStrategy
+	if len(m.CertificateAuthorities) > 0 {
+		p.ClientCAs = x509.NewCertPool()
+		if err := certs.AddCAFiles(p.ClientCAs, m.CertificateAuthorities...); err != nil {
+			return err
+		}
+	}
+	if a := m.Allow; a != nil {
+		p.Allow = &termination.Allow{CommonNames: a.CommonNames, DNSNames: a.DNSNames, URIs: a.URIs,
+			EmailAddresses: a.EmailAddresses, OrganizationalUnits: a.OrganizationalUnits}
+	}
+	return nil
 }
 
 func (b *builder) certificate(ep *schema.Endpoint) (certSource, error) {

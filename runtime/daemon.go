@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -39,6 +40,9 @@ type Options struct {
 	// MaxHandshakes bounds the connections in their handshake phase at once, across
 	// listeners each; zero means DefaultMaxHandshakes, negative no bound.
 	MaxHandshakes int
+	// ProxyProtocolFrom are the load balancers whose connections begin with a PROXY
+	// header naming the client; the header's address is then the client's everywhere.
+	ProxyProtocolFrom []netip.Prefix
 	// Bind opens the listener of an address a generation needs; nil means edge.Listen.
 	// It lets the caller hand over sockets it already holds (tests pass :0 listeners).
 	Bind func(ctx context.Context, addr string) (net.Listener, error)
@@ -67,6 +71,7 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *metrics
 	hellos  *edge.HelloBudget // shared by every listener
+	proxies *edge.ProxySources
 	gen     atomic.Pointer[generation]
 	// stopping is set the moment a shutdown begins: /readyz turns 503 at once, so a load
 	// balancer stops sending before the listeners close.
@@ -100,9 +105,13 @@ func New(opts Options) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
+		proxies: edge.NewProxySources(opts.ProxyProtocolFrom),
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}, acme: map[string]*autocert.Manager{}}
 	d.metrics = newMetrics(d)
 	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
+	if len(opts.ProxyProtocolFrom) > 0 {
+		d.log.Info("connections from these sources must begin with a PROXY protocol header naming the client", "proxy_protocol_from", opts.ProxyProtocolFrom)
+	}
 	return d
 }
 
@@ -291,7 +300,7 @@ func tablesFor(g *generation) (map[string]*edge.Table, error) {
 func (d *Daemon) serveLocked(addr string, ln net.Listener, t *edge.Table) {
 	s := edge.NewServer(ln, t, edge.Config{HandshakeTimeout: d.opts.HandshakeTimeout, Logger: d.log,
 		OnRouted: d.metrics.routed, OnEnd: d.metrics.ended, DrainTimeout: d.opts.DrainTimeout,
-		MaxHandshakes: max(d.opts.MaxHandshakes, 0), HelloBudget: d.hellos})
+		MaxHandshakes: max(d.opts.MaxHandshakes, 0), HelloBudget: d.hellos, ProxySources: d.proxies})
 	d.servers[addr] = s
 	d.bg.Add(1)
 	go func() { defer d.bg.Done(); s.Serve() }()

@@ -59,6 +59,7 @@ func (l *loader) checkEndpoints() {
 		}
 		l.checkValues(ed)
 		l.checkMode(ed)
+		l.checkTLSPolicy(ed)
 		l.checkIssuerRef(ed)
 		l.checkEndpointFiles(ed)
 	}
@@ -106,9 +107,12 @@ func (l *loader) checkMode(ed *endpointDoc) {
 		notAllowed("issuer", zk)
 		notAllowed("mutual_tls", "mutual TLS needs TLS termination; use terminate_at: edge or agent")
 		notAllowed("min_version", "the upstream terminates TLS and chooses its versions")
+		notAllowed("max_version", "the upstream terminates TLS and chooses its versions")
+		notAllowed("alpn", "the upstream terminates TLS and negotiates ALPN with the client itself")
 	case TerminateAgent:
 		notAllowed("issuer", "issuers provide edge certificates; the agent needs tls.certificate")
 		notAllowed("min_version", "the agent's minimum TLS version is fixed at 1.2; min_version is for terminate_at: edge")
+		notAllowed("max_version", "the agent's TLS versions are fixed (1.2 and 1.3); max_version is for terminate_at: edge")
 		if tls.Certificate == nil {
 			l.add(d, "/terminate_at", SeverityError, "certificate-required",
 				"terminate_at: agent requires tls.certificate (crt and key)")

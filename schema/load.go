@@ -1,6 +1,7 @@
 package schema
 
 import (
+	"cmp"
 	"fmt"
 	"io"
 	"os"
@@ -247,22 +248,34 @@ func buildEndpoint(d *document, m map[string]any) *Endpoint {
 		ep.Upstream = "unix:" + resolvePath(d.file, p)
 	}
 	t := obj(m, "tls")
-	ep.TLS.MinVersion = str(t, "min_version")
-	if ep.TLS.MinVersion == "" && ep.TerminateAt != TerminateUpstream {
-		ep.TLS.MinVersion = "1.2" // the agent's is always 1.2; the upstream's is not tlsd's to say
+	ep.TLS.MinVersion, ep.TLS.MaxVersion = str(t, "min_version"), str(t, "max_version")
+	if ep.TerminateAt != TerminateUpstream {
+		// The agent's are always 1.2 to 1.3; the upstream's are not tlsd's to say.
+		ep.TLS.MinVersion = cmp.Or(ep.TLS.MinVersion, "1.2")
+		ep.TLS.MaxVersion = cmp.Or(ep.TLS.MaxVersion, "1.3")
 	}
+	ep.TLS.ALPN = strs(t, "alpn")
 	ep.TLS.Issuer = str(t, "issuer")
 	if c := obj(t, "certificate"); c != nil {
 		ep.TLS.Certificate = &CertificateFiles{Crt: resolvePath(d.file, str(c, "crt")), Key: resolvePath(d.file, str(c, "key"))}
 	}
 	if mt := obj(t, "mutual_tls"); mt != nil {
-		cas := strs(mt, "certificate_authorities")
-		for i := range cas {
-			cas[i] = resolvePath(d.file, cas[i])
-		}
-		ep.TLS.MutualTLS = &MutualTLS{CertificateAuthorities: cas}
+		ep.TLS.MutualTLS = buildMutualTLS(d, mt)
 	}
 	return ep
+}
+
+func buildMutualTLS(d *document, mt map[string]any) *MutualTLS {
+	cas := strs(mt, "certificate_authorities")
+	for i := range cas {
+		cas[i] = resolvePath(d.file, cas[i])
+	}
+	m := &MutualTLS{CertificateAuthorities: cas, VerificationStrategy: cmp.Or(str(mt, "verification_strategy"), StrategyRequireAndVerify)}
+	if a := obj(mt, "allow"); a != nil {
+		m.Allow = &ClientAllow{CommonNames: strs(a, "common_names"), DNSNames: strs(a, "dns_names"), URIs: strs(a, "uris"),
+			EmailAddresses: strs(a, "email_addresses"), OrganizationalUnits: strs(a, "organizational_units")}
+	}
+	return m
 }
 
 func buildIssuer(d *document, m map[string]any) *Issuer {

@@ -56,6 +56,8 @@ type Endpoint struct {
 // EndpointTLS holds the TLS settings of an endpoint that tlsd terminates.
 type EndpointTLS struct {
 	MinVersion  string            `json:"min_version,omitempty"` // "1.2" or "1.3" where tlsd terminates; "" for upstream
+	MaxVersion  string            `json:"max_version,omitempty"` // likewise; "1.3" unless the edge says "1.2"
+	ALPN        []string          `json:"alpn,omitempty"`        // protocols offered, in order of preference
 	Certificate *CertificateFiles `json:"certificate,omitempty"`
 	Issuer      string            `json:"issuer,omitempty"`
 	MutualTLS   *MutualTLS        `json:"mutual_tls,omitempty"`
@@ -72,10 +74,31 @@ type CertificateFiles struct {
 	SHA256 string `json:"sha256,omitempty"`
 }
 
-// MutualTLS lists the CA files that client certificates must chain to.
+// MutualTLS is how an endpoint asks clients for certificates: the CA files they must
+// chain to, how strictly, and which verified certificates are admitted.
 type MutualTLS struct {
-	CertificateAuthorities []string `json:"certificate_authorities"`
+	CertificateAuthorities []string `json:"certificate_authorities,omitempty"`
 	SHA256                 string   `json:"sha256,omitempty"` // the files' content, as for CertificateFiles
+	// VerificationStrategy is StrategyRequireAndVerify (the default), StrategyRequireAny
+	// or StrategyRequest.
+	VerificationStrategy string       `json:"verification_strategy"`
+	Allow                *ClientAllow `json:"allow,omitempty"`
+}
+
+// Verification strategies of mutual_tls.
+const (
+	StrategyRequireAndVerify = "require-and-verify"
+	StrategyRequireAny       = "require-any"
+	StrategyRequest          = "request"
+)
+
+// ClientAllow is mutual_tls.allow: a verified certificate must match an entry.
+type ClientAllow struct {
+	CommonNames         []string `json:"common_names,omitempty"`
+	DNSNames            []string `json:"dns_names,omitempty"`
+	URIs                []string `json:"uris,omitempty"`
+	EmailAddresses      []string `json:"email_addresses,omitempty"`
+	OrganizationalUnits []string `json:"organizational_units,omitempty"`
 }
 
 // IPRestriction is an endpoint's ip_restriction.

@@ -19,12 +19,20 @@ var aeadSuites = []uint16{
 
 // Policy is what one endpoint asks of the TLS that tlsd terminates for it.
 type Policy struct {
-	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13; zero means TLS 1.2.
-	MinVersion     uint16
+	// MinVersion is tls.VersionTLS12 or tls.VersionTLS13; zero means TLS 1.2. MaxVersion
+	// likewise; zero means TLS 1.3.
+	MinVersion, MaxVersion uint16
+	// ALPN lists the protocols offered, in the server's order of preference; a client
+	// offering none of them is refused (no_application_protocol).
+	ALPN           []string
 	GetCertificate func(*tls.ClientHelloInfo) (*tls.Certificate, error)
-	// ClientCAs, when set, makes the endpoint require a client certificate that chains
-	// to one of them (mutual TLS).
+	// MutualTLS, when set, asks clients for a certificate: ClientCAs are what it must
+	// chain to, Strategy one of RequireAndVerify (the default), RequireAny and Request,
+	// and Allow, if not empty, what a verified certificate must match.
+	MutualTLS bool
 	ClientCAs *x509.CertPool
+	Strategy  string
+	Allow     *Allow
 	// Challenge, when set, answers ACME TLS-ALPN-01 validations for the endpoint's
 	// domain; only a client offering nothing but acme-tls/1 gets it.
 	Challenge *tls.Config
@@ -38,12 +46,17 @@ type Policy struct {
 func ServerConfig(p Policy) *tls.Config {
 	cfg := &tls.Config{
 		MinVersion:     max(p.MinVersion, tls.VersionTLS12),
+		MaxVersion:     p.MaxVersion,
+		NextProtos:     p.ALPN,
 		CipherSuites:   aeadSuites,
 		GetCertificate: p.GetCertificate,
 	}
-	if p.ClientCAs != nil {
+	if p.MutualTLS || p.ClientCAs != nil {
 		cfg.ClientCAs = p.ClientCAs
-		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+		cfg.ClientAuth = clientAuth(p.Strategy)
+	}
+	if !p.Allow.empty() {
+		cfg.VerifyConnection = verifyAllowed(p.Allow)
 	}
 	if ch := p.Challenge; ch != nil {
 		cfg.GetConfigForClient = func(h *tls.ClientHelloInfo) (*tls.Config, error) {

@@ -40,12 +40,23 @@ func Handshake(ctx context.Context, c *relay.Conn, cfg *tls.Config) (*tls.Conn, 
 		return nil, err
 	}
 	c.Info.Handshake = "ok"
-	st := tc.ConnectionState()
-	c.Info.TLSVersion = st.Version
-	if len(st.PeerCertificates) > 0 {
-		c.Info.ClientIdentity = Identity(st.PeerCertificates[0])
-	}
+	record(c.Info, tc.ConnectionState())
 	return tc, nil
+}
+
+// record notes what the handshake settled, for the log line and the upstream's PROXY
+// header.
+func record(info *relay.Info, st tls.ConnectionState) {
+	info.TLSVersion, info.ALPN, info.Resumed = st.Version, st.NegotiatedProtocol, st.DidResume
+	if len(st.PeerCertificates) == 0 {
+		return
+	}
+	leaf := st.PeerCertificates[0]
+	info.ClientIdentity, info.ClientCN = Identity(leaf), leaf.Subject.CommonName
+	info.ClientCert = relay.CertUnverified
+	if len(st.VerifiedChains) > 0 {
+		info.ClientCert = relay.CertVerified
+	}
 }
 
 // Identity names a verified client certificate: its subject, and its first DNS name or
@@ -76,7 +87,7 @@ func HandshakeFailure(err error, hello *tls.ClientHelloInfo, cfg *tls.Config) (c
 	case errors.Is(err, ErrCertificateNotReady):
 		return "certificate_pending", msg
 	case strings.Contains(msg, "unsupported versions") || strings.Contains(msg, "protocol version not supported"):
-		return "version", fmt.Sprintf("client offered %s, endpoint requires %s", offeredVersions(hello), VersionName(cfg.MinVersion))
+		return "version", fmt.Sprintf("client offered %s, endpoint requires %s", offeredVersions(hello), requiredVersions(cfg))
 	case strings.Contains(msg, "didn't provide a certificate"):
 		return "no_client_cert", "client sent no certificate; this endpoint requires mutual TLS"
 	case errors.As(err, &unknownCA):
@@ -87,6 +98,10 @@ func HandshakeFailure(err error, hello *tls.ClientHelloInfo, cfg *tls.Config) (c
 			invalid.Cert.NotBefore.UTC().Format(time.DateOnly), invalid.Cert.NotAfter.UTC().Format(time.DateOnly))
 	case errors.As(err, &invalid):
 		return "client_cert_invalid", fmt.Sprintf("client certificate %q rejected: %s", invalid.Cert.Subject.CommonName, invalid.Error())
+	case errors.Is(err, ErrNotAllowed):
+		return "client_cert_not_allowed", strings.TrimPrefix(msg, "tls: ")
+	case strings.Contains(msg, "unsupported application protocols"):
+		return "alpn", fmt.Sprintf("client offered ALPN %s, endpoint offers %s", offeredProtos(hello), quoteList(cfg.NextProtos))
 	case strings.Contains(msg, "no cipher suite supported by both"):
 		return "no_shared_cipher", "no cipher suite in common with the client (tlsd offers only AEAD suites with TLS 1.2)"
 	case errors.As(err, &netErr) && netErr.Timeout():
@@ -108,6 +123,38 @@ func offeredVersions(hello *tls.ClientHelloInfo) string {
 		return "no TLS version it can use"
 	}
 	return VersionName(slices.Max(real)) + " at most"
+}
+
+// requiredVersions says what the endpoint accepts: "TLS 1.2", "TLS 1.2 at most".
+func requiredVersions(cfg *tls.Config) string {
+	switch {
+	case cfg.MaxVersion != 0 && cfg.MaxVersion == cfg.MinVersion:
+		return VersionName(cfg.MinVersion) + " exactly"
+	case cfg.MaxVersion != 0 && cfg.MaxVersion < tls.VersionTLS13:
+		return VersionName(cfg.MinVersion) + " to " + VersionName(cfg.MaxVersion)
+	}
+	return VersionName(cfg.MinVersion)
+}
+
+// offeredProtos lists the client's ALPN protocols, bounded: it chose them.
+func offeredProtos(hello *tls.ClientHelloInfo) string {
+	if hello == nil || len(hello.SupportedProtos) == 0 {
+		return "nothing"
+	}
+	protos := hello.SupportedProtos[:min(len(hello.SupportedProtos), 8)]
+	s := quoteList(protos)
+	if len(hello.SupportedProtos) > len(protos) {
+		s += fmt.Sprintf(" (+%d more)", len(hello.SupportedProtos)-len(protos))
+	}
+	return s
+}
+
+func quoteList(values []string) string {
+	q := make([]string, len(values))
+	for i, v := range values {
+		q[i] = quote(v)
+	}
+	return "[" + strings.Join(q, " ") + "]"
 }
 
 // isGREASE spots the reserved values clients send to keep servers tolerant (RFC 8701).

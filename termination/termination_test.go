@@ -3,8 +3,11 @@ package termination
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"fmt"
 	"io"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -182,5 +185,38 @@ func TestServerConfigPolicy(t *testing.T) {
 		if err != nil || got != tc.want {
 			t.Errorf("ALPN %v: config %p, %v; want %p", tc.protos, got, err, tc.want)
 		}
+	}
+}
+
+func TestMatchDNS(t *testing.T) {
+	cases := []struct {
+		pattern, name string
+		want          bool
+	}{
+		{"api.example.com", "api.example.com", true},
+		{"api.example.com", "API.Example.com.", true},
+		{"*.svc.example.com", "pay.svc.example.com", true},
+		{"*.svc.example.com", "a.pay.svc.example.com", false},
+		{"*.svc.example.com", "svc.example.com", false},
+		{"*.svc.example.com", ".svc.example.com", false},
+		{"api.example.com", "*.example.com", false},
+	}
+	for _, c := range cases {
+		if got := matchDNS(c.pattern, c.name); got != c.want {
+			t.Errorf("matchDNS(%q, %q) = %v, want %v", c.pattern, c.name, got, c.want)
+		}
+	}
+}
+
+// TestDescribeCertIsBounded: a refusal quotes a certificate's fields, which its holder
+// wrote: each is cut and escaped, and only a few of each kind are listed.
+func TestDescribeCertIsBounded(t *testing.T) {
+	c := &x509.Certificate{Subject: pkix.Name{CommonName: strings.Repeat("A", 10000) + "\n"}}
+	for i := range 50 {
+		c.DNSNames = append(c.DNSNames, fmt.Sprintf("n%d.example.com", i))
+	}
+	got := describeCert(c)
+	if len(got) > 300 || strings.Contains(got, "\n") || !strings.Contains(got, "(10001 bytes)") || !strings.Contains(got, "(+47 DNS)") {
+		t.Errorf("describeCert = %q (%d bytes)", got, len(got))
 	}
 }

@@ -26,10 +26,22 @@ type Header struct {
 	// Plain says the edge terminated TLS and the bytes are plaintext; otherwise they are
 	// the client's TLS records, untouched.
 	Plain bool `json:"plain"`
+	// TLS is what the edge's handshake settled, on a Plain stream: the agent passes it
+	// to the upstream in a PROXY v2 header.
+	TLS *TLS `json:"tls,omitempty"`
 	// Drain, on a stream that carries nothing else, says the edge process hands over to
 	// a new one: the agent opens a session to it, and keeps this one for the streams it
 	// carries until the old process closes it.
 	Drain bool `json:"drain,omitempty"`
+}
+
+// TLS is a terminated connection's TLS, as relay.Info records it.
+type TLS struct {
+	Version    uint16 `json:"version"`
+	ALPN       string `json:"alpn,omitempty"`
+	Resumed    bool   `json:"resumed,omitempty"`
+	ClientCert string `json:"client_cert,omitempty"`
+	ClientCN   string `json:"client_cn,omitempty"`
 }
 
 const maxHeader = 4 << 10

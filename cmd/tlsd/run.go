@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/netip"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -36,6 +37,7 @@ type runFlags struct {
 	pidFile          string
 	adminHosts       []string
 	adminPprof       bool
+	proxyFrom        cidrList
 }
 
 func newRunCmd() *cobra.Command {
@@ -60,7 +62,8 @@ SIGTERM or SIGINT stops accepting at once and waits for open connections to fini
 for at most --shutdown-timeout.
 
 Each connection is logged when it ends: endpoint, mode, client address, SNI, TLS
-version, client identity (mutual TLS), bytes each way, duration, and for failures
+version, negotiated ALPN protocol, client identity (mutual TLS), bytes each way,
+duration, and for failures
 the reason.`,
 		Example: `  tlsd run examples/quickstart
   tlsd run --listen :443 --log-format json /etc/tlsd/endpoints`,
@@ -79,6 +82,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	if cmd.Name() != "agent" {
 		fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
 		fl.IntVar(&f.maxHandshakes, "max-handshakes", runtime.DefaultMaxHandshakes, "connections per listener in their handshake phase at once (ClientHello, TLS handshake); past it new ones are closed at once (0: no bound)")
+		fl.Var(&f.proxyFrom, "proxy-protocol-from", "`CIDR`s of load balancers that send a PROXY protocol header (v1 or v2) first (comma-separated or repeated); its client address then counts everywhere. Their connections must have one; other sources must not send one")
 		fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
 	}
 	fl.StringVar(&f.admin, "admin", admin, "admin API address (/healthz /readyz /status /config /metrics), or off")
@@ -172,7 +176,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	defer stop()
 	opts := runtime.RunOptions{
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
-			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1)},
+			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
@@ -261,3 +265,28 @@ exist yet. Give it to clients to trust, e.g.
 	cmd.Flags().StringVar(&stateDir, "state-dir", defaultStateDir(), "tlsd's state directory (as given to tlsd run)")
 	return cmd
 }
+
+// cidrList is --proxy-protocol-from: CIDR prefixes or bare addresses, comma-separated
+// or repeated, checked as the flag is parsed.
+type cidrList []netip.Prefix
+
+func (l *cidrList) Set(v string) error {
+	for _, s := range strings.Split(v, ",") {
+		p, err := schema.ParseCIDR(strings.TrimSpace(s))
+		if err != nil {
+			return err
+		}
+		*l = append(*l, p)
+	}
+	return nil
+}
+
+func (l *cidrList) String() string {
+	parts := make([]string, len(*l))
+	for i, p := range *l {
+		parts[i] = p.String()
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *cidrList) Type() string { return "CIDRs" }

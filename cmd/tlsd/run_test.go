@@ -168,9 +168,12 @@ func TestRunRejectsBadFlags(t *testing.T) {
 	for _, args := range [][]string{
 		{"run", "--log-format", "xml", dir},
 		{"run", "--log-level", "loud", dir},
+		{"run", "--proxy-protocol-from", "10.0.0.0/8,10.1.2.300", dir},
+		{"edge", "--proxy-protocol-from", "lb.example.com", dir},
 		{"run"},
 	} {
-		if code, _, stderr := tlsd(t, args...); code != 2 || stderr == "" {
+		proxyFlag := len(args) > 1 && args[1] == "--proxy-protocol-from"
+		if code, _, stderr := tlsd(t, args...); code != 2 || stderr == "" || proxyFlag && !strings.Contains(stderr, "--proxy-protocol-from") {
 			t.Errorf("tlsd %v: exit %d, stderr %q", args, code, stderr)
 		}
 	}

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"net/url"
 	"os"
 	"time"
 )
@@ -30,6 +31,9 @@ type Options struct {
 	CommonName string
 	DNSNames   []string
 	IPs        []net.IP
+	URIs       []string // e.g. SPIFFE IDs; must parse as URLs
+	Emails     []string
+	OUs        []string  // organizational units of the subject
 	NotBefore  time.Time // zero: an hour ago
 	NotAfter   time.Time // zero: NotBefore + 1 year
 	IsCA       bool
@@ -63,13 +67,21 @@ func issue(parent *Pair, o Options) (*Pair, error) {
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber:          serial,
-		Subject:               pkix.Name{CommonName: o.CommonName, Organization: []string{"tlsd test PKI"}},
+		Subject:               pkix.Name{CommonName: o.CommonName, Organization: []string{"tlsd test PKI"}, OrganizationalUnit: o.OUs},
 		DNSNames:              o.DNSNames,
+		EmailAddresses:        o.Emails,
 		IPAddresses:           o.IPs,
 		NotBefore:             o.NotBefore,
 		NotAfter:              o.NotAfter,
 		BasicConstraintsValid: true,
 		IsCA:                  o.IsCA,
+	}
+	for _, u := range o.URIs {
+		parsed, err := url.Parse(u)
+		if err != nil {
+			return nil, fmt.Errorf("uri SAN: %w", err)
+		}
+		tmpl.URIs = append(tmpl.URIs, parsed)
 	}
 	switch {
 	case o.IsCA:
