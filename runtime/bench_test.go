@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -309,4 +310,56 @@ func TestIdleConnectionsGoroutines(t *testing.T) {
 	if g := dataPlaneGoroutines(t); g > n+2 {
 		t.Errorf("%d idle passthrough and %d idle terminated connections hold %d goroutines, want about %d", n, n, g, n)
 	}
+}
+
+// BenchmarkPassthroughSetupAccess is the setup of passthrough connections (connect,
+// ClientHello, the upstream's first byte back) on an endpoint open to all and on one
+// whose ip_restriction allows 10,000 disjoint prefixes, the client's among them. conns/cpu-s
+// counts the whole process (client, tlsd and upstream), so ratios between the two are
+// what to read.
+func BenchmarkPassthroughSetupAccess(b *testing.B) {
+	up := sink(b)
+	hello := helloBytes(b, "bulk.test")
+	// Two IPPolicy documents of 5,000 prefixes: one document holds 10,000 values at most.
+	var policies strings.Builder
+	for i := range 10_000 {
+		if i%5000 == 0 {
+			fmt.Fprintf(&policies, "---\napiVersion: tlsd/v1\nkind: IPPolicy\nname: p%d\nallow_cidrs:\n", i/5000)
+		}
+		if i == 9_999 {
+			policies.WriteString("  - 127.0.0.1\n")
+			break
+		}
+		fmt.Fprintf(&policies, "  - 10.%d.%d.0/25\n", i/256, i%256) // apart: no two merge
+	}
+	for _, c := range []struct{ name, restriction string }{
+		{"open", ""},
+		{"allow-10000", "ip_restriction:\n  policies: [p0, p1]\n" + policies.String()},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newEnv(b)
+			e.start(yamlEndpoint("bulk", "bulk.test", up.Addr().String(), "", "") + c.restriction)
+			one := make([]byte, 1)
+			cpu := processCPU()
+			for b.Loop() {
+				conn, err := net.Dial("tcp", e.addr())
+				if err != nil {
+					b.Fatal(err)
+				}
+				conn.Write(hello)
+				if _, err := io.ReadFull(conn, one); err != nil {
+					b.Fatal(err)
+				}
+				conn.Close()
+			}
+			b.ReportMetric(float64(b.N)/(processCPU()-cpu).Seconds(), "conns/cpu-s")
+		})
+	}
+}
+
+// processCPU is the CPU time (user and system) this process has used.
+func processCPU() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

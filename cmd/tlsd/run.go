@@ -63,8 +63,11 @@ for at most --shutdown-timeout.
 
 Each connection is logged when it ends: endpoint, mode, client address, SNI, TLS
 version, negotiated ALPN protocol, client identity (mutual TLS), bytes each way,
-duration, and for failures
-the reason.`,
+duration, and for failures the reason.
+
+Behind a load balancer that sends PROXY protocol headers, --proxy-protocol-from names
+it: the client address its header gives then counts for ip_restriction, logs and the
+PROXY header sent upstream.`,
 		Example: `  tlsd run examples/quickstart
   tlsd run --listen :443 --log-format json /etc/tlsd/endpoints`,
 		Args: cobra.MinimumNArgs(1),
