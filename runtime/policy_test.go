@@ -19,11 +19,16 @@ import (
 	"github.com/tlsd/tlsd/internal/testpki"
 )
 
-// headerUpstream accepts, decodes the PROXY header each connection starts with, hands
-// it over, and echoes the rest.
+// headerUpstream is a loopback upstream that expects PROXY headers (see headersOn).
 func headerUpstream(t *testing.T) (string, chan *proxyproto.Header) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
+	return ln.Addr().String(), headersOn(t, ln)
+}
+
+// headersOn accepts on ln, decodes the PROXY header each connection starts with, hands
+// it over, and echoes the rest.
+func headersOn(t *testing.T, ln net.Listener) chan *proxyproto.Header {
 	headers := make(chan *proxyproto.Header, 16)
 	done := make(chan struct{})
 	go func() {
@@ -46,7 +51,7 @@ func headerUpstream(t *testing.T) (string, chan *proxyproto.Header) {
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	return ln.Addr().String(), headers
+	return headers
 }
 
 // logged is s as the text log handler writes it inside a quoted value.
