@@ -113,17 +113,13 @@ func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
 	}
 	tc.SetDeadline(time.Time{})
 	name := tunnel.Identity(tc.ConnectionState().PeerCertificates[0])
-	mux, err := yamux.Client(tc, edgeMuxConfig())
-	if err != nil {
+	s := &session{name: name, addr: c.RemoteAddr().String(), since: time.Now()}
+	if err := p.add(s, tc); err != nil {
+		p.log.Warn("agent session refused", "agent", name, "address", s.addr, "reason", err.Error())
 		tc.Close()
 		return
 	}
-	s := &session{name: name, addr: c.RemoteAddr().String(), since: time.Now(), mux: mux}
-	if err := p.add(s); err != nil {
-		p.log.Warn("agent session refused", "agent", name, "address", s.addr, "reason", err.Error())
-		mux.Close()
-		return
-	}
+	mux := s.mux
 	p.log.Info("agent connected", "agent", name, "address", s.addr, "sessions", p.count(name))
 	go p.refuseAgentStreams(s)
 	<-mux.CloseChan()
@@ -135,7 +131,9 @@ func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
 // for scale and failover needs a few, a leaked credential must not open thousands.
 const MaxSessionsPerAgent = 16
 
-func (p *AgentPool) add(s *session) error {
+// add starts the multiplexed session on tc and joins it to its pool, if the pool has
+// room: a refused agent never gets a session to talk to, not even for a ping.
+func (p *AgentPool) add(s *session, tc net.Conn) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	switch {
@@ -144,6 +142,11 @@ func (p *AgentPool) add(s *session) error {
 	case len(p.sessions[s.name]) >= MaxSessionsPerAgent:
 		return fmt.Errorf("agent %s already has %d sessions, the most one name may hold", s.name, MaxSessionsPerAgent)
 	}
+	mux, err := yamux.Client(tc, edgeMuxConfig())
+	if err != nil {
+		return fmt.Errorf("start the session: %w", err)
+	}
+	s.mux = mux
 	p.sessions[s.name] = append(p.sessions[s.name], s)
 	return nil
 }
