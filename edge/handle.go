@@ -28,21 +28,52 @@ type accepted struct {
 	conn     *relay.Conn // what the route's handler gets; each step may replace it
 	detached bool        // the relay loop finishes the connection, not handle
 	counted  bool        // counted in the server's handshaking
+	budgeted bool        // holds a place of Config.Connections
+	limit    func()      // gives back the place the route's Limiter gave
 }
 
-// handle takes an accepted connection through the front's steps, in order: read the
-// PROXY header of a trusted load balancer, refuse an address no endpoint admits, take a
-// place among the connections in their handshake, read the ClientHello, find the route,
-// check its ip_restriction, terminate TLS where the route says so, hand the connection to
-// the route's handler. A step that refuses the connection closes it and records why in
+// handle takes an accepted connection through the front's steps, in order: take a place
+// under --max-connections, read the PROXY header of a trusted load balancer, refuse an
+// address no endpoint admits, take a place among the connections in their handshake,
+// read the ClientHello, find the route, check its ip_restriction, then its limits,
+// terminate TLS where the route says so, hand the connection to the route's handler. A step that refuses the connection closes it and records why in
 // its Info; the steps after it do not run. A new check is a new step.
 func (s *Server) handle(c net.Conn) {
 	a := s.admit(c)
 	defer a.release()
-	if !s.readProxy(a) || !s.admitAddress(a) || !s.admitHandshake(a) || !s.peek(a) || !s.route(a) || !s.allowed(a) || !s.terminate(a) {
+	if !s.admitConnection(a) || !s.readProxy(a) || !s.admitAddress(a) || !s.admitHandshake(a) || !s.peek(a) || !s.route(a) ||
+		!s.allowed(a) || !s.withinLimits(a) || !s.terminate(a) {
 		return
 	}
 	s.handOff(a)
+}
+
+// admitConnection takes a place among all the connections tlsd holds, or closes the
+// connection at once: the listener keeps accepting, so refusals stay fast.
+func (s *Server) admitConnection(a *accepted) bool {
+	if !s.cfg.Connections.take() {
+		a.info.Fail("connections_full", fmt.Sprintf("limit --max-connections reached (%d)", s.cfg.Connections.Max()))
+		a.raw.Close()
+		return false
+	}
+	a.budgeted = true
+	return true
+}
+
+// withinLimits takes a place under the endpoint's limits. A client refused by
+// ip_restriction never gets here, so it costs no one a place.
+func (s *Server) withinLimits(a *accepted) bool {
+	if a.route.Limiter == nil {
+		return true
+	}
+	release, code, reason := a.route.Limiter.Admit(a.route.Limits, a.addr, time.Now())
+	if release == nil {
+		a.info.Fail(code, reason)
+		a.raw.Close()
+		return false
+	}
+	a.limit = release
+	return true
 }
 
 // readProxy takes the client's address from the PROXY header that a connection from a
@@ -215,7 +246,15 @@ func (a *accepted) release() {
 // finish forgets the connection and writes its log line and metrics: once its line is
 // written, /status no longer counts it.
 func (a *accepted) finish() {
-	a.s.track(a.raw, false)
+	if o := a.s.untrack(a.raw); o != nil && o.expired != "" {
+		a.info.Code, a.info.Reason = o.expired, o.expiredWhy // what the close made of the copy is not the story
+	}
+	if a.limit != nil {
+		a.limit()
+	}
+	if a.budgeted {
+		a.s.cfg.Connections.give()
+	}
 	a.s.end(a.info)
 	a.s.conns.Done()
 }

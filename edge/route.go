@@ -21,6 +21,14 @@ type Route struct {
 	Handler relay.Handler
 	// Access, when set, is the endpoint's ip_restriction.
 	Access *Access
+	// Limiter, when set, counts the endpoint's connections (one for every route of the
+	// endpoint's name) against Limits; Timeouts close its open ones.
+	Limiter  *Limiter
+	Limits   LimitSettings
+	Timeouts Timeouts
+	// Fallback makes the route take the listener's connections whose SNI is missing or
+	// names no route.
+	Fallback bool
 }
 
 // Table maps server names to routes. It is immutable once built, so a listener can swap
@@ -31,6 +39,7 @@ type Table struct {
 	// anyAllowed, when every route has allow ranges, is their union: an address outside
 	// it is refused by every endpoint, and so right after accept. Nil otherwise.
 	anyAllowed *Access
+	fallback   *Route
 }
 
 // NewTable indexes routes by domain; a domain may appear once.
@@ -46,6 +55,12 @@ func NewTable(routes []*Route) (*Table, error) {
 			return nil, fmt.Errorf("route table: domain %s of endpoint %s is already routed to endpoint %s", r.Domain, r.Endpoint, prev.Endpoint)
 		}
 		m[key] = r
+		if r.Fallback {
+			if t.fallback != nil {
+				return nil, fmt.Errorf("route table: endpoints %s and %s are both the fallback", t.fallback.Endpoint, r.Endpoint)
+			}
+			t.fallback = r
+		}
 	}
 	t.anyAllowed = unionOfAllows(routes)
 	return t, nil
@@ -73,9 +88,19 @@ func (t *Table) RefusesEveryRoute(addr netip.Addr) bool {
 }
 
 // Lookup finds the route for a server name: an exact name first, then a wildcard one
-// label up. Names compare case-insensitively.
+// label up, then the fallback route, if any. Names compare case-insensitively.
 func (t *Table) Lookup(serverName string) *Route {
-	if t == nil || serverName == "" {
+	if t == nil {
+		return nil
+	}
+	if r := t.lookup(serverName); r != nil {
+		return r
+	}
+	return t.fallback
+}
+
+func (t *Table) lookup(serverName string) *Route {
+	if serverName == "" {
 		return nil
 	}
 	name := lowerASCII(strings.TrimSuffix(serverName, "."))

@@ -35,6 +35,8 @@ type Config struct {
 	// (its endpoint was removed or changed), counted for each connection from that moment.
 	// Zero means until it ends.
 	DrainTimeout time.Duration
+	// Connections bounds the connections of every listener together; nil means none.
+	Connections *ConnectionBudget
 	// ProxySources are the load balancers whose connections begin with a PROXY header
 	// that names the client (--proxy-protocol-from); nil trusts none.
 	ProxySources *ProxySources
@@ -64,6 +66,8 @@ type Server struct {
 	// passthrough connection, the TLS read's for a terminated one). It starts with Serve
 	// and ends with Shutdown; nil where the system has none.
 	loop *relay.Loop
+	// stopWatch ends the sweep of timeouts; it runs from Serve until closeLoop.
+	stopWatch chan struct{}
 }
 
 // tracked is an open connection: its route (nil until routed), what closes it, and
@@ -72,6 +76,10 @@ type tracked struct {
 	route      *Route
 	closer     io.Closer
 	staleSince time.Time
+	since      time.Time // accepted
+	nextLook   time.Time // when its timeouts are next worth a look
+	// expired and expiredWhy, once set, are the timeout that closed the connection.
+	expired, expiredWhy string
 }
 
 // NewServer serves ln with table; call Serve to start.
@@ -118,6 +126,8 @@ func (s *Server) Serve() error {
 	}
 	s.serveDone = make(chan struct{})
 	defer close(s.serveDone)
+	s.stopWatch = make(chan struct{})
+	go s.watchTimeouts(s.stopWatch)
 	if loop, err := relay.NewLoop(); err == nil {
 		s.loop = loop
 	} else if !errors.Is(err, errors.ErrUnsupported) {
@@ -143,7 +153,7 @@ func (s *Server) Serve() error {
 			}
 		}
 		backoff = 0
-		s.track(c, true)
+		s.track(c)
 		go s.handle(c)
 	}
 }
@@ -155,14 +165,19 @@ func nextBackoff(d time.Duration) time.Duration {
 	return min(2*d, time.Second)
 }
 
-func (s *Server) track(c net.Conn, add bool) {
+func (s *Server) track(c net.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if add {
-		s.open[c] = &tracked{closer: c}
-	} else {
-		delete(s.open, c)
-	}
+	s.open[c] = &tracked{closer: c, since: time.Now()}
+}
+
+// untrack forgets c and returns what was tracked of it.
+func (s *Server) untrack(c net.Conn) *tracked {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o := s.open[c]
+	delete(s.open, c)
+	return o
 }
 
 func (s *Server) setRoute(c net.Conn, r *Route) {
@@ -309,6 +324,10 @@ func (s *Server) closeLoop() {
 	s.mu.Lock()
 	loop := s.loop
 	s.loop = nil
+	if s.stopWatch != nil {
+		close(s.stopWatch)
+		s.stopWatch = nil
+	}
 	if s.sweep != nil {
 		s.sweep.Stop()
 		s.sweep = nil

@@ -7,6 +7,7 @@ package reconcile
 import (
 	"cmp"
 	"slices"
+	"strconv"
 
 	"github.com/tlsd/tlsd/schema"
 )
@@ -164,6 +165,8 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	// The lists in force also change when a policy an endpoint names does.
 	add("ip_restriction.allow", joinList(ra.Allow), joinList(rb.Allow))
 	add("ip_restriction.deny", joinList(ra.Deny), joinList(rb.Deny))
+	out = append(out, limitFields(a, b)...)
+	add("fallback", strconv.FormatBool(a.Fallback), strconv.FormatBool(b.Fallback))
 	add("tls.min_version", a.TLS.MinVersion, b.TLS.MinVersion)
 	add("tls.max_version", a.TLS.MaxVersion, b.TLS.MaxVersion)
 	add("tls.alpn", joinList(a.TLS.ALPN), joinList(b.TLS.ALPN))
@@ -181,6 +184,46 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	}
 	add("tls.mutual_tls.verification_strategy", ma.VerificationStrategy, mb.VerificationStrategy)
 	return append(out, allowFields(ma.Allow, mb.Allow)...)
+}
+
+// limitFields lists the limits and timeouts that differ.
+func limitFields(a, b *schema.Endpoint) []FieldChange {
+	la, lb := limits(a.Limits), limits(b.Limits)
+	ta, tb := timeouts(a.Timeouts), timeouts(b.Timeouts)
+	var out []FieldChange
+	for _, f := range [][3]string{
+		{"limits.max_connections", count(la.MaxConnections), count(lb.MaxConnections)},
+		{"limits.max_connections_per_ip", count(la.MaxConnectionsPerIP), count(lb.MaxConnectionsPerIP)},
+		{"limits.rate_per_ip", la.RatePerIP, lb.RatePerIP},
+		{"timeouts.idle", ta.Idle, tb.Idle}, {"timeouts.max_lifetime", ta.MaxLifetime, tb.MaxLifetime},
+		{"timeouts.half_close", ta.HalfClose, tb.HalfClose},
+	} {
+		if f[1] != f[2] {
+			out = append(out, FieldChange{Field: f[0], Old: f[1], New: f[2]})
+		}
+	}
+	return out
+}
+
+func count(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return strconv.Itoa(n)
+}
+
+func limits(l *schema.Limits) schema.Limits {
+	if l == nil {
+		return schema.Limits{}
+	}
+	return *l
+}
+
+func timeouts(t *schema.Timeouts) schema.Timeouts {
+	if t == nil {
+		return schema.Timeouts{}
+	}
+	return *t
 }
 
 // allowFields lists the mutual_tls.allow lists that differ.

@@ -75,7 +75,8 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	_, metrics := get(t, h, "/metrics")
 	for _, want := range []string{
-		`tlsd_connections_total{endpoint="edge",mode="edge",result="ok"} 1`,
+		`tlsd_connections_total{endpoint="edge",mode="edge",reason="",result="ok"} 1`,
+		`tlsd_connections_total{endpoint="none",mode="",reason="unknown_sni",result="failed"} 1`,
 		`tlsd_connection_failures_total{endpoint="none",reason="unknown_sni"} 1`,
 		`tlsd_handshakes_total{endpoint="edge",result="ok"}`,
 		`tlsd_bytes_total{direction="in",endpoint="edge"}`,

@@ -47,6 +47,8 @@ type builder struct {
 	log        *slog.Logger
 	internalCA func() (*localca.CA, error)
 	acme       map[string]*autocert.Manager // by issuer name
+	// limiter is the connection counter of an endpoint name, kept across generations.
+	limiter func(name string) *edge.Limiter
 }
 
 // build makes the routes of cfg that this process serves. Endpoints the plan keeps keep
@@ -127,7 +129,14 @@ func (b *builder) back(ep *schema.Endpoint, cfg *tls.Config) relay.Handler {
 // or the tunnel to the endpoint's agent (which for agent and upstream termination gets
 // the client's TLS bytes untouched: the edge holds no key for them).
 func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
-	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: br.back, Access: access(ep.IPRestriction)}
+	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: br.back, Access: access(ep.IPRestriction),
+		Timeouts: timeouts(ep.Timeouts), Fallback: ep.Fallback}
+	if l := ep.Limits; l != nil && b.limiter != nil {
+		r.Limiter, r.Limits = b.limiter(ep.Name), edge.LimitSettings{MaxConnections: l.MaxConnections, MaxPerIP: l.MaxConnectionsPerIP}
+		if l.RatePerIP != "" {
+			r.Limits.Rate, r.Limits.RatePer, _ = schema.ParseRate(l.RatePerIP) // Load checked it
+		}
+	}
 	if ep.TerminateAt == schema.TerminateEdge {
 		r.TLS = br.tls
 	}
@@ -137,6 +146,18 @@ func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
 			FirstAnswer: b.opts.HandshakeTimeout / 3}
 	}
 	return r
+}
+
+// timeouts are the endpoint's, with the default half_close.
+func timeouts(t *schema.Timeouts) edge.Timeouts {
+	out := edge.Timeouts{HalfClose: schema.DefaultHalfClose}
+	if t != nil {
+		out.Idle, out.MaxLifetime = schema.Duration(t.Idle), schema.Duration(t.MaxLifetime)
+		if t.HalfClose != "" {
+			out.HalfClose = schema.Duration(t.HalfClose)
+		}
+	}
+	return out
 }
 
 // access is the endpoint's ip_restriction as the edge checks it: the lists in force,

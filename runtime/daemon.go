@@ -40,6 +40,8 @@ type Options struct {
 	// MaxHandshakes bounds the connections in their handshake phase at once, across
 	// listeners each; zero means DefaultMaxHandshakes, negative no bound.
 	MaxHandshakes int
+	// MaxConnections bounds the connections of every listener together; zero means none.
+	MaxConnections int
 	// ProxyProtocolFrom are the load balancers whose connections begin with a PROXY
 	// header naming the client; the header's address is then the client's everywhere.
 	ProxyProtocolFrom []netip.Prefix
@@ -72,7 +74,10 @@ type Daemon struct {
 	metrics *metrics
 	hellos  *edge.HelloBudget // shared by every listener
 	proxies *edge.ProxySources
-	gen     atomic.Pointer[generation]
+	conns   *edge.ConnectionBudget // --max-connections, nil for none
+	// limiters count each endpoint name's connections across generations; guarded by mu.
+	limiters map[string]*edge.Limiter
+	gen      atomic.Pointer[generation]
 	// stopping is set the moment a shutdown begins: /readyz turns 503 at once, so a load
 	// balancer stops sending before the listeners close.
 	stopping atomic.Bool
@@ -105,8 +110,11 @@ func New(opts Options) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
-		proxies: edge.NewProxySources(opts.ProxyProtocolFrom),
+		proxies: edge.NewProxySources(opts.ProxyProtocolFrom), limiters: map[string]*edge.Limiter{},
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}, acme: map[string]*autocert.Manager{}}
+	if opts.MaxConnections > 0 {
+		d.conns = edge.NewConnectionBudget(opts.MaxConnections)
+	}
 	d.metrics = newMetrics(d)
 	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
 	if len(opts.ProxyProtocolFrom) > 0 {
@@ -185,6 +193,11 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		d.metrics.reloads.WithLabelValues("failed").Inc()
 		return plan, err
 	}
+	for name := range d.limiters {
+		if next.routes[name] == nil {
+			delete(d.limiters, name)
+		}
+	}
 	d.recordLocked(true, nil, nil)
 	d.metrics.reloads.WithLabelValues("applied").Inc()
 	return plan, nil
@@ -193,7 +206,7 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 // buildLocked prepares generation N+1: unchanged endpoints keep their route (and so
 // their tls.Config and session tickets); the others are built anew.
 func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile.Plan, managers map[string]*autocert.Manager) (*generation, error) {
-	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers}
+	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers, limiter: d.limiterLocked}
 	if d.opts.Tunnel != nil {
 		b.role = roleEdge
 	}
@@ -218,6 +231,17 @@ func (d *Daemon) listenAddr(listen string) string {
 		return d.opts.Listen
 	}
 	return listen
+}
+
+// limiterLocked is the connection counter of an endpoint name. Counters of names no
+// longer configured are left to the connections that still hold them.
+func (d *Daemon) limiterLocked(name string) *edge.Limiter {
+	l := d.limiters[name]
+	if l == nil {
+		l = edge.NewLimiter()
+		d.limiters[name] = l
+	}
+	return l
 }
 
 func (d *Daemon) internalCALocked() (*localca.CA, error) {
@@ -300,7 +324,7 @@ func tablesFor(g *generation) (map[string]*edge.Table, error) {
 func (d *Daemon) serveLocked(addr string, ln net.Listener, t *edge.Table) {
 	s := edge.NewServer(ln, t, edge.Config{HandshakeTimeout: d.opts.HandshakeTimeout, Logger: d.log,
 		OnRouted: d.metrics.routed, OnEnd: d.metrics.ended, DrainTimeout: d.opts.DrainTimeout,
-		MaxHandshakes: max(d.opts.MaxHandshakes, 0), HelloBudget: d.hellos, ProxySources: d.proxies})
+		MaxHandshakes: max(d.opts.MaxHandshakes, 0), HelloBudget: d.hellos, ProxySources: d.proxies, Connections: d.conns})
 	d.servers[addr] = s
 	d.bg.Add(1)
 	go func() { defer d.bg.Done(); s.Serve() }()

@@ -24,7 +24,7 @@ type metrics struct {
 
 // MetricHelp documents every metric; the README lists the same names.
 var MetricHelp = map[string]string{
-	"tlsd_connections_total":                     "Connections that ended, by endpoint, mode and result (ok or failed).",
+	"tlsd_connections_total":                     "Connections that ended, by endpoint, mode, result (ok or failed) and reason (empty when ok).",
 	"tlsd_handshakes_total":                      "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
 	"tlsd_connection_failures_total":             "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
 	"tlsd_bytes_total":                           "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
@@ -67,7 +67,7 @@ func newMetrics(d *Daemon) *metrics {
 		m.reg.MustRegister(g)
 		return g
 	}
-	m.connections = counter("tlsd_connections_total", "endpoint", "mode", "result")
+	m.connections = counter("tlsd_connections_total", "endpoint", "mode", "result", "reason")
 	m.handshakes = counter("tlsd_handshakes_total", "endpoint", "result")
 	m.failures = counter("tlsd_connection_failures_total", "endpoint", "reason")
 	m.bytes = counter("tlsd_bytes_total", "endpoint", "direction")
@@ -103,7 +103,7 @@ func (m *metrics) ended(i *relay.Info) {
 		result = "failed"
 		m.failures.WithLabelValues(endpoint, i.Code).Inc()
 	}
-	m.connections.WithLabelValues(endpoint, i.Mode, result).Inc()
+	m.connections.WithLabelValues(endpoint, i.Mode, result, i.Code).Inc()
 	if i.Handshake != "" {
 		m.handshakes.WithLabelValues(endpoint, i.Handshake).Inc()
 	}

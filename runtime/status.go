@@ -54,6 +54,11 @@ type EndpointStatus struct {
 	// has a session of it right now.
 	Agent     string `json:"agent,omitempty"`
 	AgentLive *bool  `json:"agent_live,omitempty"`
+	// Limits and Timeouts are the endpoint's; LimitedConnections are the connections that
+	// hold a place under its limits, every generation's together.
+	Limits             *schema.Limits   `json:"limits,omitempty"`
+	LimitedConnections *int             `json:"limited_connections,omitempty"`
+	Timeouts           *schema.Timeouts `json:"timeouts,omitempty"`
 }
 
 // CertificateStatus describes the certificate tlsd presents for an endpoint. State and
@@ -135,7 +140,11 @@ func (d *Daemon) Status() Status {
 	for name, br := range g.routes {
 		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: g.listeners[br.ep.Listen],
 			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name],
-			DrainingConnections: draining[name]}
+			DrainingConnections: draining[name], Limits: br.ep.Limits, Timeouts: br.ep.Timeouts}
+		if br.route != nil && br.route.Limiter != nil {
+			n := br.route.Limiter.Active()
+			es.LimitedConnections = &n
+		}
 		switch {
 		case br.cert.state != nil:
 			es.Certificate = br.cert.state()

@@ -60,6 +60,7 @@ func (l *loader) checkEndpoints() {
 		l.checkValues(ed)
 		l.checkMode(ed)
 		l.checkTLSPolicy(ed)
+		l.checkLimits(ed)
 		l.checkIssuerRef(ed)
 		l.checkEndpointFiles(ed)
 	}

@@ -165,6 +165,7 @@ func (l *loader) finish() *Result {
 	l.checkIssuers()
 	l.checkPolicies()
 	l.checkEndpoints()
+	l.checkFallbacks()
 	l.resolveRestrictions()
 	l.diags = dedupe(l.diags)
 	l.diags.Sort()
@@ -215,6 +216,11 @@ func obj(m map[string]any, key string) map[string]any {
 	return o
 }
 
+func integer(m map[string]any, key string) int {
+	n, _ := m[key].(int64)
+	return int(min(max(n, -1<<31), 1<<31-1)) // a bound far past any sane limit, and int-sized
+}
+
 func strs(m map[string]any, key string) []string {
 	list, _ := m[key].([]any)
 	out := make([]string, 0, len(list))
@@ -241,6 +247,13 @@ func buildEndpoint(d *document, m map[string]any) *Endpoint {
 	if r := obj(m, "ip_restriction"); r != nil {
 		ep.IPRestriction = &IPRestriction{AllowCIDRs: strs(r, "allow_cidrs"), DenyCIDRs: strs(r, "deny_cidrs"), Policies: strs(r, "policies")}
 	}
+	if l := obj(m, "limits"); l != nil {
+		ep.Limits = &Limits{MaxConnections: integer(l, "max_connections"), MaxConnectionsPerIP: integer(l, "max_connections_per_ip"), RatePerIP: str(l, "rate_per_ip")}
+	}
+	if t := obj(m, "timeouts"); t != nil {
+		ep.Timeouts = &Timeouts{Idle: str(t, "idle"), MaxLifetime: str(t, "max_lifetime"), HalfClose: str(t, "half_close")}
+	}
+	ep.Fallback, _ = m["fallback"].(bool)
 	if ep.TerminateAt == "" {
 		ep.TerminateAt = TerminateUpstream
 	}

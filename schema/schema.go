@@ -182,6 +182,8 @@ func (v *validator) explain(d *document, e *jsonschema.ValidationError) Diagnost
 	case *kind.Pattern, *kind.MaxLength:
 		code, msg := explainValue(field, k.(interface{ KeywordPath() []string }), e.InstanceLocation, d.instance)
 		return at(code, "%s", msg)
+	case *kind.Minimum:
+		return at("invalid-limit", "%s must be at least %s; leave it out for no limit", field, k.Want.RatString())
 	case *kind.MinLength:
 		return at("empty-value", "%s must not be empty", field)
 	case *kind.MinItems:

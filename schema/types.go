@@ -48,7 +48,11 @@ type Endpoint struct {
 	// canonical ("192.0.2.7/32"); Allow and Deny are the lists in force, the endpoint's
 	// own and its policies' merged, which is what serving and planning use.
 	IPRestriction *IPRestriction `json:"ip_restriction,omitempty"`
-	TLS           EndpointTLS    `json:"tls"`
+	Limits        *Limits        `json:"limits,omitempty"`
+	Timeouts      *Timeouts      `json:"timeouts,omitempty"`
+	// Fallback makes the endpoint take its listener's connections without a known SNI.
+	Fallback bool        `json:"fallback,omitempty"`
+	TLS      EndpointTLS `json:"tls"`
 
 	Pos Pos `json:"-"` // the document's first line
 }
@@ -110,6 +114,20 @@ type IPRestriction struct {
 	// and without duplicates; Load fills them.
 	Allow []string `json:"allow,omitempty"`
 	Deny  []string `json:"deny,omitempty"`
+}
+
+// Limits bound an endpoint's connections; zero or "" means no bound.
+type Limits struct {
+	MaxConnections      int    `json:"max_connections,omitempty"`
+	MaxConnectionsPerIP int    `json:"max_connections_per_ip,omitempty"`
+	RatePerIP           string `json:"rate_per_ip,omitempty"` // "N/s" or "N/m"; see ParseRate
+}
+
+// Timeouts close open connections. Each is a Go duration, canonical ("5m0s"), or "".
+type Timeouts struct {
+	Idle        string `json:"idle,omitempty"`
+	MaxLifetime string `json:"max_lifetime,omitempty"`
+	HalfClose   string `json:"half_close,omitempty"`
 }
 
 // IPPolicy is one IPPolicy document: address lists endpoints share.

@@ -34,6 +34,7 @@ type runFlags struct {
 	logLevel         string
 	exclude          []string
 	maxHandshakes    int
+	maxConnections   int
 	pidFile          string
 	adminHosts       []string
 	adminPprof       bool
@@ -85,6 +86,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	if cmd.Name() != "agent" {
 		fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
 		fl.IntVar(&f.maxHandshakes, "max-handshakes", runtime.DefaultMaxHandshakes, "connections per listener in their handshake phase at once (ClientHello, TLS handshake); past it new ones are closed at once (0: no bound)")
+		fl.IntVar(&f.maxConnections, "max-connections", 0, "connections of all endpoints together; past it new ones are accepted and closed at once, so the listener never stops (0: no bound)")
 		fl.Var(&f.proxyFrom, "proxy-protocol-from", "`CIDR`s of load balancers that send a PROXY protocol header (v1 or v2) first (comma-separated or repeated); its client address then counts everywhere. Their connections must have one; other sources must not send one")
 		fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
 	}
@@ -179,7 +181,8 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	defer stop()
 	opts := runtime.RunOptions{
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
-			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom},
+			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom,
+			MaxConnections: max(f.maxConnections, 0)},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}

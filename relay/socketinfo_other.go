@@ -1,0 +1,13 @@
+//go:build !linux
+
+package relay
+
+import (
+	"errors"
+	"net"
+	"time"
+)
+
+// SocketActivity is supported on Linux only; elsewhere idle and half-close timeouts do
+// not apply (max_lifetime does).
+func SocketActivity(net.Conn) (time.Duration, bool, error) { return 0, false, errors.ErrUnsupported }
