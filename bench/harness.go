@@ -59,7 +59,10 @@ func Run(o Options) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	servers := []func() (*Server, error){func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "") }}
+	servers := []func() (*Server, error){
+		func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "", false) },
+		func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "", true) },
+	}
 	if o.Peers {
 		servers = append(servers, func() (*Server, error) { return StartHAProxy(w) }, func() (*Server, error) { return StartNginx(w) })
 	}
@@ -179,7 +182,7 @@ func allCases(w *World, hello []byte, o Options) []namedCase {
 			n, err := Bulk(s.PT, hello, nil, 8, d)
 			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
 		}},
-		{name: "passthrough new connections", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
+		{name: connRateCase, timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, err := ConnRate(s.PT, hello, 8, d)
 			return map[string]float64{"conn/s": float64(n) / d.Seconds(), "conn/CPU-s": float64(n)}, "", err
 		}},
@@ -230,13 +233,16 @@ func openFDs() int {
 	return len(entries)
 }
 
-const routeScaleCase = "passthrough new connections by routes"
+const (
+	connRateCase   = "passthrough new connections"
+	routeScaleCase = "passthrough new connections by routes"
+)
 
 // routeScale compares tlsd's passthrough connection rate per CPU-s with 1 and with
 // 10,001 routes on the listener.
 func routeScale(w *World, hello []byte, o Options, add func(string, string, string, float64, string)) error {
 	for _, extra := range []int{0, 10_000} {
-		s, err := StartTLSD(w, o.TLSD, extra, o.ProfileDir != "")
+		s, err := StartTLSD(w, o.TLSD, extra, o.ProfileDir != "", false)
 		if err != nil {
 			return err
 		}

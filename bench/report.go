@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-var columns = []string{"direct", "tlsd", "haproxy", "nginx", "tlsd, 1 routes", "tlsd, 10001 routes"}
+var columns = []string{"direct", "tlsd", LimitedTLSD, "haproxy", "nginx", "tlsd, 1 routes", "tlsd, 10001 routes"}
 
 // WriteTable prints the results as a Markdown table: the median of the runs and their
 // range, then how the targets fare.
@@ -113,6 +113,16 @@ func writeTargets(w io.Writer, get func(c, m, server string) float64) {
 	}
 	if term := get("idle RSS per connection, terminated", "kB", "tlsd"); term != 0 {
 		line("idle RSS per terminated connection, kB", term, "≤ 25", term <= 25)
+	}
+	for _, mode := range []string{"passthrough", "terminated"} {
+		c := "idle RSS per connection, " + mode
+		if plain, limited := get(c, "kB", "tlsd"), get(c, "kB", LimitedTLSD); plain != 0 && limited != 0 {
+			line("idle RSS added by limits and timeouts, "+mode+", kB", limited-plain, "≤ 0.5", limited-plain <= 0.5)
+		}
+	}
+	if plain := get(connRateCase, "conn/CPU-s", "tlsd"); plain > 0 {
+		cost := 1 - get(connRateCase, "conn/CPU-s", LimitedTLSD)/plain
+		line("connection rate cost of limits and timeouts", cost*100, "≤ 3 %", cost <= 0.03)
 	}
 	if one := get("passthrough new connections by routes", "conn/CPU-s", "tlsd, 1 routes"); one > 0 {
 		cost := 1 - get("passthrough new connections by routes", "conn/CPU-s", "tlsd, 10001 routes")/one

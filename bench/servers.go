@@ -181,22 +181,33 @@ func (s *Server) start(dir string, args ...string) error {
 	return nil
 }
 
+// LimitedTLSD names the tlsd whose endpoints all have limits and timeouts (none of
+// them reached): what they cost, against plain tlsd.
+const LimitedTLSD = "tlsd+limits"
+
+const limitsYAML = "limits: {max_connections: 1000000, max_connections_per_ip: 1000000, rate_per_ip: \"1000000/s\"}\n" +
+	"timeouts: {idle: 1h, max_lifetime: 24h}\n"
+
 // StartTLSD runs the tlsd binary with extraRoutes more passthrough endpoints (to
-// measure route-table scale).
-func StartTLSD(w *World, bin string, extraRoutes int, admin bool) (*Server, error) {
+// measure route-table scale); limited gives every endpoint limits and timeouts.
+func StartTLSD(w *World, bin string, extraRoutes int, admin, limited bool) (*Server, error) {
 	s := newServer("tlsd")
+	endpointExtra := ""
+	if limited {
+		s.Name, endpointExtra = LimitedTLSD, limitsYAML
+	}
 	adminAddr := "off"
 	if admin {
 		s.Admin = freeAddr()
 		adminAddr = s.Admin
 	}
-	dir := filepath.Join(w.Dir, fmt.Sprintf("tlsd-%d", extraRoutes))
+	dir := filepath.Join(w.Dir, fmt.Sprintf("tlsd-%d-%t", extraRoutes, limited))
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	var b strings.Builder
 	ep := func(name, domain, listen, upstream, extra string) {
-		fmt.Fprintf(&b, "---\napiVersion: tlsd/v1\nkind: Endpoint\nname: %s\ndomain: %s\nlisten: %q\nupstream: %s\n%s", name, domain, listen, upstream, extra)
+		fmt.Fprintf(&b, "---\napiVersion: tlsd/v1\nkind: Endpoint\nname: %s\ndomain: %s\nlisten: %q\nupstream: %s\n%s%s", name, domain, listen, upstream, extra, endpointExtra)
 	}
 	term := fmt.Sprintf("terminate_at: edge\ntls:\n  certificate: {crt: %s, key: %s}\n", w.CertFile, w.KeyFile)
 	ep("pt", "pt.test", s.PT, w.Sink, "")

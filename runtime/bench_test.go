@@ -317,8 +317,9 @@ func TestIdleConnectionsGoroutines(t *testing.T) {
 }
 
 // BenchmarkPassthroughSetupAccess is the setup of passthrough connections (connect,
-// ClientHello, the upstream's first byte back) on an endpoint open to all and on one
-// whose ip_restriction allows 10,000 disjoint prefixes, the client's among them. conns/cpu-s
+// ClientHello, the upstream's first byte back) on an endpoint open to all, on one whose
+// ip_restriction allows 10,000 disjoint prefixes, the client's among them, and on one
+// with every limit and timeout set (none reached). conns/cpu-s
 // counts the whole process (client, tlsd and upstream), so ratios between the two are
 // what to read.
 func BenchmarkPassthroughSetupAccess(b *testing.B) {
@@ -339,6 +340,8 @@ func BenchmarkPassthroughSetupAccess(b *testing.B) {
 	for _, c := range []struct{ name, restriction string }{
 		{"open", ""},
 		{"allow-10000", "ip_restriction:\n  policies: [p0, p1]\n" + policies.String()},
+		{"limits", "limits: {max_connections: 1000000, max_connections_per_ip: 1000000, rate_per_ip: \"1000000/s\"}\n" +
+			"timeouts: {idle: 1h, max_lifetime: 24h}\n"},
 	} {
 		b.Run(c.name, func(b *testing.B) {
 			e := newEnv(b)
@@ -355,4 +358,66 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// quietSink answers each connection's ClientHello with one byte and then only waits:
+// an upstream that costs the heap next to nothing per connection.
+func quietSink(b testing.TB) net.Listener {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(b, err)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { defer c.Close(); c.Write([]byte{22}); c.Read(make([]byte, 1)) }()
+		}
+	}()
+	b.Cleanup(func() { ln.Close() })
+	return ln
+}
+
+// BenchmarkHalfSentHellos holds 10,000 connections that sent half a ClientHello, with
+// --max-handshakes 1000 (the thousand admitted hold their bytes, the rest are closed at
+// once) and without a bound (9,000 then), and reports the growth of heap and RSS (the clients' side
+// included). Run it once: -benchtime 1x.
+func BenchmarkHalfSentHellos(b *testing.B) {
+	up := quietSink(b)
+	hello := helloBytes(b, "pt.test")
+	// Unbounded, every connection holds a descriptor on both sides: 9,000 fit in the
+	// 20,000 descriptors a test process gets.
+	for _, c := range []struct {
+		name   string
+		max, n int
+	}{{"max-handshakes-1000", 1000, 10_000}, {"unbounded-9000", -1, 9_000}} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newEnv(b)
+			e.start(yamlEndpoint("pt", "pt.test", up.Addr().String(), "", ""), func(o *Options) { o.MaxHandshakes = c.max })
+			for b.Loop() {
+				halfSentHellos(b, e.addr(), hello[:len(hello)/2], c.n)
+			}
+		})
+	}
+}
+
+func halfSentHellos(b *testing.B, addr string, half []byte, n int) {
+	before, rssBefore := heapInUse(), rssKB(b)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range n {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			b.Fatalf("after %d connections: %v", len(conns), err)
+		}
+		c.Write(half)
+		conns = append(conns, c)
+	}
+	time.Sleep(500 * time.Millisecond) // every accepted connection has read its half
+	b.ReportMetric(float64(heapInUse()-before)/(1<<20), "MB-heap")
+	b.ReportMetric(float64(rssKB(b)-rssBefore)/1024, "MB-RSS")
 }
