@@ -21,5 +21,5 @@ func (t *Terminator) Serve(ctx context.Context, c *relay.Conn) {
 	if err != nil {
 		return
 	}
-	t.Next.Serve(ctx, &relay.Conn{Conn: tc, Hello: c.Hello, Deadline: c.Deadline, Info: c.Info, Loop: c.Loop})
+	t.Next.Serve(ctx, &relay.Conn{Conn: tc, Hello: c.Hello, Deadline: c.Deadline, Info: c.Info, Loop: c.Loop, Dialed: c.Dialed})
 }

@@ -37,6 +37,9 @@ func (u *Upstream) Serve(ctx context.Context, c *relay.Conn) {
 		c.Conn.Close()
 		return
 	}
+	if c.Dialed != nil {
+		c.Dialed(up)
+	}
 	if err := u.writePreamble(up, c); err != nil {
 		c.Info.Fail("upstream_broken", fmt.Sprintf("writing to upstream %s: %v", u.Addr, err))
 		up.Close()

@@ -16,15 +16,16 @@ type Timeouts struct {
 	HalfClose   time.Duration // silent this long once one side has ended its writes
 }
 
-func (t Timeouts) any() bool { return t.Idle > 0 || t.MaxLifetime > 0 || t.HalfClose > 0 }
+// Any says whether a timeout is set.
+func (t Timeouts) Any() bool { return t.Idle > 0 || t.MaxLifetime > 0 || t.HalfClose > 0 }
 
-// sweepEvery is how often open connections are looked at: timeouts act within a second.
-const sweepEvery = time.Second
+// SweepEvery is how often open connections are looked at: timeouts act within a second.
+const SweepEvery = time.Second
 
-// verdict decides a connection's fate from its age and the kernel's view of its socket
+// Verdict decides a connection's fate from its age and the kernel's view of its socket
 // (known is false where the system cannot tell): a code and reason when a timeout has
 // passed, else how long until the next look is worth it.
-func (t Timeouts) verdict(age, idle time.Duration, halfClosed, known bool) (code, reason string, wait time.Duration) {
+func (t Timeouts) Verdict(age, idle time.Duration, halfClosed, known bool) (code, reason string, wait time.Duration) {
 	switch {
 	case t.MaxLifetime > 0 && age >= t.MaxLifetime:
 		return "max_lifetime", fmt.Sprintf("open for %s, the endpoint's max_lifetime", t.MaxLifetime), 0
@@ -47,12 +48,12 @@ func (t Timeouts) verdict(age, idle time.Duration, halfClosed, known bool) (code
 			wait = min(wait, t.HalfClose/4) // until a half-close shows
 		}
 	}
-	return "", "", max(wait, sweepEvery)
+	return "", "", max(wait, SweepEvery)
 }
 
 // watchTimeouts sweeps the open connections every second until stop is closed.
 func (s *Server) watchTimeouts(stop <-chan struct{}) {
-	t := time.NewTicker(sweepEvery)
+	t := time.NewTicker(SweepEvery)
 	defer t.Stop()
 	for {
 		select {
@@ -77,7 +78,7 @@ func (s *Server) sweepTimeouts(now time.Time) {
 	s.mu.Lock()
 	var look []due
 	for c, o := range s.open {
-		if o.route != nil && o.route.Timeouts.any() && o.expired == "" && !now.Before(o.nextLook) {
+		if o.route != nil && o.route.Timeouts.Any() && o.expired == "" && !now.Before(o.nextLook) {
 			look = append(look, due{c, o, o.route.Timeouts})
 		}
 	}
@@ -85,7 +86,7 @@ func (s *Server) sweepTimeouts(now time.Time) {
 	var closers []io.Closer
 	for _, d := range look {
 		idle, half, err := relay.SocketActivity(d.conn)
-		code, reason, wait := d.t.verdict(now.Sub(d.o.since), idle, half, err == nil)
+		code, reason, wait := d.t.Verdict(now.Sub(d.o.since), idle, half, err == nil)
 		s.mu.Lock()
 		if code != "" && d.o.expired == "" {
 			d.o.expired, d.o.expiredWhy = code, reason

@@ -27,7 +27,7 @@ func TestTimeoutVerdict(t *testing.T) {
 		{"a sweep at most each second", Timeouts{Idle: 5 * s}, 0, 4900 * time.Millisecond, false, true, "", s},
 	}
 	for _, c := range cases {
-		code, _, wait := c.t.verdict(c.age, c.idle, c.half, c.know)
+		code, _, wait := c.t.Verdict(c.age, c.idle, c.half, c.know)
 		if code != c.code || (code == "" && wait != c.wait) {
 			t.Errorf("%s: %q, wait %s; want %q, %s", c.name, code, wait, c.code, c.wait)
 		}

@@ -40,6 +40,9 @@ type Conn struct {
 	// returns the function to call once the connection is over.
 	Loop   *Loop
 	Detach func(io.Closer) (finish func())
+	// Dialed, when set, is told of the upstream connection once it is dialed: the agent
+	// judges timeouts on that socket, its side of the tunnel having none.
+	Dialed func(up net.Conn)
 }
 
 // Replay returns a net.Conn that reads Peeked before the rest of the connection. Use it

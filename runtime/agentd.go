@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
@@ -123,7 +124,65 @@ func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
 	}
 	info.Mode = r.ep.TerminateAt
 	conn := &addrConn{Conn: st, remote: addr(h.Client), local: addr(h.Local)}
-	r.back.Serve(ctx, &relay.Conn{Conn: conn, Deadline: time.Now().Add(a.opts.HandshakeTimeout), Info: info})
+	w := watchTimeouts(timeouts(r.ep.Timeouts), info.Start, st)
+	defer w.stop(info)
+	r.back.Serve(ctx, &relay.Conn{Conn: conn, Deadline: time.Now().Add(a.opts.HandshakeTimeout), Info: info, Dialed: w.dialed})
+}
+
+// streamWatch enforces an endpoint's timeouts on the agent's side of a stream, judged on
+// the upstream's socket (a stream is no socket): the edge does the same on the client's,
+// and whichever sees a timeout first ends the connection. A stream already holds the
+// goroutines of its copy, so one timer more is a small part of it.
+type streamWatch struct {
+	t       edge.Timeouts
+	since   time.Time
+	st      net.Conn
+	up      atomic.Pointer[net.Conn]
+	timer   *time.Timer
+	stopped atomic.Bool               // the stream is over: no more looks
+	why     atomic.Pointer[[2]string] // code and reason of the timeout that closed st
+}
+
+func watchTimeouts(t edge.Timeouts, since time.Time, st net.Conn) *streamWatch {
+	w := &streamWatch{t: t, since: since, st: st}
+	if t.Any() {
+		w.timer = time.AfterFunc(edge.SweepEvery, w.check)
+	}
+	return w
+}
+
+func (w *streamWatch) dialed(up net.Conn) { w.up.Store(&up) }
+
+// check closes the stream once a timeout has passed, else looks again when one may.
+func (w *streamWatch) check() {
+	if w.stopped.Load() {
+		return
+	}
+	var idle time.Duration
+	var half, known bool
+	if up := w.up.Load(); up != nil {
+		var err error
+		idle, half, err = relay.SocketActivity(*up)
+		known = err == nil
+	}
+	code, reason, wait := w.t.Verdict(time.Since(w.since), idle, half, known)
+	if code == "" {
+		w.timer.Reset(wait)
+		return
+	}
+	w.why.Store(&[2]string{code, reason})
+	w.st.Close()
+}
+
+// stop ends the watch; a timeout that closed the stream is what info says happened.
+func (w *streamWatch) stop(info *relay.Info) {
+	w.stopped.Store(true)
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if why := w.why.Load(); why != nil {
+		info.Code, info.Reason = why[0], why[1]
+	}
 }
 
 // addrConn gives a tunnel stream the addresses of the client connection it carries, so

@@ -8,6 +8,8 @@ import (
 	"net"
 	"testing"
 	"time"
+
+	"github.com/tlsd/tlsd/tunnel"
 )
 
 // closedWithin reads c until it ends and says how long that took (at most limit).
@@ -154,4 +156,50 @@ func TestHalfCloseTimeout(t *testing.T) {
 		})
 	}
 	t.Cleanup(func() { e.log.waitFor(t, "connection failed", "half-closed and silent for 1s") })
+}
+
+// TestAgentEnforcesTimeouts: the agent closes a stream whose upstream side stays idle,
+// judging it on its own socket to the upstream, whatever the edge does.
+func TestAgentEnforcesTimeouts(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	up := newEchoServer(t, nil)
+	writeFile(t, e.path("endpoints.yaml"), yamlEndpoint("zk", "zk.test", up.addr(), "", "")+"agent: api-agent\ntimeouts:\n  idle: 1s\n")
+	a := NewAgent("api-agent", Options{Logger: slogTo(e.log), HandshakeTimeout: 5 * time.Second})
+	_, err := a.Apply(loadConfig(t, e.path("endpoints.yaml")))
+	must(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	must(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	must(t, err)
+	defer client.Close()
+	stream, err := ln.Accept() // stands for a tunnel stream
+	must(t, err)
+	done := make(chan struct{})
+	t.Cleanup(func() { client.Close(); <-done }) // a failed test still ends the stream
+	go func() {
+		defer close(done)
+		a.Handle(t.Context(), tunnel.Header{Endpoint: "zk", Client: client.LocalAddr().String(), Local: ln.Addr().String()}, stream)
+	}()
+	if got, err := roundTrip1(client, "x"); err != nil || got != "x" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	if took, closed := closedWithin(client, 5*time.Second); !closed || took > 3*time.Second {
+		t.Fatalf("the idle stream: closed %v, after %s", closed, took)
+	}
+	<-done
+	e.log.waitFor(t, "connection failed", "endpoint=zk", "idle for 1s")
+}
+
+// roundTrip1 writes msg and reads as many bytes back.
+func roundTrip1(c net.Conn, msg string) (string, error) {
+	if _, err := c.Write([]byte(msg)); err != nil {
+		return "", err
+	}
+	buf := make([]byte, len(msg))
+	c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_, err := io.ReadFull(c, buf)
+	c.SetReadDeadline(time.Time{})
+	return string(buf), err
 }
