@@ -365,16 +365,7 @@ func processCPU() time.Duration {
 func quietSink(b testing.TB) net.Listener {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(b, err)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() { defer c.Close(); c.Write([]byte{22}); c.Read(make([]byte, 1)) }()
-		}
-	}()
-	b.Cleanup(func() { ln.Close() })
+	acceptEach(b, ln, func(c net.Conn) { defer c.Close(); c.Write([]byte{22}); c.Read(make([]byte, 1)) })
 	return ln
 }
 

@@ -234,6 +234,21 @@ func (e *env) dialTLS(cfg *tls.Config) (*tls.Conn, error) {
 	return c, nil
 }
 
+// acceptEach serves every connection ln accepts with handle, on a goroutine each, until
+// the test ends (and then closes ln).
+func acceptEach(t testing.TB, ln net.Listener, handle func(net.Conn)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go handle(c)
+		}
+	}()
+	t.Cleanup(func() { ln.Close() })
+}
+
 // echoServer accepts connections and echoes every byte back, closing its write half
 // when the client closes its own. wrap, if set, turns each accepted socket into the
 // connection to echo on (e.g. a TLS server); raw receives a copy of every byte read

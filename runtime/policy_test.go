@@ -30,27 +30,19 @@ func headerUpstream(t *testing.T) (string, chan *proxyproto.Header) {
 // it over, and echoes the rest.
 func headersOn(t *testing.T, ln net.Listener) chan *proxyproto.Header {
 	headers := make(chan *proxyproto.Header, 16)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			br := bufio.NewReader(c)
-			c.SetReadDeadline(time.Now().Add(5 * time.Second))
-			h, err := proxyproto.Read(br)
-			if err != nil {
-				c.Close()
-				continue
-			}
-			headers <- h
-			c.SetReadDeadline(time.Time{})
-			go func() { io.Copy(c, br); c.(interface{ CloseWrite() error }).CloseWrite() }()
+	acceptEach(t, ln, func(c net.Conn) {
+		br := bufio.NewReader(c)
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		h, err := proxyproto.Read(br)
+		if err != nil {
+			c.Close()
+			return
 		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
+		headers <- h
+		c.SetReadDeadline(time.Time{})
+		io.Copy(c, br)
+		c.(interface{ CloseWrite() error }).CloseWrite()
+	})
 	return headers
 }
 

@@ -99,30 +99,22 @@ func halfCloseUpstream(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
 	done := make(chan struct{})
-	t.Cleanup(func() { close(done); ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	t.Cleanup(func() { close(done) })
+	acceptEach(t, ln, func(c net.Conn) {
+		defer c.Close()
+		c.Write([]byte{22})
+		got, _ := io.ReadAll(c)
+		if bytes.HasSuffix(got, []byte("hush")) {
+			<-done
+			return
+		}
+		for range 12 {
+			time.Sleep(200 * time.Millisecond)
+			if _, err := c.Write([]byte("t")); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				c.Write([]byte{22})
-				got, _ := io.ReadAll(c)
-				if bytes.HasSuffix(got, []byte("hush")) {
-					<-done
-					return
-				}
-				for range 12 {
-					time.Sleep(200 * time.Millisecond)
-					if _, err := c.Write([]byte("t")); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 

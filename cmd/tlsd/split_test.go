@@ -137,7 +137,7 @@ func (w *splitWorld) startAgent(file string) (*exec.Cmd, *lockedBuffer) {
 
 func (w *splitWorld) waitFor(out *lockedBuffer, text string) {
 	w.t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(30 * time.Second) // a process of the race-built test binary starts slowly on a loaded machine
 	for !strings.Contains(out.String(), text) {
 		if time.Now().After(deadline) {
 			w.t.Fatalf("no %q in:\n%s", text, out)
