@@ -2,8 +2,11 @@ package agent
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"strings"
 	"sync"
@@ -13,9 +16,10 @@ import (
 	"github.com/tlsd/tlsd/relay"
 )
 
-// Upstream forwards connections to one upstream address: "host:port" or "unix:PATH".
+// Upstream forwards connections to one of a pool of upstream addresses ("host:port" or
+// "unix:PATH"), optionally speaking TLS to it.
 type Upstream struct {
-	Addr string
+	Pool *Pool
 	// ProxyProtocol is 0 (off), 1 or 2: the PROXY protocol header version to send first,
 	// carrying the client's address.
 	ProxyProtocol byte
@@ -24,24 +28,32 @@ type Upstream struct {
 	// (plaintext upstreams may rightly wait for the client to speak first). It applies
 	// only when the connection comes with its ClientHello peeked.
 	FirstByteTimeout time.Duration
+	// TLS, when set, makes tlsd a TLS client of the upstream (tls://): verified against
+	// its RootCAs (nil: the system's) for its ServerName ("": the entry's host), with a
+	// session cache shared by the pool's connections. Never modified once in use.
+	TLS *tls.Config
 }
 
 // Serve dials the upstream, sends the PROXY header and any peeked bytes, and copies both
 // ways until both sides are done.
 func (u *Upstream) Serve(ctx context.Context, c *relay.Conn) {
-	c.Info.Upstream = u.Addr
+	c.Info.Upstream = u.Pool.Entries[0].Addr
 	var up net.Conn
-	err := relay.OnFreshStack(func() (err error) { up, err = u.dial(ctx, c.Deadline); return err })
+	var entry *Entry
+	err := relay.OnFreshStack(func() (err error) { up, entry, err = u.connect(ctx, c); return err })
+	c.Info.UpstreamResult = "ok"
 	if err != nil {
+		c.Info.UpstreamResult = "failed"
 		failWith(c, err)
 		c.Conn.Close()
 		return
 	}
+	defer countOn(entry, c)()
 	if c.Dialed != nil {
 		c.Dialed(up)
 	}
 	if err := u.writePreamble(up, c); err != nil {
-		c.Info.Fail("upstream_broken", fmt.Sprintf("writing to upstream %s: %v", u.Addr, err))
+		c.Info.Fail("upstream_broken", fmt.Sprintf("writing to upstream %s: %v", c.Info.Upstream, err))
 		up.Close()
 		c.Conn.Close()
 		return
@@ -60,9 +72,107 @@ func (u *Upstream) Serve(ctx context.Context, c *relay.Conn) {
 	c.Forward(up)
 }
 
-func (u *Upstream) dial(ctx context.Context, deadline time.Time) (net.Conn, error) {
-	network, addr := "tcp", u.Addr
-	if path, ok := strings.CutPrefix(u.Addr, "unix:"); ok {
+// countOn counts c among entry's open connections until it ends: when the returned
+// function runs, or, for a connection the relay loop takes over, when the loop ends it.
+func countOn(entry *Entry, c *relay.Conn) (done func()) {
+	entry.Active.Add(1)
+	detach := c.Detach
+	if detach == nil {
+		return func() { entry.Active.Add(-1) }
+	}
+	var detached bool
+	c.Detach = func(closer io.Closer) func() {
+		detached = true
+		finish := detach(closer)
+		return sync.OnceFunc(func() { entry.Active.Add(-1); finish() })
+	}
+	return func() {
+		if !detached {
+			entry.Active.Add(-1)
+		}
+	}
+}
+
+// connect dials an entry of the pool and, for a tls:// upstream, completes the
+// handshake, all within the connection's handshake deadline.
+func (u *Upstream) connect(ctx context.Context, c *relay.Conn) (net.Conn, *Entry, error) {
+	start := time.Now()
+	up, entry, err := u.Pool.dial(ctx, c.Deadline)
+	c.Info.UpstreamDial = time.Since(start)
+	if entry != nil {
+		c.Info.Upstream = entry.Addr
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if u.TLS == nil {
+		return up, entry, nil
+	}
+	start = time.Now()
+	tc, err := u.handshake(ctx, up, entry.Addr, c)
+	c.Info.UpstreamTLS = time.Since(start)
+	if err != nil {
+		up.Close()
+		return nil, nil, err
+	}
+	return tc, entry, nil
+}
+
+// handshake speaks TLS to the upstream, offering onward the protocol the client
+// negotiated, if any.
+func (u *Upstream) handshake(ctx context.Context, up net.Conn, addr string, c *relay.Conn) (*tls.Conn, error) {
+	cfg := u.TLS.Clone()
+	if cfg.ServerName == "" {
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	if c.Info.ALPN != "" {
+		cfg.NextProtos = []string{c.Info.ALPN}
+	}
+	tc := tls.Client(up, cfg)
+	if !c.Deadline.IsZero() {
+		tc.SetDeadline(c.Deadline)
+	}
+	if err := tc.HandshakeContext(ctx); err != nil {
+		return nil, upstreamTLSFailure(addr, cfg.ServerName, err)
+	}
+	tc.SetDeadline(time.Time{})
+	return tc, nil
+}
+
+// upstreamTLSFailure says why the upstream's TLS was refused, naming the upstream.
+func upstreamTLSFailure(addr, name string, err error) error {
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	var ne net.Error
+	switch {
+	case errors.As(err, &unknown):
+		return failuref("upstream_tls", "upstream %s certificate signed by unknown authority %q", addr, unknown.Cert.Issuer.CommonName)
+	case errors.As(err, &host):
+		return failuref("upstream_tls", "upstream %s certificate is not for %s (it is for %s)", addr, name, certNames(host.Certificate))
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return failuref("upstream_tls", "upstream %s certificate expired or not yet valid (valid %s to %s)", addr,
+			invalid.Cert.NotBefore.UTC().Format(time.DateOnly), invalid.Cert.NotAfter.UTC().Format(time.DateOnly))
+	case errors.As(err, &ne) && ne.Timeout():
+		return failuref("upstream_timeout", "upstream %s did not finish its TLS handshake before the handshake timeout", addr)
+	}
+	return failuref("upstream_tls", "TLS to upstream %s failed: %v", addr, strings.TrimPrefix(err.Error(), "tls: "))
+}
+
+func certNames(c *x509.Certificate) string {
+	names := append([]string(nil), c.DNSNames...)
+	if len(names) == 0 && c.Subject.CommonName != "" {
+		names = append(names, c.Subject.CommonName)
+	}
+	if len(names) > 4 {
+		names = append(names[:4], fmt.Sprintf("%d more", len(names)-4))
+	}
+	return strings.Join(names, ", ")
+}
+
+func dialAddr(ctx context.Context, target string, deadline time.Time) (net.Conn, error) {
+	network, addr := "tcp", target
+	if path, ok := strings.CutPrefix(target, "unix:"); ok {
 		network, addr = "unix", path
 	}
 	d := net.Dialer{Deadline: deadline}
@@ -73,13 +183,13 @@ func (u *Upstream) dial(ctx context.Context, deadline time.Time) (net.Conn, erro
 	var ne net.Error
 	switch {
 	case errors.Is(err, syscall.ECONNREFUSED):
-		return nil, failuref("upstream_refused", "upstream %s refused the connection", u.Addr)
+		return nil, failuref("upstream_refused", "upstream %s refused the connection", target)
 	case errors.As(err, &ne) && ne.Timeout():
-		return nil, failuref("upstream_timeout", "upstream %s did not accept the connection before the handshake timeout", u.Addr)
+		return nil, failuref("upstream_timeout", "upstream %s did not accept the connection before the handshake timeout", target)
 	case errors.Is(err, syscall.ENOENT):
 		return nil, failuref("upstream_refused", "upstream socket %s does not exist", addr)
 	}
-	return nil, failuref("upstream_unreachable", "dial upstream %s: %v", u.Addr, err)
+	return nil, failuref("upstream_unreachable", "dial upstream %s: %v", target, err)
 }
 
 // failure is an error with the stable code that metrics count it under.

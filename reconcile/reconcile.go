@@ -8,6 +8,7 @@ import (
 	"cmp"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/tlsd/tlsd/schema"
 )
@@ -155,6 +156,9 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	add("domain", a.Domain, b.Domain)
 	add("listen", a.Listen, b.Listen)
 	add("upstream", a.Upstream, b.Upstream)
+	add("upstreams", joinList(a.Upstreams), joinList(b.Upstreams))
+	add("load_balancing", a.LoadBalancing, b.LoadBalancing)
+	out = append(out, upstreamFields(a, b)...)
 	add("terminate_at", a.TerminateAt, b.TerminateAt)
 	add("agent", a.Agent, b.Agent)
 	add("upstream_proxy_protocol", a.UpstreamProxyProtocol, b.UpstreamProxyProtocol)
@@ -184,6 +188,44 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	}
 	add("tls.mutual_tls.verification_strategy", ma.VerificationStrategy, mb.VerificationStrategy)
 	return append(out, allowFields(ma.Allow, mb.Allow)...)
+}
+
+// upstreamFields lists the health_check and upstream_tls settings that differ.
+func upstreamFields(a, b *schema.Endpoint) []FieldChange {
+	ha, hb := healthCheck(a.HealthCheck), healthCheck(b.HealthCheck)
+	ta, tb := upstreamTLS(a.UpstreamTLS), upstreamTLS(b.UpstreamTLS)
+	ca, cb := certFiles(ta.Certificate), certFiles(tb.Certificate)
+	var out []FieldChange
+	for _, f := range [][3]string{
+		{"health_check.interval", ha.Interval, hb.Interval}, {"health_check.timeout", ha.Timeout, hb.Timeout}, {"health_check.type", ha.Type, hb.Type},
+		{"upstream_tls.server_name", ta.ServerName, tb.ServerName},
+		{"upstream_tls.certificate_authorities", joinList(ta.CertificateAuthorities), joinList(tb.CertificateAuthorities)},
+		{"upstream_tls content", ta.SHA256, tb.SHA256}, // of the CA files
+		{"upstream_tls.certificate.crt", ca.Crt, cb.Crt}, {"upstream_tls.certificate.key", ca.Key, cb.Key},
+		{"upstream_tls.certificate content", ca.SHA256, cb.SHA256},
+		{"upstream_tls.insecure_skip_verify", strconv.FormatBool(ta.InsecureSkipVerify), strconv.FormatBool(tb.InsecureSkipVerify)},
+	} {
+		if f[1] != f[2] && strings.HasSuffix(f[0], " content") {
+			out = append(out, FieldChange{Field: strings.TrimSuffix(f[0], " content"), Old: "content " + short(f[1]), New: "content " + short(f[2])})
+		} else if f[1] != f[2] {
+			out = append(out, FieldChange{Field: f[0], Old: f[1], New: f[2]})
+		}
+	}
+	return out
+}
+
+func healthCheck(h *schema.HealthCheck) schema.HealthCheck {
+	if h == nil {
+		return schema.HealthCheck{}
+	}
+	return *h
+}
+
+func upstreamTLS(t *schema.UpstreamTLS) schema.UpstreamTLS {
+	if t == nil {
+		return schema.UpstreamTLS{}
+	}
+	return *t
 }
 
 // limitFields lists the limits and timeouts that differ.

@@ -88,12 +88,16 @@ type Info struct {
 	ClientCN       string // the client certificate's common name
 	ClientIdentity string // client certificate subject (mutual TLS)
 	Upstream       string
-	BytesIn        int64 // client -> upstream
-	BytesOut       int64 // upstream -> client
-	Start          time.Time
-	Handshake      string // "ok" or "failed" where tlsd ran a TLS handshake, else ""
-	Code           string // why it failed, as a short stable word for metrics
-	Reason         string // why it failed, for humans; "" when it did not
+	// UpstreamResult is "ok" or "failed" once tlsd dialed (or refused to dial) an upstream
+	// entry; UpstreamDial and UpstreamTLS time the connect and a tls:// handshake.
+	UpstreamResult            string
+	UpstreamDial, UpstreamTLS time.Duration
+	BytesIn                   int64 // client -> upstream
+	BytesOut                  int64 // upstream -> client
+	Start                     time.Time
+	Handshake                 string // "ok" or "failed" where tlsd ran a TLS handshake, else ""
+	Code                      string // why it failed, as a short stable word for metrics
+	Reason                    string // why it failed, for humans; "" when it did not
 }
 
 // What Info.ClientCert says of a certificate the client presented.

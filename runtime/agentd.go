@@ -32,8 +32,10 @@ type Agent struct {
 	// stopping is set when a shutdown begins: /readyz says 503 from then on.
 	stopping atomic.Bool
 
-	mu      sync.Mutex // serialises Apply; guards attempt
+	mu      sync.Mutex // serialises Apply; guards attempt and health
 	attempt Attempt
+	health  map[string]*agent.Health // by upstream address, kept across generations
+	checks  agent.Checks             // active health checks of the generation served
 }
 
 type agentGeneration struct {
@@ -51,10 +53,13 @@ func NewAgent(name string, opts Options) *Agent {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
-	a := &Agent{name: name, opts: opts, log: opts.Logger}
+	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*agent.Health{}}
 	a.gen.Store(&agentGeneration{routes: map[string]*builtRoute{}})
 	return a
 }
+
+// Close stops the agent's background work: its upstreams' active health checks.
+func (a *Agent) Close() { a.checks.Stop() }
 
 // Generation is the number of the configuration being served.
 func (a *Agent) Generation() uint64 { return a.gen.Load().n }
@@ -73,7 +78,7 @@ func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		a.recordLocked(true, nil, nil)
 		return plan, nil
 	}
-	b := &builder{role: roleAgent, agent: a.name, opts: a.opts, log: a.log}
+	b := &builder{role: roleAgent, agent: a.name, opts: a.opts, log: a.log, health: func(addr string) *agent.Health { return healthOf(a.health, addr) }}
 	routes, err := b.build(cur.routes, cfg, plan, func(*schema.Endpoint) bool { return true })
 	if err != nil {
 		a.recordLocked(false, nil, err)
@@ -81,6 +86,8 @@ func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 	}
 	next := &agentGeneration{n: cur.n + 1, config: cfg, appliedAt: time.Now(), routes: routes}
 	a.gen.Store(next)
+	pruneHealth(a.health, cfg)
+	a.checks.Set(healthChecks(routes), func(addr string) *agent.Health { return healthOf(a.health, addr) })
 	a.recordLocked(true, nil, nil)
 	a.log.Info("generation applied", "generation", next.n, "agent", a.name, "endpoints", len(next.routes))
 	if len(next.routes) == 0 {

@@ -36,6 +36,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 		return err
 	}
 	a := NewAgent(o.Name, o.Options)
+	defer a.Close()
 	if _, err := a.Apply(initial); err != nil {
 		closeIf(adminLn)
 		return err

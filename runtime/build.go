@@ -6,7 +6,11 @@ import (
 	"crypto/x509"
 	"fmt"
 	"log/slog"
+	"maps"
+	"net"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/autocert"
@@ -47,8 +51,10 @@ type builder struct {
 	log        *slog.Logger
 	internalCA func() (*localca.CA, error)
 	acme       map[string]*autocert.Manager // by issuer name
-	// limiter is the connection counter of an endpoint name, kept across generations.
+	// limiter is the connection counter of an endpoint name, kept across generations;
+	// health is the health of an upstream address, likewise (nil: fresh each build).
 	limiter func(name string) *edge.Limiter
+	health  func(addr string) *agent.Health
 }
 
 // build makes the routes of cfg that this process serves. Endpoints the plan keeps keep
@@ -93,7 +99,11 @@ func (b *builder) endpoint(ep *schema.Endpoint) (*builtRoute, error) {
 		b.warnCostlyKey(ep, src.leaf())
 	}
 	if b.role != roleEdge || ep.Agent == "" {
-		br.back = b.back(ep, br.tls)
+		back, err := b.back(ep, br.tls)
+		if err != nil {
+			return nil, err
+		}
+		br.back = back
 	}
 	if b.role != roleAgent {
 		br.route = b.front(ep, br)
@@ -114,15 +124,48 @@ func (b *builder) terminatesHere(ep *schema.Endpoint) bool {
 }
 
 // back dials the upstream; for agent termination it completes the handshake first.
-func (b *builder) back(ep *schema.Endpoint, cfg *tls.Config) relay.Handler {
-	up := &agent.Upstream{Addr: ep.Upstream, ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol)}
+func (b *builder) back(ep *schema.Endpoint, cfg *tls.Config) (relay.Handler, error) {
+	upTLS, err := upstreamTLS(ep)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s: upstream_tls: %w", ep.Name, err)
+	}
+	up := &agent.Upstream{Pool: b.pool(ep), ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol), TLS: upTLS}
 	switch ep.TerminateAt {
 	case schema.TerminateUpstream:
 		up.FirstByteTimeout = b.opts.HandshakeTimeout
 	case schema.TerminateAgent:
-		return &agent.Terminator{TLS: cfg, Next: up}
+		return &agent.Terminator{TLS: cfg, Next: up}, nil
 	}
-	return up
+	return up, nil
+}
+
+// upstreamTLS is the TLS client configuration of a tls:// upstream, nil for others:
+// verified against the CAs given (else the system's roots), TLS 1.2 at least, with one
+// session cache for the endpoint so that its connections resume.
+func upstreamTLS(ep *schema.Endpoint) (*tls.Config, error) {
+	if !strings.HasPrefix(ep.Pool()[0], schema.UpstreamTLSPrefix) {
+		return nil, nil
+	}
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(64)}
+	t := ep.UpstreamTLS
+	if t == nil {
+		return cfg, nil
+	}
+	cfg.ServerName, cfg.InsecureSkipVerify = t.ServerName, t.InsecureSkipVerify
+	if len(t.CertificateAuthorities) > 0 {
+		cfg.RootCAs = x509.NewCertPool()
+		if err := certs.AddFiles(cfg.RootCAs, t.CertificateAuthorities...); err != nil {
+			return nil, err
+		}
+	}
+	if f := t.Certificate; f != nil {
+		pair, err := tls.LoadX509KeyPair(f.Crt, f.Key)
+		if err != nil {
+			return nil, fmt.Errorf("client certificate %s: %w", f.Crt, err)
+		}
+		cfg.Certificates = []tls.Certificate{pair}
+	}
+	return cfg, nil
 }
 
 // front is the route a listener uses: terminate at the edge or not, then the back here,
@@ -146,6 +189,20 @@ func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
 			FirstAnswer: b.opts.HandshakeTimeout / 3}
 	}
 	return r
+}
+
+// pool is the endpoint's upstream entries, each with the health of its address.
+func (b *builder) pool(ep *schema.Endpoint) *agent.Pool {
+	p := &agent.Pool{Policy: ep.LoadBalancing}
+	for _, u := range ep.Pool() {
+		addr := strings.TrimPrefix(u, schema.UpstreamTLSPrefix)
+		h := &agent.Health{}
+		if b.health != nil {
+			h = b.health(addr)
+		}
+		p.Entries = append(p.Entries, &agent.Entry{Addr: addr, Health: h})
+	}
+	return p
 }
 
 // timeouts are the endpoint's, with the default half_close.
@@ -256,4 +313,35 @@ func proxyVersion(v string) byte {
 		return 2
 	}
 	return 0
+}
+
+// healthChecks are the active checks the routes ask for, where this process dials their
+// upstreams: one per address (the first endpoint by name that checks it decides how).
+func healthChecks(routes map[string]*builtRoute) []agent.Check {
+	var out []agent.Check
+	for _, name := range slices.Sorted(maps.Keys(routes)) {
+		br := routes[name]
+		h, up := br.ep.HealthCheck, dialerOf(br.back)
+		if h == nil || up == nil {
+			continue
+		}
+		for _, e := range up.Pool.Entries {
+			c := agent.Check{Addr: e.Addr, Interval: schema.Duration(h.Interval), Timeout: schema.Duration(h.Timeout),
+				Handshake: h.Type == "tls", TLS: up.TLS, ServerName: strings.TrimPrefix(br.ep.Domain, "*.")}
+			if up.TLS != nil {
+				c.ServerName, _, _ = net.SplitHostPort(e.Addr)
+			}
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// dialerOf is the upstream handler behind back, if this process dials the upstream.
+func dialerOf(back relay.Handler) *agent.Upstream {
+	if t, ok := back.(*agent.Terminator); ok {
+		back = t.Next
+	}
+	up, _ := back.(*agent.Upstream)
+	return up
 }

@@ -9,10 +9,12 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/localca"
@@ -77,7 +79,10 @@ type Daemon struct {
 	conns   *edge.ConnectionBudget // --max-connections, nil for none
 	// limiters count each endpoint name's connections across generations; guarded by mu.
 	limiters map[string]*edge.Limiter
-	gen      atomic.Pointer[generation]
+	// health is each upstream address's health, kept across generations; guarded by mu.
+	health map[string]*agent.Health
+	checks agent.Checks // active health checks of the generation being served
+	gen    atomic.Pointer[generation]
 	// stopping is set the moment a shutdown begins: /readyz turns 503 at once, so a load
 	// balancer stops sending before the listeners close.
 	stopping atomic.Bool
@@ -110,7 +115,7 @@ func New(opts Options) *Daemon {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
-		proxies: edge.NewProxySources(opts.ProxyProtocolFrom), limiters: map[string]*edge.Limiter{},
+		proxies: edge.NewProxySources(opts.ProxyProtocolFrom), limiters: map[string]*edge.Limiter{}, health: map[string]*agent.Health{},
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}, acme: map[string]*autocert.Manager{}}
 	if opts.MaxConnections > 0 {
 		d.conns = edge.NewConnectionBudget(opts.MaxConnections)
@@ -198,6 +203,8 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 			delete(d.limiters, name)
 		}
 	}
+	pruneHealth(d.health, next.config)
+	d.checks.Set(healthChecks(next.routes), func(addr string) *agent.Health { return healthOf(d.health, addr) })
 	d.recordLocked(true, nil, nil)
 	d.metrics.reloads.WithLabelValues("applied").Inc()
 	return plan, nil
@@ -206,7 +213,8 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 // buildLocked prepares generation N+1: unchanged endpoints keep their route (and so
 // their tls.Config and session tickets); the others are built anew.
 func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile.Plan, managers map[string]*autocert.Manager) (*generation, error) {
-	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers, limiter: d.limiterLocked}
+	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers, limiter: d.limiterLocked,
+		health: func(addr string) *agent.Health { return healthOf(d.health, addr) }}
 	if d.opts.Tunnel != nil {
 		b.role = roleEdge
 	}
@@ -231,6 +239,31 @@ func (d *Daemon) listenAddr(listen string) string {
 		return d.opts.Listen
 	}
 	return listen
+}
+
+// healthOf is the health of addr in m, made on first use.
+func healthOf(m map[string]*agent.Health, addr string) *agent.Health {
+	h := m[addr]
+	if h == nil {
+		h = &agent.Health{}
+		m[addr] = h
+	}
+	return h
+}
+
+// pruneHealth forgets the addresses cfg no longer names.
+func pruneHealth(m map[string]*agent.Health, cfg *schema.Config) {
+	used := map[string]bool{}
+	for _, ep := range cfg.Endpoints {
+		for _, u := range ep.Pool() {
+			used[strings.TrimPrefix(u, schema.UpstreamTLSPrefix)] = true
+		}
+	}
+	for addr := range m {
+		if !used[addr] {
+			delete(m, addr)
+		}
+	}
 }
 
 // limiterLocked is the connection counter of an endpoint name. Counters of names no
@@ -419,6 +452,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	d.acme = map[string]*autocert.Manager{}
 	d.mu.Unlock()
+	d.checks.Stop()
 	d.cancel()
 	d.bg.Wait()
 	if cut > 0 {

@@ -20,6 +20,9 @@ type metrics struct {
 	acmeOrders  *prometheus.CounterVec
 	generation  prometheus.Gauge
 	lastReload  prometheus.Gauge
+	upstreams   *prometheus.CounterVec
+	dial        *prometheus.HistogramVec
+	upstreamTLS *prometheus.HistogramVec
 }
 
 // MetricHelp documents every metric; the README lists the same names.
@@ -39,6 +42,10 @@ var MetricHelp = map[string]string{
 	"tlsd_agent_streams_total":                   "Agent: streams received from the edge.",
 	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer and result (ok or failed).",
 	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
+	"tlsd_upstream_up":                           "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
+	"tlsd_upstream_connections_total":            "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
+	"tlsd_upstream_dial_seconds":                 "Time to connect to an upstream, by endpoint.",
+	"tlsd_upstream_tls_handshake_seconds":        "Time of the TLS handshake with a tls:// upstream, by endpoint.",
 	"tlsd_build_info":                            "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
 }
 
@@ -84,6 +91,15 @@ func newMetrics(d *Daemon) *metrics {
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_tunnel_streams_total", Help: MetricHelp["tlsd_tunnel_streams_total"]},
 				func() float64 { return float64(pool.Streams()) }))
 	}
+	m.upstreams = counter("tlsd_upstream_connections_total", "endpoint", "upstream", "result")
+	histogram := func(name string) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: MetricHelp[name],
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5}}, []string{"endpoint"})
+		m.reg.MustRegister(h)
+		return h
+	}
+	m.dial, m.upstreamTLS = histogram("tlsd_upstream_dial_seconds"), histogram("tlsd_upstream_tls_handshake_seconds")
+	m.reg.MustRegister(&upstreamUp{d: d, desc: prometheus.NewDesc("tlsd_upstream_up", MetricHelp["tlsd_upstream_up"], []string{"endpoint", "upstream"}, nil)})
 	m.reg.MustRegister(&certExpiry{d: d, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
 		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint"}, nil)})
 	return m
@@ -107,6 +123,7 @@ func (m *metrics) ended(i *relay.Info) {
 	if i.Handshake != "" {
 		m.handshakes.WithLabelValues(endpoint, i.Handshake).Inc()
 	}
+	m.upstreamEnded(endpoint, i)
 	if i.BytesIn > 0 {
 		m.bytes.WithLabelValues(endpoint, "in").Add(float64(i.BytesIn))
 	}
@@ -144,6 +161,40 @@ func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
 		}
 		if leaf := br.cert.leaf(); leaf != nil {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), name)
+		}
+	}
+}
+
+// upstreamEnded counts what a connection's upstream dial did.
+func (m *metrics) upstreamEnded(endpoint string, i *relay.Info) {
+	if i.UpstreamResult == "" {
+		return // it never got as far, or an agent dialed
+	}
+	m.upstreams.WithLabelValues(endpoint, i.Upstream, i.UpstreamResult).Inc()
+	if i.UpstreamDial > 0 {
+		m.dial.WithLabelValues(endpoint).Observe(i.UpstreamDial.Seconds())
+	}
+	if i.UpstreamTLS > 0 {
+		m.upstreamTLS.WithLabelValues(endpoint).Observe(i.UpstreamTLS.Seconds())
+	}
+}
+
+// upstreamUp reports, at each scrape, the health of every upstream entry dialed here.
+type upstreamUp struct {
+	d    *Daemon
+	desc *prometheus.Desc
+}
+
+func (u *upstreamUp) Describe(ch chan<- *prometheus.Desc) { ch <- u.desc }
+
+func (u *upstreamUp) Collect(ch chan<- prometheus.Metric) {
+	for name, br := range u.d.gen.Load().routes {
+		for _, st := range upstreamStatus(br.back) {
+			v := 0.0
+			if st.Up {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(u.desc, prometheus.GaugeValue, v, name, st.Address)
 		}
 	}
 }

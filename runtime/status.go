@@ -6,7 +6,9 @@ import (
 	"slices"
 	"time"
 
+	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/edge"
+	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/version"
 )
@@ -56,6 +58,9 @@ type EndpointStatus struct {
 	AgentLive *bool  `json:"agent_live,omitempty"`
 	// Limits and Timeouts are the endpoint's; LimitedConnections are the connections that
 	// hold a place under its limits, every generation's together.
+	// Upstreams are the entries of the endpoint's pool (one for a single upstream) where
+	// this process dials them.
+	Upstreams          []UpstreamStatus `json:"upstreams,omitempty"`
 	Limits             *schema.Limits   `json:"limits,omitempty"`
 	LimitedConnections *int             `json:"limited_connections,omitempty"`
 	Timeouts           *schema.Timeouts `json:"timeouts,omitempty"`
@@ -141,6 +146,7 @@ func (d *Daemon) Status() Status {
 		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: g.listeners[br.ep.Listen],
 			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name],
 			DrainingConnections: draining[name], Limits: br.ep.Limits, Timeouts: br.ep.Timeouts}
+		es.Upstreams = upstreamStatus(br.back)
 		if br.route != nil && br.route.Limiter != nil {
 			n := br.route.Limiter.Active()
 			es.LimitedConnections = &n
@@ -180,4 +186,25 @@ func (d *Daemon) Status() Status {
 		st.Endpoints = []EndpointStatus{}
 	}
 	return st
+}
+
+// UpstreamStatus is one upstream entry of an endpoint.
+type UpstreamStatus struct {
+	Address           string `json:"address"`
+	ActiveConnections int64  `json:"active_connections"`
+	agent.HealthStatus
+}
+
+// upstreamStatus lists the entries of the pool behind back, if it dials here.
+func upstreamStatus(back relay.Handler) []UpstreamStatus {
+	up := dialerOf(back)
+	if up == nil {
+		return nil
+	}
+	now := time.Now()
+	out := make([]UpstreamStatus, 0, len(up.Pool.Entries))
+	for _, e := range up.Pool.Entries {
+		out = append(out, UpstreamStatus{Address: e.Addr, ActiveConnections: e.Active.Load(), HealthStatus: e.Health.Status(now)})
+	}
+	return out
 }

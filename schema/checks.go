@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"maps"
 	"slices"
+	"strings"
 )
 
 // checkIssuers runs the checks of Issuer documents that the schema cannot express.
@@ -61,6 +62,7 @@ func (l *loader) checkEndpoints() {
 		l.checkMode(ed)
 		l.checkTLSPolicy(ed)
 		l.checkLimits(ed)
+		l.checkUpstreams(ed)
 		l.checkIssuerRef(ed)
 		l.checkEndpointFiles(ed)
 	}
@@ -84,8 +86,10 @@ func (l *loader) checkValues(ed *endpointDoc) {
 			l.add(ed.doc, "/listen", SeverityError, "invalid-listen", "listen %q is not a valid address: %s", ep.Listen, p)
 		}
 	}
-	if p := upstreamProblem(str(ed.doc.instance.(map[string]any), "upstream")); p != "" {
-		l.add(ed.doc, "/upstream", SeverityError, "invalid-upstream", "upstream %q is not valid: %s", ep.Upstream, p)
+	if raw, ok := ed.doc.instance.(map[string]any)["upstream"].(string); ok {
+		if p := upstreamProblem(strings.TrimPrefix(raw, UpstreamTLSPrefix)); p != "" {
+			l.add(ed.doc, "/upstream", SeverityError, "invalid-upstream", "upstream %q is not valid: %s", ep.Upstream, p)
+		}
 	}
 }
 

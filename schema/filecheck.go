@@ -223,3 +223,23 @@ func (l *loader) checkCAFile(d *document, path, file string, needCA bool) {
 		}
 	}
 }
+
+// checkClientPair checks a client certificate and key at path (crt, key below it): they
+// must read, match and be valid now; a client certificate names no domain of ours.
+func (l *loader) checkClientPair(d *document, path string, files *CertificateFiles) {
+	cr, kr := l.refs.certificates(files.Crt), l.refs.privateKey(files.Key)
+	if cr.err != nil {
+		l.add(d, path+"/crt", SeverityError, cr.code, "%v", cr.err)
+	}
+	if kr.err != nil {
+		l.add(d, path+"/key", SeverityError, kr.code, "%v", kr.err)
+	}
+	if cr.err != nil || kr.err != nil {
+		return
+	}
+	files.SHA256 = hex.EncodeToString(cr.sum[:])
+	if !certs.KeyMatches(cr.certs[0], kr.key) {
+		l.add(d, path+"/key", SeverityError, "key-mismatch", "private key %s does not match the certificate in %s", files.Key, files.Crt)
+	}
+	l.checkValidity(d, path+"/crt", files.Crt, cr.certs[0])
+}

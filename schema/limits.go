@@ -47,9 +47,9 @@ func (l *loader) checkLimits(ed *endpointDoc) {
 		}
 	}
 	if t := ep.Timeouts; t != nil {
-		t.Idle = l.duration(d, "idle", t.Idle)
-		t.MaxLifetime = l.duration(d, "max_lifetime", t.MaxLifetime)
-		t.HalfClose = l.duration(d, "half_close", t.HalfClose)
+		t.Idle = l.duration(d, "/timeouts/idle", t.Idle)
+		t.MaxLifetime = l.duration(d, "/timeouts/max_lifetime", t.MaxLifetime)
+		t.HalfClose = l.duration(d, "/timeouts/half_close", t.HalfClose)
 		if t.Idle != "" && t.HalfClose != "" && Duration(t.HalfClose) > Duration(t.Idle) {
 			l.add(d, "/timeouts/half_close", SeverityWarning, "half-close-above-idle",
 				"half_close (%s) is longer than idle (%s): the idle timeout ends a silent half-closed connection first", t.HalfClose, t.Idle)
@@ -57,18 +57,19 @@ func (l *loader) checkLimits(ed *endpointDoc) {
 	}
 }
 
-// duration checks one timeouts value and returns it canonical ("" if it is not valid).
-func (l *loader) duration(d *document, field, s string) string {
+// duration checks the duration at path and returns it canonical ("" if it is not valid).
+func (l *loader) duration(d *document, path, s string) string {
 	if s == "" {
 		return ""
 	}
+	field := toDotted(path)
 	v, err := time.ParseDuration(s)
 	switch {
 	case err != nil:
-		l.add(d, "/timeouts/"+field, SeverityError, "invalid-duration", "timeouts.%s %q is not a duration: write e.g. \"90s\", \"5m\" or \"24h\"", field, s)
+		l.add(d, path, SeverityError, "invalid-duration", "%s %q is not a duration: write e.g. \"90s\", \"5m\" or \"24h\"", field, s)
 		return ""
 	case v <= 0:
-		l.add(d, "/timeouts/"+field, SeverityError, "invalid-duration", "timeouts.%s must be positive; leave it out for no timeout", field)
+		l.add(d, path, SeverityError, "invalid-duration", "%s must be positive; leave it out for no limit", field)
 		return ""
 	}
 	return v.String()

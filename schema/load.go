@@ -257,8 +257,18 @@ func buildEndpoint(d *document, m map[string]any) *Endpoint {
 	if ep.TerminateAt == "" {
 		ep.TerminateAt = TerminateUpstream
 	}
-	if p, ok := cutUnix(ep.Upstream); ok {
-		ep.Upstream = "unix:" + resolvePath(d.file, p)
+	ep.Upstream = resolveUpstream(d, ep.Upstream)
+	for _, u := range strs(m, "upstreams") {
+		ep.Upstreams = append(ep.Upstreams, resolveUpstream(d, u))
+	}
+	if _, pool := m["upstreams"]; pool {
+		ep.LoadBalancing = cmp.Or(str(m, "load_balancing"), "round_robin")
+	}
+	if h := obj(m, "health_check"); h != nil {
+		ep.HealthCheck = &HealthCheck{Interval: cmp.Or(str(h, "interval"), "5s"), Timeout: cmp.Or(str(h, "timeout"), "1s"), Type: cmp.Or(str(h, "type"), "tcp")}
+	}
+	if u := obj(m, "upstream_tls"); u != nil {
+		ep.UpstreamTLS = buildUpstreamTLS(d, u)
 	}
 	t := obj(m, "tls")
 	ep.TLS.MinVersion, ep.TLS.MaxVersion = str(t, "min_version"), str(t, "max_version")
@@ -276,6 +286,25 @@ func buildEndpoint(d *document, m map[string]any) *Endpoint {
 		ep.TLS.MutualTLS = buildMutualTLS(d, mt)
 	}
 	return ep
+}
+
+// resolveUpstream makes a relative unix socket path relative to the document's file.
+func resolveUpstream(d *document, u string) string {
+	if p, ok := cutUnix(u); ok {
+		return "unix:" + resolvePath(d.file, p)
+	}
+	return u
+}
+
+func buildUpstreamTLS(d *document, u map[string]any) *UpstreamTLS {
+	t := &UpstreamTLS{ServerName: str(u, "server_name"), InsecureSkipVerify: u["insecure_skip_verify"] == true}
+	for _, ca := range strs(u, "certificate_authorities") {
+		t.CertificateAuthorities = append(t.CertificateAuthorities, resolvePath(d.file, ca))
+	}
+	if c := obj(u, "certificate"); c != nil {
+		t.Certificate = &CertificateFiles{Crt: resolvePath(d.file, str(c, "crt")), Key: resolvePath(d.file, str(c, "key"))}
+	}
+	return t
 }
 
 func buildMutualTLS(d *document, mt map[string]any) *MutualTLS {

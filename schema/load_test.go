@@ -237,6 +237,16 @@ terminate_at: agent
 agent: api-agent
 tls:
   certificate: {crt: absent.crt, key: absent.key}
+---
+apiVersion: tlsd/v1
+kind: Endpoint
+name: edge-to-tls
+domain: b.example.com
+upstream: tls://b.internal:8443
+terminate_at: edge
+agent: api-agent
+tls: {issuer: internal}
+upstream_tls: {certificate_authorities: [absent-ca.pem]}
 `)
 	codes := func(o Options) int {
 		res, err := Load(o, dir)
@@ -248,11 +258,11 @@ tls:
 		o    Options
 		errs int
 	}{
-		{Options{}, 2},
-		{Options{Role: RoleAll}, 2},
-		{Options{Role: RoleEdge}, 0},
-		{Options{Role: RoleAgent}, 2},
-		{Options{Role: RoleAgent, Agent: "api-agent"}, 2},
+		{Options{}, 3},
+		{Options{Role: RoleAll}, 3},
+		{Options{Role: RoleEdge}, 0}, // the agent dials the tls:// upstream: its CA is not the edge's
+		{Options{Role: RoleAgent}, 3},
+		{Options{Role: RoleAgent, Agent: "api-agent"}, 3},
 		{Options{Role: RoleAgent, Agent: "other-agent"}, 0},
 	} {
 		if got := codes(c.o); got != c.errs {

@@ -37,13 +37,19 @@ type Config struct {
 // Endpoint is one Endpoint document with defaults applied and paths made absolute-or-
 // relative-to-cwd (resolved against the document's file).
 type Endpoint struct {
-	Name                  string `json:"name"`
-	Domain                string `json:"domain"`           // lower case
-	Listen                string `json:"listen,omitempty"` // "" means the daemon's --listen
-	Upstream              string `json:"upstream"`         // "host:port" or "unix:PATH"
-	TerminateAt           string `json:"terminate_at"`     // edge | agent | upstream
-	Agent                 string `json:"agent,omitempty"`
-	UpstreamProxyProtocol string `json:"upstream_proxy_protocol,omitempty"` // "", "v1" or "v2"
+	Name     string `json:"name"`
+	Domain   string `json:"domain"`             // lower case
+	Listen   string `json:"listen,omitempty"`   // "" means the daemon's --listen
+	Upstream string `json:"upstream,omitempty"` // "host:port", "unix:PATH" or "tls://host:port"; or Upstreams
+	// Upstreams is a pool instead of Upstream, chosen from by LoadBalancing ("" with
+	// Upstream, else round_robin by default).
+	Upstreams             []string     `json:"upstreams,omitempty"`
+	LoadBalancing         string       `json:"load_balancing,omitempty"`
+	HealthCheck           *HealthCheck `json:"health_check,omitempty"`
+	UpstreamTLS           *UpstreamTLS `json:"upstream_tls,omitempty"`
+	TerminateAt           string       `json:"terminate_at"` // edge | agent | upstream
+	Agent                 string       `json:"agent,omitempty"`
+	UpstreamProxyProtocol string       `json:"upstream_proxy_protocol,omitempty"` // "", "v1" or "v2"
 	// IPRestriction, when set, limits the client addresses admitted. Its CIDRs are
 	// canonical ("192.0.2.7/32"); Allow and Deny are the lists in force, the endpoint's
 	// own and its policies' merged, which is what serving and planning use.
@@ -114,6 +120,33 @@ type IPRestriction struct {
 	// and without duplicates; Load fills them.
 	Allow []string `json:"allow,omitempty"`
 	Deny  []string `json:"deny,omitempty"`
+}
+
+// HealthCheck is an endpoint's active upstream checks; durations canonical.
+type HealthCheck struct {
+	Interval string `json:"interval"`
+	Timeout  string `json:"timeout"`
+	Type     string `json:"type"` // "tcp" or "tls"
+}
+
+// UpstreamTLS is how tlsd speaks TLS to tls:// upstreams.
+type UpstreamTLS struct {
+	ServerName             string            `json:"server_name,omitempty"`
+	CertificateAuthorities []string          `json:"certificate_authorities,omitempty"`
+	SHA256                 string            `json:"sha256,omitempty"` // the CA files' content, as for MutualTLS
+	Certificate            *CertificateFiles `json:"certificate,omitempty"`
+	InsecureSkipVerify     bool              `json:"insecure_skip_verify,omitempty"`
+}
+
+// UpstreamTLSPrefix marks an upstream that tlsd speaks TLS to.
+const UpstreamTLSPrefix = "tls://"
+
+// Pool is the endpoint's upstream entries: Upstreams, or Upstream alone.
+func (ep *Endpoint) Pool() []string {
+	if len(ep.Upstreams) > 0 {
+		return ep.Upstreams
+	}
+	return []string{ep.Upstream}
 }
 
 // Limits bound an endpoint's connections; zero or "" means no bound.
