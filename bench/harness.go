@@ -166,6 +166,9 @@ func allCases(w *World, hello []byte, o Options) []namedCase {
 		{name: "idle RSS per connection, terminated", fn: func(s *Server) (map[string]float64, string, error) {
 			return idleRSS(s, s.Term, nil, w.TermConfig(), o)
 		}},
+		{name: "idle RSS per connection, re-encrypted", fn: func(s *Server) (map[string]float64, string, error) {
+			return idleRSS(s, s.TermBulkReencrypt, nil, w.TermConfig(), o)
+		}},
 		{name: "1 KiB ping-pong, 10 conns, 2,000 msg/s", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			echoHello, err := HelloBytes("echo.test")
 			if err != nil {
@@ -198,6 +201,10 @@ func allCases(w *World, hello []byte, o Options) []namedCase {
 			n, err := Bulk(s.TermBulk, nil, w.TermConfig(), 1, d)
 			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
 		}},
+		{name: reencryptCase, timed: true, fn: func(s *Server) (map[string]float64, string, error) {
+			n, err := Bulk(s.TermBulkReencrypt, nil, w.TermConfig(), 1, d)
+			return map[string]float64{"Gbit/s": gbit(n, d), "CPU-s per GB": float64(n) / 1e9}, "", err
+		}},
 	}
 }
 
@@ -214,7 +221,10 @@ func idleRSS(s *Server, addr string, hello []byte, cfg *tls.Config, o Options) (
 	time.Sleep(300 * time.Millisecond)
 	after := RSSKB(s.Pids())
 	name := "idle-passthrough"
-	if cfg != nil {
+	switch {
+	case addr == s.TermBulkReencrypt:
+		name = "idle-reencrypted"
+	case cfg != nil:
 		name = "idle-terminated"
 	}
 	s.saveProfiles(o.ProfileDir, name, "heap", "goroutine")
@@ -234,6 +244,7 @@ func openFDs() int {
 }
 
 const (
+	reencryptCase  = "terminated bulk, 1 conn, re-encrypted to a TLS upstream"
 	connRateCase   = "passthrough new connections"
 	routeScaleCase = "passthrough new connections by routes"
 )

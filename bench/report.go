@@ -124,6 +124,14 @@ func writeTargets(w io.Writer, get func(c, m, server string) float64) {
 		cost := 1 - get(connRateCase, "conn/CPU-s", LimitedTLSD)/plain
 		line("connection rate cost of limits and timeouts", cost*100, "≤ 3 %", cost <= 0.03)
 	}
+	if plain := get("terminated bulk, 1 conn", "CPU-s per GB", "tlsd"); plain > 0 && get(reencryptCase, "CPU-s per GB", "tlsd") > 0 {
+		fmt.Fprintf(w, "- CPU per GB of terminated bulk re-encrypted to a TLS upstream, over plain: tlsd %s",
+			format(get(reencryptCase, "CPU-s per GB", "tlsd")/plain))
+		if hp := get("terminated bulk, 1 conn", "CPU-s per GB", "haproxy"); hp > 0 {
+			fmt.Fprintf(w, ", HAProxy %s", format(get(reencryptCase, "CPU-s per GB", "haproxy")/hp))
+		}
+		fmt.Fprintln(w, " (the second encryption's cost)")
+	}
 	if one := get("passthrough new connections by routes", "conn/CPU-s", "tlsd, 1 routes"); one > 0 {
 		cost := 1 - get("passthrough new connections by routes", "conn/CPU-s", "tlsd, 10001 routes")/one
 		line("connection rate cost of 10,000 routes", cost*100, "≤ 5 %", cost <= 0.05)

@@ -25,6 +25,8 @@ type World struct {
 	PEMFile           string // certificate and key concatenated (HAProxy)
 	Sink              string // answers one byte to the first bytes it gets, then discards (passthrough)
 	Discard           string // discards (terminated bulk)
+	DiscardTLS        string // discards, over TLS as upstream.test (re-encrypted bulk)
+	CAFile            string // the bench CA, for verifying DiscardTLS
 	Echo              string // echoes (terminated handshakes)
 	EchoPT            string // answers one byte to the first bytes it gets, then echoes (passthrough latency)
 	listeners         []net.Listener
@@ -50,6 +52,13 @@ func NewWorld(dir string) (*World, error) {
 	}
 	w.Roots = x509.NewCertPool()
 	w.Roots.AddCert(ca.Cert)
+	w.CAFile = filepath.Join(dir, "ca.crt")
+	if err := ca.WriteFiles(w.CAFile, ""); err != nil {
+		return nil, err
+	}
+	if err := w.serveTLSDiscard(ca); err != nil {
+		return nil, err
+	}
 	if w.Sink, err = w.serve(func(c net.Conn) {
 		buf := make([]byte, 256<<10)
 		if _, err := c.Read(buf); err == nil {
@@ -72,6 +81,21 @@ func NewWorld(dir string) (*World, error) {
 		}
 	})
 	return w, err
+}
+
+// serveTLSDiscard starts DiscardTLS: a TLS server for upstream.test that discards.
+func (w *World) serveTLSDiscard(ca *testpki.Pair) error {
+	leaf, err := ca.Issue(testpki.Options{CommonName: "upstream.test", DNSNames: []string{"upstream.test"}})
+	if err != nil {
+		return err
+	}
+	pair, err := tls.X509KeyPair(leaf.CertPEM(), leaf.KeyPEM())
+	if err != nil {
+		return err
+	}
+	cfg := &tls.Config{Certificates: []tls.Certificate{pair}}
+	w.DiscardTLS, err = w.serve(func(c net.Conn) { discard(tls.Server(c, cfg), make([]byte, 256<<10)) })
+	return err
 }
 
 // discard reads c to its end in reads as large as the load client's writes (io.Discard's
@@ -109,15 +133,15 @@ func (w *World) Close() {
 	}
 }
 
-// Server is one proxy under test, pinned to CPU 0, with three listeners: passthrough
-// by SNI (pt.test -> Sink), termination (term.test -> Echo) and termination for bulk
-// (term.test -> Discard).
+// Server is one proxy under test, pinned to CPU 0, with four listeners: passthrough
+// by SNI (pt.test -> Sink), termination (term.test -> Echo), termination for bulk
+// (term.test -> Discard) and termination re-encrypted for bulk (-> DiscardTLS, verified).
 type Server struct {
-	Name               string
-	PT, Term, TermBulk string
-	Admin              string // tlsd's admin API when profiling, else ""
-	cmd                *exec.Cmd
-	pid                int
+	Name                                  string
+	PT, Term, TermBulk, TermBulkReencrypt string
+	Admin                                 string // tlsd's admin API when profiling, else ""
+	cmd                                   *exec.Cmd
+	pid                                   int
 }
 
 func freeAddr() string {
@@ -130,7 +154,7 @@ func freeAddr() string {
 }
 
 func newServer(name string) *Server {
-	return &Server{Name: name, PT: freeAddr(), Term: freeAddr(), TermBulk: freeAddr()}
+	return &Server{Name: name, PT: freeAddr(), Term: freeAddr(), TermBulk: freeAddr(), TermBulkReencrypt: freeAddr()}
 }
 
 // Pids are the server's processes.
@@ -214,6 +238,8 @@ func StartTLSD(w *World, bin string, extraRoutes int, admin, limited bool) (*Ser
 	ep("echo", "echo.test", s.PT, w.EchoPT, "")
 	ep("term", "term.test", s.Term, w.Echo, term)
 	ep("term-bulk", "term.test", s.TermBulk, w.Discard, term)
+	ep("term-bulk-tls", "term.test", s.TermBulkReencrypt, "tls://"+w.DiscardTLS,
+		term+fmt.Sprintf("upstream_tls: {server_name: upstream.test, certificate_authorities: [%s]}\n", w.CAFile))
 	for i := range extraRoutes {
 		ep(fmt.Sprintf("r%d", i), fmt.Sprintf("r%d.routes.test", i), s.PT, w.Sink, "")
 	}
@@ -251,6 +277,9 @@ frontend term
 frontend termbulk
     bind %s ssl crt %s
     default_backend discard
+frontend termbulktls
+    bind %s ssl crt %s
+    default_backend discardtls
 backend sink
     option splice-auto
     server s1 %s
@@ -260,7 +289,9 @@ backend echo
     server s1 %s
 backend discard
     server s1 %s
-`, s.PT, s.Term, w.PEMFile, s.TermBulk, w.PEMFile, w.Sink, w.EchoPT, w.Echo, w.Discard)
+backend discardtls
+    server s1 %s ssl verify required ca-file %s sni str(upstream.test) verifyhost upstream.test
+`, s.PT, s.Term, w.PEMFile, s.TermBulk, w.PEMFile, s.TermBulkReencrypt, w.PEMFile, w.Sink, w.EchoPT, w.Echo, w.Discard, w.DiscardTLS, w.CAFile)
 	path := filepath.Join(w.Dir, "haproxy.cfg")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err
@@ -285,8 +316,13 @@ stream {
              ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1; proxy_pass %s; }
     server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s;
              ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1; proxy_pass %s; }
+    server { listen %s ssl; ssl_certificate %s; ssl_certificate_key %s;
+             ssl_protocols TLSv1.2 TLSv1.3; ssl_ecdh_curve X25519:prime256v1; proxy_pass %s;
+             proxy_ssl on; proxy_ssl_verify on; proxy_ssl_trusted_certificate %s;
+             proxy_ssl_name upstream.test; proxy_ssl_server_name on; }
 }
-`, w.Dir, w.Dir, w.Sink, w.EchoPT, s.PT, s.Term, w.CertFile, w.KeyFile, w.Echo, s.TermBulk, w.CertFile, w.KeyFile, w.Discard)
+`, w.Dir, w.Dir, w.Sink, w.EchoPT, s.PT, s.Term, w.CertFile, w.KeyFile, w.Echo, s.TermBulk, w.CertFile, w.KeyFile, w.Discard,
+		s.TermBulkReencrypt, w.CertFile, w.KeyFile, w.DiscardTLS, w.CAFile)
 	path := filepath.Join(w.Dir, "nginx.conf")
 	if err := os.WriteFile(path, []byte(cfg), 0o644); err != nil {
 		return nil, err

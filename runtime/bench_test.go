@@ -412,3 +412,23 @@ func halfSentHellos(b *testing.B, addr string, half []byte, n int) {
 	b.ReportMetric(float64(heapInUse()-before)/(1<<20), "MB-heap")
 	b.ReportMetric(float64(rssKB(b)-rssBefore)/1024, "MB-RSS")
 }
+
+// BenchmarkPassthroughSetupPool is the setup of passthrough connections to a single
+// upstream and through a round-robin pool of three (whole-process CPU, as in
+// BenchmarkPassthroughSetupAccess).
+func BenchmarkPassthroughSetupPool(b *testing.B) {
+	hello := helloBytes(b, "bulk.test")
+	ups := []string{sink(b).Addr().String(), sink(b).Addr().String(), sink(b).Addr().String()}
+	for _, c := range []struct{ name, config string }{
+		{"single", yamlEndpoint("bulk", "bulk.test", ups[0], "", "")},
+		{"pool-3", "---\napiVersion: tlsd/v1\nkind: Endpoint\nname: bulk\ndomain: bulk.test\nupstreams: [" + strings.Join(ups, ", ") + "]\n"},
+	} {
+		b.Run(c.name, func(b *testing.B) {
+			e := newEnv(b)
+			e.start(c.config)
+			cpu := processCPU()
+			setupLoop(b, e.addr(), hello)
+			b.ReportMetric(float64(b.N)/(processCPU()-cpu).Seconds(), "conns/cpu-s")
+		})
+	}
+}

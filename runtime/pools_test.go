@@ -408,3 +408,26 @@ func TestActiveHealthChecks(t *testing.T) {
 		t.Errorf("refused after %s", took)
 	}
 }
+
+// TestSplitAgentDialsTLSUpstream: in a split deployment the agent re-encrypts to the
+// upstream with the CA only it holds.
+func TestSplitAgentDialsTLSUpstream(t *testing.T) {
+	t.Parallel()
+	upstreamCA, err := testpki.NewCA("upstream CA", time.Time{}, time.Time{})
+	must(t, err)
+	up, states := tlsEcho(t, serverConfig(t, upstreamCA, testpki.Options{CommonName: "billing.internal", DNSNames: []string{"billing.internal"}}))
+	dir := t.TempDir()
+	caFile := dir + "/upstream-ca.crt"
+	must(t, upstreamCA.WriteFiles(caFile, ""))
+	s := startSplit(t, yamlEndpoint("ed", "ed.test", "tls://"+up, "edge", "  issuer: internal\n")+
+		"agent: api-agent\nupstream_tls: {server_name: billing.internal, certificate_authorities: ["+caFile+"]}\n", nil)
+	tc, err := s.dialTLS(&tls.Config{ServerName: "ed.test", RootCAs: s.internalRoots()})
+	must(t, err)
+	defer tc.Close()
+	if got, err := roundTrip(tc, []byte("through the agent")); err != nil || string(got) != "through the agent" {
+		t.Fatalf("echo %q, %v", got, err)
+	}
+	if st := <-states; st.ServerName != "billing.internal" {
+		t.Errorf("the upstream saw SNI %q", st.ServerName)
+	}
+}
