@@ -189,6 +189,10 @@ func allCases(w *World, hello []byte, o Options) []namedCase {
 			n, err := ConnRate(s.PT, hello, 8, d)
 			return map[string]float64{"conn/s": float64(n) / d.Seconds(), "conn/CPU-s": float64(n)}, "", err
 		}},
+		{name: firstRequestCase, fn: func(s *Server) (map[string]float64, string, error) {
+			d, err := FirstRequest(s.Term, w.TermConfig(), 50)
+			return map[string]float64{"ms": float64(d.Microseconds()) / 1000}, "", err
+		}},
 		{name: "TLS 1.3 full handshakes", timed: true, fn: func(s *Server) (map[string]float64, string, error) {
 			n, neg, err := Handshakes(s.Term, w.TermConfig(), false, 8, d)
 			return map[string]float64{"hs/s": float64(n) / d.Seconds(), "hs/CPU-s": float64(n)}, neg, err
@@ -244,9 +248,10 @@ func openFDs() int {
 }
 
 const (
-	reencryptCase  = "terminated bulk, 1 conn, re-encrypted to a TLS upstream"
-	connRateCase   = "passthrough new connections"
-	routeScaleCase = "passthrough new connections by routes"
+	firstRequestCase = "first request after the handshake, client without TCP_NODELAY"
+	reencryptCase    = "terminated bulk, 1 conn, re-encrypted to a TLS upstream"
+	connRateCase     = "passthrough new connections"
+	routeScaleCase   = "passthrough new connections by routes"
 )
 
 // routeScale compares tlsd's passthrough connection rate per CPU-s with 1 and with

@@ -11,6 +11,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -268,4 +269,38 @@ func Latency(addr string, hello []byte, conns, rate, msgSize int, d time.Duratio
 	wg.Wait()
 	close(errs)
 	return all, <-errs
+}
+
+// FirstRequest is the median time, over n connections, from a client's first small write
+// after the TLS handshake to the echo of it, for a client that leaves Nagle's algorithm
+// on (Python's ssl and many language defaults do): a server that delays its ACK of the
+// client's last handshake flight makes that write wait.
+func FirstRequest(addr string, cfg *tls.Config, n int) (time.Duration, error) {
+	var took []time.Duration
+	for range n {
+		raw, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			return 0, err
+		}
+		raw.(*net.TCPConn).SetNoDelay(false)
+		tc := tls.Client(raw, cfg)
+		tc.SetDeadline(time.Now().Add(5 * time.Second))
+		if err := tc.Handshake(); err != nil {
+			raw.Close()
+			return 0, err
+		}
+		start := time.Now()
+		msg := []byte("GET / HTTP/1.1\r\n\r\n")
+		_, err = tc.Write(msg)
+		if err == nil {
+			_, err = io.ReadFull(tc, make([]byte, len(msg)))
+		}
+		took = append(took, time.Since(start))
+		tc.Close()
+		if err != nil {
+			return 0, err
+		}
+	}
+	slices.Sort(took)
+	return took[len(took)/2], nil
 }

@@ -132,6 +132,13 @@ func writeTargets(w io.Writer, get func(c, m, server string) float64) {
 		}
 		fmt.Fprintln(w, " (the second encryption's cost)")
 	}
+	if first := get(firstRequestCase, "ms", "tlsd"); first > 0 {
+		want, ok := "≤ 1", first <= 1
+		if hp := get(firstRequestCase, "ms", "haproxy"); hp > 0 {
+			want, ok = fmt.Sprintf("≤ 1 and ≤ HAProxy's %s", format(hp)), first <= 1 && first <= hp
+		}
+		line("first request after the handshake, client without TCP_NODELAY, ms", first, want, ok)
+	}
 	if one := get("passthrough new connections by routes", "conn/CPU-s", "tlsd, 1 routes"); one > 0 {
 		cost := 1 - get("passthrough new connections by routes", "conn/CPU-s", "tlsd, 10001 routes")/one
 		line("connection rate cost of 10,000 routes", cost*100, "≤ 5 %", cost <= 0.05)

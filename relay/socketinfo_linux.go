@@ -53,3 +53,17 @@ func socketOf(c net.Conn) net.Conn {
 		c = w.NetConn()
 	}
 }
+
+// QuickAck sends at once the ACK the kernel holds back for c's socket. After a TLS
+// handshake the server has nothing to send, so the client's last flight waits up to
+// 40 ms for a delayed ACK, and a client that leaves Nagle on holds its first request
+// until it comes. Setting TCP_QUICKACK sends a pending ACK right away.
+func QuickAck(c net.Conn) {
+	tcp, ok := socketOf(c).(*net.TCPConn)
+	if !ok {
+		return
+	}
+	if rc, err := tcp.SyscallConn(); err == nil {
+		rc.Control(func(fd uintptr) { unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_QUICKACK, 1) })
+	}
+}

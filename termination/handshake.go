@@ -40,6 +40,7 @@ func Handshake(ctx context.Context, c *relay.Conn, cfg *tls.Config) (*tls.Conn, 
 		return nil, err
 	}
 	c.Info.Handshake = "ok"
+	relay.QuickAck(c.Conn) // the client's first request must not wait for our ACK of its Finished
 	record(c.Info, tc.ConnectionState())
 	return tc, nil
 }
