@@ -40,7 +40,13 @@ func (u *Upstream) Serve(ctx context.Context, c *relay.Conn) {
 	c.Info.Upstream = u.Pool.Entries[0].Addr
 	var up net.Conn
 	var entry *Entry
-	err := relay.OnFreshStack(func() (err error) { up, entry, err = u.connect(ctx, c); return err })
+	connect := func() (err error) { up, entry, err = u.connect(ctx, c); return err }
+	var err error
+	if c.Detach != nil {
+		err = connect() // this goroutine ends once the relay loop takes the connection: its stack goes with it
+	} else {
+		err = relay.OnFreshStack(connect)
+	}
 	c.Info.UpstreamResult = "ok"
 	if err != nil {
 		c.Info.UpstreamResult = "failed"
