@@ -27,6 +27,8 @@ type TunnelClient struct {
 	Log    *slog.Logger
 	// BackoffBase and BackoffMax bound the wait between connection attempts.
 	BackoffBase, BackoffMax time.Duration
+	// Window is each stream's receive window (0: tunnel.DefaultWindow).
+	Window uint32
 
 	mu       sync.Mutex // guards the following fields
 	since    time.Time  // zero while disconnected
@@ -171,7 +173,7 @@ func (a *TunnelClient) session(ctx context.Context, streams, background *sync.Wa
 	// With TLS 1.3 the edge's verdict on this agent's certificate arrives after the
 	// handshake, as the first read's error; yamux would swallow it.
 	c := &readErrConn{Conn: tc}
-	mux, err := yamux.Server(c, tunnel.MuxConfig())
+	mux, err := yamux.Server(c, tunnel.MuxConfig(a.Window))
 	if err != nil {
 		c.Close()
 		return 0, err

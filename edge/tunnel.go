@@ -26,6 +26,9 @@ import (
 type AgentPool struct {
 	log *slog.Logger
 	wg  sync.WaitGroup
+	// Window is each stream's receive window (0: tunnel.DefaultWindow); set it before
+	// Serve.
+	Window uint32
 
 	mu       sync.Mutex // guards the following fields
 	sessions map[string][]*session
@@ -142,7 +145,7 @@ func (p *AgentPool) add(s *session, tc net.Conn) error {
 	case len(p.sessions[s.name]) >= MaxSessionsPerAgent:
 		return fmt.Errorf("agent %s already has %d sessions, the most one name may hold", s.name, MaxSessionsPerAgent)
 	}
-	mux, err := yamux.Client(tc, edgeMuxConfig())
+	mux, err := yamux.Client(tc, edgeMuxConfig(p.Window))
 	if err != nil {
 		return fmt.Errorf("start the session: %w", err)
 	}
@@ -165,8 +168,8 @@ func (p *AgentPool) refuseAgentStreams(s *session) {
 
 // edgeMuxConfig is the edge's yamux configuration: no backlog for streams an agent
 // opens, so a misbehaving one cannot queue any before its session is closed.
-func edgeMuxConfig() *yamux.Config {
-	c := tunnel.MuxConfig()
+func edgeMuxConfig(window uint32) *yamux.Config {
+	c := tunnel.MuxConfig(window)
 	c.AcceptBacklog = 1
 	return c
 }

@@ -25,6 +25,7 @@ type AgentRunOptions struct {
 	TLS  *tls.Config // the agent's client certificate and the CA of the edge's
 	// BackoffBase and BackoffMax bound the waits between reconnects (jittered).
 	BackoffBase, BackoffMax time.Duration
+	Window                  uint32       // each stream's receive window; 0: tunnel.DefaultWindow
 	StartedAgent            func(*Agent) // called once serving (tests)
 }
 
@@ -49,7 +50,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	defer w.close()
 	w.arm(initial, false)
 	a.Tunnel = &agent.TunnelClient{Edge: o.Edge, TLS: o.TLS, Handle: a.Handle, Log: a.log,
-		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax}
+		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Window: o.Window}
 	tctx, stopTunnel := context.WithCancel(context.Background())
 	tunnelDone := make(chan struct{})
 	go func() { defer close(tunnelDone); a.Tunnel.Run(tctx) }()

@@ -30,8 +30,9 @@ const whyRequested = "reload requested"
 // TunnelListen makes tlsd an edge: agents connect to Addr with client certificates the
 // TLS config verifies.
 type TunnelListen struct {
-	Addr string
-	TLS  *tls.Config
+	Addr   string
+	TLS    *tls.Config
+	Window uint32 // each stream's receive window; 0: tunnel.DefaultWindow
 }
 
 // RunOptions configure Run.
@@ -139,6 +140,7 @@ func startTunnel(o *RunOptions) (*edge.AgentPool, net.Listener, error) {
 		return nil, nil, fmt.Errorf("tunnel listener: %w", err)
 	}
 	pool := edge.NewAgentPool(o.Logger)
+	pool.Window = o.Tunnel.Window
 	o.Options.Tunnel = pool
 	go pool.Serve(ln, o.Tunnel.TLS)
 	o.Logger.Info("tunnel listener: agents connect here", "address", ln.Addr().String())

@@ -48,6 +48,17 @@ type splitEnv struct {
 // configuration; wrap, if set, sits between the tunnel and the agent's stream handler;
 // agentOpts tune the agent's options.
 func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, tunnel.Header, net.Conn)) func(context.Context, tunnel.Header, net.Conn), agentOpts ...func(*Options)) *splitEnv {
+	return startSplitOn(tb, config, wrap, nil, 0, agentOpts...)
+}
+
+// startSplitVia is startSplit with the agent dialing the edge through the address via
+// returns for the tunnel's (a delay line), and streams' windows of window bytes.
+func startSplitVia(tb testing.TB, config string, via func(tunnel string) string, window uint32) *splitEnv {
+	return startSplitOn(tb, config, nil, via, window)
+}
+
+func startSplitOn(tb testing.TB, config string, wrap func(h func(context.Context, tunnel.Header, net.Conn)) func(context.Context, tunnel.Header, net.Conn),
+	via func(string) string, window uint32, agentOpts ...func(*Options)) *splitEnv {
 	e := newEnv(tb)
 	tunnelCA, err := testpki.NewCA("tunnel CA", time.Time{}, time.Time{})
 	must(tb, err)
@@ -57,6 +68,7 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 	must(tb, err)
 	e.leaf(e.agentCA, "ag", "ag.test")
 	tp := edge.NewAgentPool(slogTo(e.log))
+	tp.Window = window
 	tunnelLn, err := net.Listen("tcp", "127.0.0.1:0")
 	must(tb, err)
 	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
@@ -79,7 +91,11 @@ func startSplit(tb testing.TB, config string, wrap func(h func(context.Context, 
 	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
 	s.tunnelAddr = tunnelLn.Addr().String()
 	s.agentTLS = &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}
-	s.agent.Tunnel = &agent.TunnelClient{Edge: s.tunnelAddr, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS}
+	dialed := s.tunnelAddr
+	if via != nil {
+		dialed = via(s.tunnelAddr)
+	}
+	s.agent.Tunnel = &agent.TunnelClient{Edge: dialed, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS, Window: window}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.agent.Tunnel.Run(ctx) }()

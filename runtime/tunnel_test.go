@@ -117,7 +117,7 @@ func rogueSession(t *testing.T, addr string, cfg *tls.Config) *yamux.Session {
 	t.Helper()
 	c, err := tls.Dial("tcp", addr, cfg)
 	must(t, err)
-	s, err := yamux.Server(c, tunnel.MuxConfig())
+	s, err := yamux.Server(c, tunnel.MuxConfig(0))
 	must(t, err)
 	t.Cleanup(func() { s.Close() })
 	if _, err := s.Ping(); err != nil {
@@ -161,7 +161,7 @@ func TestSessionsPerAgentBounded(t *testing.T) {
 	}
 	c, err := tls.Dial("tcp", addr, cfg)
 	must(t, err)
-	s, err := yamux.Server(c, tunnel.MuxConfig())
+	s, err := yamux.Server(c, tunnel.MuxConfig(0))
 	must(t, err)
 	defer s.Close()
 	if _, err := s.Ping(); err == nil {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"net"
 	"os/signal"
+	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -21,6 +23,7 @@ import (
 func newEdgeCmd() *cobra.Command {
 	var f runFlags
 	var tunnelListen, tunnelCert, tunnelKey, agentCA string
+	window := windowSize(tunnel.DefaultWindow)
 	cmd := &cobra.Command{
 		Use:   "edge [flags] PATH...",
 		Short: "Serve the public side of a split deployment; agents connect to it",
@@ -48,7 +51,7 @@ same name form a pool. Endpoints without "agent" are served by the edge itself.`
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			t := &runtime.TunnelListen{Addr: tunnelListen, TLS: &tls.Config{MinVersion: tls.VersionTLS13,
+			t := &runtime.TunnelListen{Addr: tunnelListen, Window: uint32(window), TLS: &tls.Config{MinVersion: tls.VersionTLS13,
 				Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}}
 			return runDaemon(cmd, f, args, schema.RoleEdge, t)
 		},
@@ -59,12 +62,14 @@ same name form a pool. Endpoints without "agent" are served by the edge itself.`
 	fl.StringVar(&tunnelCert, "tunnel-cert", "", "certificate the edge presents to agents (PEM)")
 	fl.StringVar(&tunnelKey, "tunnel-key", "", "its private key (PEM)")
 	fl.StringVar(&agentCA, "agent-ca", "", "CA certificates that sign agents' client certificates (PEM)")
+	fl.Var(&window, "tunnel-window", windowHelp)
 	return cmd
 }
 
 func newAgentCmd() *cobra.Command {
 	var f runFlags
 	var edgeAddr, certFile, keyFile, caFile string
+	window := windowSize(tunnel.DefaultWindow)
 	cmd := &cobra.Command{
 		Use:   "agent [flags] PATH...",
 		Short: "Serve, behind the edge, the endpoints that name this agent",
@@ -93,7 +98,7 @@ the configuration like "tlsd run".`,
 			host, _, _ := net.SplitHostPort(edgeAddr)
 			name := tunnel.Identity(cert.Leaf)
 			cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: host}
-			return runAgent(cmd, f, args, name, edgeAddr, cfg)
+			return runAgent(cmd, f, args, name, edgeAddr, cfg, uint32(window))
 		},
 	}
 	addRunFlags(cmd, &f, "127.0.0.1:9181")
@@ -102,6 +107,7 @@ the configuration like "tlsd run".`,
 	fl.StringVar(&certFile, "cert", "", "the agent's client certificate (PEM); its first DNS name is the agent's name")
 	fl.StringVar(&keyFile, "key", "", "its private key (PEM)")
 	fl.StringVar(&caFile, "ca", "", "CA certificates that sign the edge's tunnel certificate (PEM)")
+	fl.Var(&window, "tunnel-window", windowHelp)
 	return cmd
 }
 
@@ -111,7 +117,7 @@ func certPool(file string) (*x509.CertPool, error) {
 }
 
 // runAgent loads the agent's view of the configuration and serves it until a signal.
-func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr string, cfg *tls.Config) error {
+func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr string, cfg *tls.Config, window uint32) error {
 	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude})
 	if err != nil {
 		return err
@@ -126,7 +132,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 		},
-		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second,
+		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second, Window: window,
 	}
 	if err := upgradeOptions(ctx, &o.RunOptions); err != nil {
 		return err
@@ -140,3 +146,36 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 	}
 	return nil
 }
+
+const windowHelp = "each tunnel stream's receive window (e.g. 16MiB, 512KiB): a stream moves about 0.75 window per round trip; a stream whose reader stalls may hold that much buffered"
+
+// windowSize is --tunnel-window: bytes, with an optional KiB or MiB suffix.
+type windowSize uint32
+
+func (w *windowSize) Set(v string) error {
+	unit := uint64(1)
+	num := v
+	for suffix, u := range map[string]uint64{"KiB": 1 << 10, "MiB": 1 << 20} {
+		if n, ok := strings.CutSuffix(v, suffix); ok {
+			num, unit = n, u
+		}
+	}
+	n, err := strconv.ParseUint(num, 10, 32)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a size: write bytes, or e.g. 512KiB, 16MiB", v)
+	case n*unit < tunnel.MinWindow || n*unit > 1<<30:
+		return fmt.Errorf("%s is outside %dKiB to 1024MiB", v, tunnel.MinWindow>>10)
+	}
+	*w = windowSize(n * unit)
+	return nil
+}
+
+func (w *windowSize) String() string {
+	if *w%(1<<20) == 0 {
+		return strconv.Itoa(int(*w>>20)) + "MiB"
+	}
+	return strconv.Itoa(int(*w>>10)) + "KiB"
+}
+
+func (w *windowSize) Type() string { return "size" }
