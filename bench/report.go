@@ -102,11 +102,11 @@ func writeTargets(w io.Writer, get func(c, m, server string) float64) {
 		r := get("passthrough bulk, 8 conn", "CPU-s per GB", "tlsd") / hp
 		line("passthrough CPU per GB, tlsd / HAProxy", r, "≤ 0.5", r <= 0.5)
 	}
-	const ping = "1 KiB ping-pong, 10 conns, 2,000 msg/s"
-	if hp := get(ping, "p99 µs", "haproxy"); hp > 0 {
-		direct := get(ping, "p99 µs", "direct")
-		added := get(ping, "p99 µs", "tlsd") - direct
-		line("added p99 latency, tlsd vs HAProxy, µs", added, fmt.Sprintf("≤ %s", format(hp-direct)), added <= hp-direct)
+	for _, p := range []string{"p50", "p99"} {
+		if hp := get(pingCase, "added "+p+" µs", "haproxy"); hp != 0 { // measured: it may be below 0
+			added := get(pingCase, "added "+p+" µs", "tlsd")
+			line("added "+p+" latency over direct (same run), tlsd vs HAProxy, µs", added, fmt.Sprintf("≤ %s", format(hp)), added <= hp)
+		}
 	}
 	if pt := get("idle RSS per connection, passthrough", "kB", "tlsd"); pt != 0 {
 		line("idle RSS per passthrough connection, kB", pt, "≤ 8", pt <= 8)
