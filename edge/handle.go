@@ -36,8 +36,9 @@ type accepted struct {
 // under --max-connections, read the PROXY header of a trusted load balancer, refuse an
 // address no endpoint admits, take a place among the connections in their handshake,
 // read the ClientHello, find the route, check its ip_restriction, then its limits,
-// terminate TLS where the route says so, hand the connection to the route's handler. A step that refuses the connection closes it and records why in
-// its Info; the steps after it do not run. A new check is a new step.
+// terminate TLS where the route says so, hand the connection to the route's handler. A
+// step that refuses the connection closes it and records why in its Info; the steps
+// after it do not run. A new check is a new step.
 func (s *Server) handle(c net.Conn) {
 	a := s.admit(c)
 	defer a.release()
