@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/internal/testpki"
+	"github.com/tlsd/tlsd/internal/testport"
 )
 
 // clientCert makes a client certificate pair signed by ca.
@@ -224,13 +225,7 @@ func TestSilentConnections(t *testing.T) {
 // freePort returns a loopback address nothing listens on: for an upstream that must
 // refuse, and for servers in other processes (Pebble), which must be told their ports.
 // tlsd's own listeners are bound in advance instead (env.preBind).
-func freePort(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	must(t, err)
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
-}
+func freePort(t *testing.T) string { return testport.Unused(t) }
 
 // TestUpstreamFailures: an upstream that refuses, or that accepts and never answers,
 // costs the client a prompt close and the log says why.

@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tlsd/tlsd/internal/testport"
 )
 
 // lockedBuffer is written by the child's output copier while the test reads it.
@@ -102,14 +104,9 @@ func holdingUpstream(t *testing.T) net.Listener {
 	return up
 }
 
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+// freeAddr is a loopback address for a tlsd process to listen on, outside the range the
+// kernel hands to other sockets meanwhile.
+func freeAddr(t *testing.T) string { return testport.Unused(t) }
 
 // TestRunServesAndStopsOnSIGTERM: tlsd run serves, and SIGTERM ends it cleanly (exit 0)
 // after it stopped accepting.

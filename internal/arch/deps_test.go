@@ -60,6 +60,7 @@ var allowed = map[string][]string{
 	"internal/doctest":           {},
 	"internal/golden":            {},
 	"internal/testpki":           {},
+	"internal/testport":          {},
 }
 
 // TestDependencyArrows fails when a package imports one the layout does not allow it, and
