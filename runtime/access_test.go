@@ -14,18 +14,8 @@ import (
 func countingUpstream(t *testing.T) (string, *atomic.Int64) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	t.Cleanup(func() { ln.Close() })
 	var n atomic.Int64
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			n.Add(1)
-			go func() { defer c.Close(); io.Copy(c, c) }()
-		}
-	}()
+	acceptEach(t, ln, func(c net.Conn) { n.Add(1); defer c.Close(); io.Copy(c, c) })
 	return ln.Addr().String(), &n
 }
 

@@ -17,27 +17,18 @@ import (
 func firehose(t *testing.T, wrap func(net.Conn) net.Conn) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	must(t, err)
-	t.Cleanup(func() { ln.Close() })
 	chunk := make([]byte, 64<<10)
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
+	acceptEach(t, ln, func(c net.Conn) {
+		defer c.Close()
+		if wrap != nil {
+			c = wrap(c)
+		}
+		for range 100000 { // bounded: 6.4 GB at most
+			if _, err := c.Write(chunk); err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				if wrap != nil {
-					c = wrap(c)
-				}
-				for range 100000 { // bounded: 6.4 GB at most
-					if _, err := c.Write(chunk); err != nil {
-						return
-					}
-				}
-			}()
 		}
-	}()
+	})
 	return ln.Addr().String()
 }
 

@@ -55,8 +55,9 @@ func (l *loader) checkPoolEntries(ed *endpointDoc) {
 	raw, _ := d.instance.(map[string]any)["upstreams"].([]any)
 	for i, u := range ep.Upstreams {
 		path := fmt.Sprintf("/upstreams/%d", i)
-		if s, _ := raw[i].(string); upstreamProblem(strings.TrimPrefix(s, UpstreamTLSPrefix)) != "" {
-			l.add(d, path, SeverityError, "invalid-upstream", "upstreams entry %q is not valid: %s", s, upstreamProblem(strings.TrimPrefix(s, UpstreamTLSPrefix)))
+		s, _ := raw[i].(string)
+		if p := upstreamProblem(strings.TrimPrefix(s, UpstreamTLSPrefix)); p != "" {
+			l.add(d, path, SeverityError, "invalid-upstream", "upstreams entry %q is not valid: %s", s, p)
 		}
 		if j, dup := seen[u]; dup {
 			l.add(d, path, SeverityError, "duplicate-upstream", "upstreams entry %q is entry %d already", u, j)

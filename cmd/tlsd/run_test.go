@@ -179,10 +179,12 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"run", "--log-level", "loud", dir},
 		{"run", "--proxy-protocol-from", "10.0.0.0/8,10.1.2.300", dir},
 		{"edge", "--proxy-protocol-from", "lb.example.com", dir},
+		{"edge", "--tunnel-window", "1KiB", dir},
+		{"agent", "--tunnel-window", "lots", dir},
 		{"run"},
 	} {
-		proxyFlag := len(args) > 1 && args[1] == "--proxy-protocol-from"
-		if code, _, stderr := tlsd(t, args...); code != 2 || stderr == "" || proxyFlag && !strings.Contains(stderr, "--proxy-protocol-from") {
+		named := len(args) > 1 && strings.HasPrefix(args[1], "--") // the flag the value is wrong for
+		if code, _, stderr := tlsd(t, args...); code != 2 || stderr == "" || named && !strings.Contains(stderr, args[1]) {
 			t.Errorf("tlsd %v: exit %d, stderr %q", args, code, stderr)
 		}
 	}
