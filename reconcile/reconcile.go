@@ -8,7 +8,6 @@ import (
 	"cmp"
 	"slices"
 	"strconv"
-	"strings"
 
 	"github.com/tlsd/tlsd/schema"
 )
@@ -190,25 +189,34 @@ func endpointFields(a, b *schema.Endpoint) []FieldChange {
 	return append(out, allowFields(ma.Allow, mb.Allow)...)
 }
 
-// upstreamFields lists the health_check and upstream_tls settings that differ.
+// upstreamFields lists the health_check and upstream_tls settings that differ; a file
+// rewritten under the same name is a change of its content.
 func upstreamFields(a, b *schema.Endpoint) []FieldChange {
 	ha, hb := healthCheck(a.HealthCheck), healthCheck(b.HealthCheck)
 	ta, tb := upstreamTLS(a.UpstreamTLS), upstreamTLS(b.UpstreamTLS)
 	ca, cb := certFiles(ta.Certificate), certFiles(tb.Certificate)
+	cas, cbs := joinList(ta.CertificateAuthorities), joinList(tb.CertificateAuthorities)
+	out := fieldChanges(
+		[3]string{"health_check.interval", ha.Interval, hb.Interval}, [3]string{"health_check.timeout", ha.Timeout, hb.Timeout},
+		[3]string{"health_check.type", ha.Type, hb.Type}, [3]string{"upstream_tls.server_name", ta.ServerName, tb.ServerName},
+		[3]string{"upstream_tls.certificate_authorities", cas, cbs},
+		[3]string{"upstream_tls.certificate.crt", ca.Crt, cb.Crt}, [3]string{"upstream_tls.certificate.key", ca.Key, cb.Key},
+		[3]string{"upstream_tls.insecure_skip_verify", strconv.FormatBool(ta.InsecureSkipVerify), strconv.FormatBool(tb.InsecureSkipVerify)})
+	if cas == cbs && ta.SHA256 != tb.SHA256 {
+		out = append(out, FieldChange{Field: "upstream_tls", Old: "content " + short(ta.SHA256), New: "content " + short(tb.SHA256)})
+	}
+	if ca.Crt == cb.Crt && ca.SHA256 != cb.SHA256 {
+		out = append(out, FieldChange{Field: "upstream_tls.certificate", Old: "content " + short(ca.SHA256), New: "content " + short(cb.SHA256)})
+	}
+	return out
+}
+
+// fieldChanges lists the rows (field, old, new) whose values differ.
+func fieldChanges(rows ...[3]string) []FieldChange {
 	var out []FieldChange
-	for _, f := range [][3]string{
-		{"health_check.interval", ha.Interval, hb.Interval}, {"health_check.timeout", ha.Timeout, hb.Timeout}, {"health_check.type", ha.Type, hb.Type},
-		{"upstream_tls.server_name", ta.ServerName, tb.ServerName},
-		{"upstream_tls.certificate_authorities", joinList(ta.CertificateAuthorities), joinList(tb.CertificateAuthorities)},
-		{"upstream_tls content", ta.SHA256, tb.SHA256}, // of the CA files
-		{"upstream_tls.certificate.crt", ca.Crt, cb.Crt}, {"upstream_tls.certificate.key", ca.Key, cb.Key},
-		{"upstream_tls.certificate content", ca.SHA256, cb.SHA256},
-		{"upstream_tls.insecure_skip_verify", strconv.FormatBool(ta.InsecureSkipVerify), strconv.FormatBool(tb.InsecureSkipVerify)},
-	} {
-		if f[1] != f[2] && strings.HasSuffix(f[0], " content") {
-			out = append(out, FieldChange{Field: strings.TrimSuffix(f[0], " content"), Old: "content " + short(f[1]), New: "content " + short(f[2])})
-		} else if f[1] != f[2] {
-			out = append(out, FieldChange{Field: f[0], Old: f[1], New: f[2]})
+	for _, r := range rows {
+		if r[1] != r[2] {
+			out = append(out, FieldChange{Field: r[0], Old: r[1], New: r[2]})
 		}
 	}
 	return out
@@ -232,19 +240,12 @@ func upstreamTLS(t *schema.UpstreamTLS) schema.UpstreamTLS {
 func limitFields(a, b *schema.Endpoint) []FieldChange {
 	la, lb := limits(a.Limits), limits(b.Limits)
 	ta, tb := timeouts(a.Timeouts), timeouts(b.Timeouts)
-	var out []FieldChange
-	for _, f := range [][3]string{
-		{"limits.max_connections", count(la.MaxConnections), count(lb.MaxConnections)},
-		{"limits.max_connections_per_ip", count(la.MaxConnectionsPerIP), count(lb.MaxConnectionsPerIP)},
-		{"limits.rate_per_ip", la.RatePerIP, lb.RatePerIP},
-		{"timeouts.idle", ta.Idle, tb.Idle}, {"timeouts.max_lifetime", ta.MaxLifetime, tb.MaxLifetime},
-		{"timeouts.half_close", ta.HalfClose, tb.HalfClose},
-	} {
-		if f[1] != f[2] {
-			out = append(out, FieldChange{Field: f[0], Old: f[1], New: f[2]})
-		}
-	}
-	return out
+	return fieldChanges(
+		[3]string{"limits.max_connections", count(la.MaxConnections), count(lb.MaxConnections)},
+		[3]string{"limits.max_connections_per_ip", count(la.MaxConnectionsPerIP), count(lb.MaxConnectionsPerIP)},
+		[3]string{"limits.rate_per_ip", la.RatePerIP, lb.RatePerIP},
+		[3]string{"timeouts.idle", ta.Idle, tb.Idle}, [3]string{"timeouts.max_lifetime", ta.MaxLifetime, tb.MaxLifetime},
+		[3]string{"timeouts.half_close", ta.HalfClose, tb.HalfClose})
 }
 
 func count(n int) string {
