@@ -360,16 +360,7 @@ func (h *half) park() {
 func (h *half) eof() {
 	h.r.mu.Lock()
 	h.sawEOF = true
-	bothDone := h.r.in.sawEOF && h.r.out.sawEOF
 	h.r.mu.Unlock()
-	if bothDone {
-		// The other side ended first and its peer has our FIN already: closing both
-		// sockets, which the end of the relay does now, says the rest (every byte read,
-		// so the close is a FIN, not a reset). A shutdown here would be a system call
-		// for nothing.
-		h.end()
-		return
-	}
 	if cw, ok := h.dst.(closeWriter); !ok || cw.CloseWrite() != nil {
 		h.r.fail(h, nil)
 		return

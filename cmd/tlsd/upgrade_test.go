@@ -248,7 +248,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if alive(pid) {
-			t.Errorf("process %d still runs", pid)
+			t.Errorf("process %d (of %v) still runs; the processes said:\n%s", pid, pids, w.out)
 		}
 	}
 }
