@@ -101,9 +101,24 @@ func (p *AgentPool) Serve(ln net.Listener, cfg *tls.Config) error {
 			continue
 		}
 		backoff = 0
-		p.wg.Add(1)
+		if !p.track() {
+			c.Close()
+			return nil
+		}
 		go func() { defer p.wg.Done(); p.handshake(c, cfg) }()
 	}
+}
+
+// track counts one more connection in the pool's WaitGroup, unless Close has begun: an
+// Add that raced Close's Wait would be a misuse of the WaitGroup.
+func (p *AgentPool) track() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		return false
+	}
+	p.wg.Add(1)
+	return true
 }
 
 func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
