@@ -62,6 +62,7 @@ func Run(o Options) ([]Result, error) {
 	servers := []func() (*Server, error){
 		func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "", false) },
 		func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "", true) },
+		func() (*Server, error) { return StartSplitTLSD(w, o.TLSD) },
 	}
 	if o.Peers {
 		servers = append(servers, func() (*Server, error) { return StartHAProxy(w) }, func() (*Server, error) { return StartNginx(w) })
@@ -102,9 +103,15 @@ func Run(o Options) ([]Result, error) {
 		for _, start := range servers {
 			s, err := start()
 			if err != nil {
+				if s != nil {
+					s.Stop()
+				}
 				return nil, err
 			}
 			for _, c := range cases {
+				if s.Cases != nil && !s.Cases.MatchString(c.name) {
+					continue
+				}
 				fmt.Fprintf(o.Log, "run %d/%d: %s: %s\n", run, o.Runs, s.Name, c.name)
 				var profiled func()
 				if c.timed {

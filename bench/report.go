@@ -7,7 +7,7 @@ import (
 	"strings"
 )
 
-var columns = []string{"direct", "tlsd", LimitedTLSD, "haproxy", "nginx", "tlsd, 1 routes", "tlsd, 10001 routes"}
+var columns = []string{"direct", "tlsd", LimitedTLSD, SplitTLSD, "haproxy", "nginx", "tlsd, 1 routes", "tlsd, 10001 routes"}
 
 // WriteTable prints the results as a Markdown table: the median of the runs and their
 // range, then how the targets fare.
@@ -131,6 +131,10 @@ func writeTargets(w io.Writer, get func(c, m, server string) float64) {
 			fmt.Fprintf(w, ", HAProxy %s", format(get(reencryptCase, "CPU-s per GB", "haproxy")/hp))
 		}
 		fmt.Fprintln(w, " (the second encryption's cost)")
+	}
+	if term := get("terminated bulk, 1 conn", "CPU-s per GB", "tlsd"); term > 0 && get("passthrough bulk, 1 conn", "CPU-s per GB", SplitTLSD) > 0 {
+		r := get("passthrough bulk, 1 conn", "CPU-s per GB", SplitTLSD) / term
+		line("tunnel CPU-s per GB (edge + agent, passthrough bulk) / terminated bulk CPU-s per GB (tlsd run)", r, "≤ 2", r <= 2)
 	}
 	if first := get(firstRequestCase, "ms", "tlsd"); first > 0 {
 		want, ok := "≤ 1", first <= 1

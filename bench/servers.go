@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"time"
@@ -140,8 +141,12 @@ type Server struct {
 	Name                                  string
 	PT, Term, TermBulk, TermBulkReencrypt string
 	Admin                                 string // tlsd's admin API when profiling, else ""
-	cmd                                   *exec.Cmd
-	pid                                   int
+	// Cases, if set, are the only cases this server runs (the split deployment has no
+	// re-encrypting endpoint and its idle memory is two processes').
+	Cases      *regexp.Regexp
+	cmd        *exec.Cmd
+	pid        int
+	companions []*exec.Cmd // more processes of the same server (the split deployment's agent)
 }
 
 func freeAddr() string {
@@ -158,7 +163,13 @@ func newServer(name string) *Server {
 }
 
 // Pids are the server's processes.
-func (s *Server) Pids() []int { return processTree(s.pid) }
+func (s *Server) Pids() []int {
+	pids := processTree(s.pid)
+	for _, c := range s.companions {
+		pids = append(pids, processTree(c.Process.Pid)...)
+	}
+	return pids
+}
 
 // Stop ends the server.
 func (s *Server) Stop() {
@@ -173,20 +184,17 @@ func (s *Server) Stop() {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	s.cmd.Wait()
+	for _, c := range s.companions {
+		c.Wait()
+	}
 }
 
 func (s *Server) start(dir string, args ...string) error {
-	log, err := os.Create(filepath.Join(dir, s.Name+".log"))
+	cmd, err := pinned(filepath.Join(dir, s.Name+".log"), args)
 	if err != nil {
-		return err
-	}
-	s.cmd = exec.Command("taskset", append([]string{"-c", "0"}, args...)...)
-	s.cmd.Stdout, s.cmd.Stderr = log, log
-	s.cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
-	if err := s.cmd.Start(); err != nil {
 		return fmt.Errorf("start %s: %w", s.Name, err)
 	}
-	s.pid = s.cmd.Process.Pid
+	s.cmd, s.pid = cmd, cmd.Process.Pid
 	deadline := time.Now().Add(10 * time.Second)
 	for _, a := range []string{s.PT, s.Term, s.TermBulk} {
 		for {
@@ -203,6 +211,19 @@ func (s *Server) start(dir string, args ...string) error {
 		}
 	}
 	return nil
+}
+
+// pinned starts a process on CPU 0 with one Go P, its output in the file logPath.
+func pinned(logPath string, args []string) (*exec.Cmd, error) {
+	log, err := os.Create(logPath)
+	if err != nil {
+		return nil, err
+	}
+	defer log.Close() // the child has its own descriptor
+	cmd := exec.Command("taskset", append([]string{"-c", "0"}, args...)...)
+	cmd.Stdout, cmd.Stderr = log, log
+	cmd.Env = append(os.Environ(), "GOMAXPROCS=1")
+	return cmd, cmd.Start()
 }
 
 // LimitedTLSD names the tlsd whose endpoints all have limits and timeouts (none of

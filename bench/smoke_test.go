@@ -31,7 +31,7 @@ func TestHarnessSmoke(t *testing.T) {
 			t.Errorf("%s %s %s = %v", r.Case, r.Metric, r.Server, r.Values)
 		}
 	}
-	if servers["tlsd"] < 12 || servers["direct"] != 4 {
+	if servers["tlsd"] < 12 || servers["direct"] != 4 || servers[SplitTLSD] < 7 {
 		t.Errorf("results per server: %v", servers)
 	}
 	var table bytes.Buffer
