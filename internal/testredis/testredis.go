@@ -1,0 +1,101 @@
+// Package testredis runs a real redis-server for tests, on a loopback port of its own
+// with its own data directory; it can be stopped and started again on the same port to
+// show what an outage does.
+package testredis
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tlsd/tlsd/internal/testport"
+)
+
+// Server is one redis-server.
+type Server struct {
+	t    testing.TB
+	Addr string
+	dir  string
+	cmd  *exec.Cmd
+}
+
+// Start runs redis-server; the test fails without one (CI installs it).
+func Start(t testing.TB) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is required (apt-get install redis-server; .ci/run installs it)")
+	}
+	s := &Server{t: t, Addr: testport.Unused(t), dir: t.TempDir()}
+	s.Restart()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// URL is redis://ADDR/0.
+func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+
+// Restart starts the server again (after Stop) on the same port, with the same data.
+func (s *Server) Restart() {
+	s.t.Helper()
+	_, port, _ := net.SplitHostPort(s.Addr)
+	log, err := os.OpenFile(filepath.Join(s.dir, "redis.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	defer log.Close()
+	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
+		"--save", "60 1", "--appendonly", "no", "--protected-mode", "no")
+	s.cmd.Stdout, s.cmd.Stderr = log, log
+	if err := s.cmd.Start(); err != nil {
+		s.t.Fatalf("start redis-server: %v", err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !s.answers() {
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(filepath.Join(s.dir, "redis.log"))
+			s.t.Fatalf("redis-server did not answer on %s:\n%s", s.Addr, data)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// answers sends PING and expects PONG.
+func (s *Server) answers() bool {
+	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	fmt.Fprint(c, "PING\r\n")
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && strings.HasPrefix(line, "+PONG")
+}
+
+// Stop saves the data and ends the server (a no-op when it is not running).
+func (s *Server) Stop() {
+	if s.cmd == nil {
+		return
+	}
+	if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		fmt.Fprint(c, "SHUTDOWN SAVE\r\n")
+		bufio.NewReader(c).ReadString('\n') // the server closes the connection
+		c.Close()
+	}
+	done := make(chan struct{})
+	go func() { s.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		s.cmd.Process.Kill()
+		<-done
+	}
+	s.cmd = nil
+}
