@@ -21,7 +21,8 @@ import (
 // TunnelClient is the tunnel's agent side: it dials the edge, keeps a session up (reconnecting with
 // exponential backoff and jitter), and hands every stream the edge opens to Handle.
 type TunnelClient struct {
-	Edge   string      // the edge's tunnel address, host:port
+	Edge   string      // the edge's tunnel address, host:port: its host is checked against the edge's certificate
+	Addr   string      // where to dial, when not Edge (one of the addresses Edge's name resolves to)
 	TLS    *tls.Config // client certificate, the CA that signs the edge's, TLS 1.3
 	Handle func(ctx context.Context, h tunnel.Header, stream net.Conn)
 	Log    *slog.Logger
@@ -82,6 +83,7 @@ func (a *TunnelClient) track(s *yamux.Session, on bool) {
 // TunnelStatus describes the agent's connection to the edge.
 type TunnelStatus struct {
 	Edge       string    `json:"edge"`
+	Address    string    `json:"address,omitempty"` // the address dialed, when Edge is a name
 	Connected  bool      `json:"connected"`
 	Since      time.Time `json:"since,omitzero"`
 	Reconnects int64     `json:"reconnects"`
@@ -92,7 +94,7 @@ type TunnelStatus struct {
 func (a *TunnelClient) Status() TunnelStatus {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return TunnelStatus{Edge: a.Edge, Connected: !a.since.IsZero(), Since: a.since,
+	return TunnelStatus{Edge: a.Edge, Address: a.Addr, Connected: !a.since.IsZero(), Since: a.since,
 		Reconnects: a.reconnects.Load(), Streams: a.streams.Load()}
 }
 
@@ -165,8 +167,8 @@ func errString(err error) string {
 // session dials once and serves streams until the session ends; it says how long the
 // session lived and why it ended.
 func (a *TunnelClient) session(ctx context.Context, streams, background *sync.WaitGroup) (time.Duration, error) {
-	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: a.TLS}
-	tc, err := d.DialContext(ctx, "tcp", a.Edge)
+	d := tls.Dialer{NetDialer: &net.Dialer{Timeout: 10 * time.Second, KeepAlive: 15 * time.Second}, Config: a.tlsConfig()}
+	tc, err := d.DialContext(ctx, "tcp", cmp.Or(a.Addr, a.Edge))
 	if err != nil {
 		return 0, err
 	}
@@ -185,7 +187,7 @@ func (a *TunnelClient) session(ctx context.Context, streams, background *sync.Wa
 	}
 	start := time.Now()
 	a.setSince(start)
-	a.Log.Info("connected to the edge", "edge", a.Edge, "local", c.LocalAddr().String())
+	a.Log.Info("connected to the edge", "edge", a.Edge, "address", c.RemoteAddr().String(), "local", c.LocalAddr().String())
 	context.AfterFunc(ctx, func() { mux.Close() })
 	a.track(mux, true)
 	if a.isDraining() {
@@ -279,4 +281,14 @@ func (a *TunnelClient) setSince(t time.Time) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.since = t
+}
+
+// tlsConfig checks the edge's certificate for Edge's host, also when dialing an address.
+func (a *TunnelClient) tlsConfig() *tls.Config {
+	if a.Addr == "" || a.TLS == nil || a.TLS.ServerName != "" {
+		return a.TLS
+	}
+	cfg := a.TLS.Clone()
+	cfg.ServerName, _, _ = net.SplitHostPort(a.Edge)
+	return cfg
 }

@@ -58,7 +58,14 @@ type IssuerConfig struct {
 
 // Options tune a Manager.
 type Options struct {
-	StateDir  string // certificates and accounts go under StateDir/acme
+	StateDir string // certificates and accounts go under StateDir/acme, unless Storage is set
+	// Storage, when set, holds certificates, accounts, challenge answers and locks instead
+	// of StateDir: a fleet's shared store, so one edge orders for all and any edge answers
+	// the challenge.
+	Storage certmagic.Storage
+	// Poll, when set, is how often a served certificate is compared with the stored one,
+	// so that one another edge renewed is served here too.
+	Poll      time.Duration
 	RetryBase time.Duration
 	RetryMax  time.Duration
 	Logger    *slog.Logger
@@ -96,7 +103,10 @@ func New(cfg IssuerConfig, opts Options) (*Manager, error) {
 	if err != nil {
 		return nil, fmt.Errorf("issuer %s: %w", cfg.Name, err)
 	}
-	storage := &certmagic.FileStorage{Path: filepath.Join(opts.StateDir, "acme")}
+	var storage certmagic.Storage = &certmagic.FileStorage{Path: filepath.Join(opts.StateDir, "acme")}
+	if opts.Storage != nil {
+		storage = opts.Storage
+	}
 	m := &Manager{cfg: cfg, opts: opts, domains: map[string]*Domain{}}
 	m.cache = certmagic.NewCache(certmagic.CacheOptions{
 		GetConfigForCert: func(certmagic.Certificate) (*certmagic.Config, error) { return m.magic, nil },
@@ -276,10 +286,12 @@ func (d *Domain) run(ctx context.Context) {
 		if backoff > 0 {
 			wait = backoff
 		}
-		select {
-		case <-ctx.Done():
+		switch d.sleep(ctx, wait) {
+		case sleepEnded:
 			return
-		case <-time.After(wait):
+		case sleepPickedUp:
+			backoff = 0 // another process sharing the store got a certificate: start over from it
+			continue
 		}
 		if d.Leaf() != nil {
 			d.setState(StateRenewing)
@@ -303,6 +315,35 @@ func (d *Domain) run(ctx context.Context) {
 	}
 }
 
+const (
+	sleepDone = iota
+	sleepEnded
+	sleepPickedUp
+)
+
+// sleep waits for wait, or until ctx ends; with a shared store it looks every Poll for a
+// certificate another process stored meanwhile, and stops waiting when it finds one.
+func (d *Domain) sleep(ctx context.Context, wait time.Duration) int {
+	deadline := time.Now().Add(wait)
+	for {
+		step := time.Until(deadline)
+		if p := d.m.opts.Poll; p > 0 && step > p {
+			step = p
+		}
+		select {
+		case <-ctx.Done():
+			return sleepEnded
+		case <-time.After(step):
+		}
+		if !time.Now().Before(deadline) {
+			return sleepDone
+		}
+		if d.pickUpStored(ctx) {
+			return sleepPickedUp
+		}
+	}
+}
+
 func renewAt(leaf *x509.Certificate) time.Time {
 	return leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
 }
@@ -323,6 +364,26 @@ func (d *Domain) loadStored(ctx context.Context) {
 	d.set(c, state, "", time.Time{})
 	d.m.opts.Logger.Info("certificate loaded from storage", "issuer", d.m.cfg.Name, "domain", d.name,
 		"not_after", c.Leaf.NotAfter, "due_for_renewal", state == StateRenewing)
+}
+
+// pickUpStored serves the stored certificate if it is newer than the one served (or
+// there is none): another process sharing the store ordered it.
+func (d *Domain) pickUpStored(ctx context.Context) bool {
+	c, err := d.load(ctx)
+	if err != nil || !time.Now().Before(c.Leaf.NotAfter) {
+		return false
+	}
+	if cur := d.Leaf(); cur != nil && !c.Leaf.NotAfter.After(cur.NotAfter) {
+		return false
+	}
+	state := StateValid
+	if !time.Now().Before(renewAt(c.Leaf)) {
+		state = StateRenewing
+	}
+	d.set(c, state, "", time.Time{})
+	d.m.opts.Logger.Info("certificate ordered by another process sharing the store: serving it", "issuer", d.m.cfg.Name,
+		"domain", d.name, "not_after", c.Leaf.NotAfter, "serial", c.Leaf.SerialNumber.Text(16))
+	return true
 }
 
 func (d *Domain) set(c *tls.Certificate, state, errText string, next time.Time) {

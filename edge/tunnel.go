@@ -11,6 +11,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -35,6 +36,7 @@ type AgentPool struct {
 	next     map[string]int
 	ln       net.Listener
 	closed   bool
+	serves   func(agent string) []string
 
 	streams atomic.Int64 // opened in total
 }
@@ -138,11 +140,39 @@ func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
 		return
 	}
 	mux := s.mux
-	p.log.Info("agent connected", "agent", name, "address", s.addr, "sessions", p.count(name))
+	p.logConnected(s)
 	go p.refuseAgentStreams(s)
 	<-mux.CloseChan()
 	p.remove(s)
 	p.log.Warn("agent disconnected", "agent", name, "address", s.addr, "sessions_left", p.count(name))
+}
+
+// SetServes tells the pool which endpoints each agent may serve, for its log.
+func (p *AgentPool) SetServes(f func(agent string) []string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.serves = f
+}
+
+// logConnected says who connected and what it may serve here; an agent no endpoint
+// names is worth a warning (a typo in its certificate or in the endpoints' agent field).
+func (p *AgentPool) logConnected(s *session) {
+	p.mu.Lock()
+	serves := p.serves
+	p.mu.Unlock()
+	if serves == nil {
+		p.log.Info("agent connected", "agent", s.name, "address", s.addr, "sessions", p.count(s.name))
+		return
+	}
+	eps := serves(s.name)
+	if len(eps) == 0 {
+		p.log.Warn("agent connected, but no endpoint of this edge names it: it gets no streams", "agent", s.name, "address", s.addr)
+		return
+	}
+	if len(eps) > 20 {
+		eps = append(eps[:20:20], fmt.Sprintf("and %d more", len(eps)-20))
+	}
+	p.log.Info("agent connected", "agent", s.name, "address", s.addr, "sessions", p.count(s.name), "endpoints", strings.Join(eps, ","))
 }
 
 // MaxSessionsPerAgent bounds the sessions one agent name may hold: a pool of agents

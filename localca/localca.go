@@ -111,20 +111,25 @@ func load(stateDir string, now func() time.Time) (*CA, error) {
 	if err != nil {
 		return nil, fmt.Errorf("local CA: cannot read the key of %s: %v", RootFile(stateDir), err)
 	}
+	return fromPEM(crtPEM, keyPEM, RootFile(stateDir), KeyFile(stateDir), now)
+}
+
+// fromPEM is the CA of a root and its key; crtName and keyName say where they came from.
+func fromPEM(crtPEM, keyPEM []byte, crtName, keyName string, now func() time.Time) (*CA, error) {
 	chain, err := certs.ParseCertificates(crtPEM)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: %s: %w", RootFile(stateDir), err)
+		return nil, fmt.Errorf("local CA: %s: %w", crtName, err)
 	}
 	key, err := certs.ParsePrivateKey(keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: %s: %w", KeyFile(stateDir), err)
+		return nil, fmt.Errorf("local CA: %s: %w", keyName, err)
 	}
 	if !certs.KeyMatches(chain[0], key) {
-		return nil, fmt.Errorf("local CA: %s does not match %s", KeyFile(stateDir), RootFile(stateDir))
+		return nil, fmt.Errorf("local CA: %s does not match %s", keyName, crtName)
 	}
 	if now().After(chain[0].NotAfter) {
-		return nil, fmt.Errorf("local CA: root %s expired on %s; move %s aside to create a new one",
-			RootFile(stateDir), chain[0].NotAfter.Format(time.DateOnly), filepath.Dir(RootFile(stateDir)))
+		return nil, fmt.Errorf("local CA: root %s expired on %s; move it aside to create a new one",
+			crtName, chain[0].NotAfter.Format(time.DateOnly))
 	}
 	return &CA{root: chain[0], rootDER: chain[0].Raw, key: key, now: now, leaves: map[string]*tls.Certificate{}}, nil
 }
@@ -133,9 +138,24 @@ func create(stateDir string, now func() time.Time) (*CA, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)
 	}
+	ca, keyPEM, rootPEM, err := newRoot(now)
+	if err != nil {
+		return nil, err
+	}
+	switch err := publish(stateDir, keyPEM, rootPEM); {
+	case errors.Is(err, fs.ErrExist):
+		return load(stateDir, now) // another process created it first: use theirs
+	case err != nil:
+		return nil, err
+	}
+	return ca, nil
+}
+
+// newRoot makes a root and its key, and their PEM.
+func newRoot(now func() time.Time) (ca *CA, keyPEM, rootPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: generate key: %w", err)
+		return nil, nil, nil, fmt.Errorf("local CA: generate key: %w", err)
 	}
 	start := now().Add(-time.Hour)
 	tmpl := &x509.Certificate{
@@ -150,25 +170,19 @@ func create(stateDir string, now func() time.Time) (*CA, error) {
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: create root: %w", err)
+		return nil, nil, nil, fmt.Errorf("local CA: create root: %w", err)
 	}
 	keyDER, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: %w", err)
+		return nil, nil, nil, fmt.Errorf("local CA: %w", err)
 	}
-	ca := &CA{rootDER: der, key: key, now: now, leaves: map[string]*tls.Certificate{}}
+	ca = &CA{rootDER: der, key: key, now: now, leaves: map[string]*tls.Certificate{}}
 	if ca.root, err = x509.ParseCertificate(der); err != nil {
-		return nil, fmt.Errorf("local CA: %w", err)
+		return nil, nil, nil, fmt.Errorf("local CA: %w", err)
 	}
-	keyPEM := pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
-	rootPEM := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
-	switch err := publish(stateDir, keyPEM, rootPEM); {
-	case errors.Is(err, fs.ErrExist):
-		return load(stateDir, now) // another process created it first: use theirs
-	case err != nil:
-		return nil, err
-	}
-	return ca, nil
+	keyPEM = pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+	rootPEM = pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+	return ca, keyPEM, rootPEM, nil
 }
 
 // publish writes the key and the root into a new directory, synced, and renames it into

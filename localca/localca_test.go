@@ -1,9 +1,12 @@
 package localca
 
 import (
+	"bytes"
+	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -186,5 +189,73 @@ func TestConcurrentCreation(t *testing.T) {
 		if !r.Equal(first) {
 			t.Fatal("racing creators ended with different roots")
 		}
+	}
+}
+
+// mapStore is a Store in memory, with a real mutual exclusion for Lock.
+type mapStore struct {
+	mu   sync.Mutex
+	data map[string][]byte
+	lock chan struct{}
+}
+
+func newMapStore() *mapStore {
+	return &mapStore{data: map[string][]byte{}, lock: make(chan struct{}, 1)}
+}
+
+func (m *mapStore) Load(_ context.Context, k string) ([]byte, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if v, ok := m.data[k]; ok {
+		return v, nil
+	}
+	return nil, fs.ErrNotExist
+}
+
+func (m *mapStore) Store(_ context.Context, k string, v []byte) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.data[k] = v
+	return nil
+}
+
+func (m *mapStore) Lock(context.Context, string) error   { m.lock <- struct{}{}; return nil }
+func (m *mapStore) Unlock(context.Context, string) error { <-m.lock; return nil }
+
+// TestOpenSharedAgreesOnOneRoot: edges starting together create one root between them;
+// a store holding a root without its key is an error, not a reason to make a new root.
+func TestOpenSharedAgreesOnOneRoot(t *testing.T) {
+	st := newMapStore()
+	roots := make(chan []byte, 8)
+	var wg sync.WaitGroup
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ca, err := OpenShared(context.Background(), st, nil)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if _, err := ca.Certificate("a.test"); err != nil {
+				t.Error(err)
+			}
+			roots <- ca.RootPEM()
+		}()
+	}
+	wg.Wait()
+	close(roots)
+	first := <-roots
+	for r := range roots {
+		if !bytes.Equal(r, first) {
+			t.Fatal("the edges made different roots")
+		}
+	}
+	delete(st.data, StoreKeyKey)
+	if _, err := OpenShared(context.Background(), st, nil); err == nil || !strings.Contains(err.Error(), "but not its key") {
+		t.Errorf("a root without its key: %v", err)
+	}
+	if !bytes.Equal(st.data[StoreRootKey], first) {
+		t.Error("the root was replaced")
 	}
 }

@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"slices"
+	"time"
 
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/schema"
@@ -19,8 +20,7 @@ func (d *Daemon) acmeManagersLocked(cfg *schema.Config) (all, fresh map[string]*
 			all[is.Name] = m
 			continue
 		}
-		m, err := autocert.New(want, autocert.Options{StateDir: d.opts.StateDir, RetryBase: d.opts.ACMERetryBase,
-			Logger: d.log, OnOrder: d.metrics.acmeOrder})
+		m, err := autocert.New(want, d.acmeOptions())
 		if err != nil {
 			for _, f := range fresh {
 				f.Stop()
@@ -30,6 +30,17 @@ func (d *Daemon) acmeManagersLocked(cfg *schema.Config) (all, fresh map[string]*
 		all[is.Name], fresh[is.Name] = m, m
 	}
 	return all, fresh, nil
+}
+
+func (d *Daemon) acmeOptions() autocert.Options {
+	o := autocert.Options{StateDir: d.opts.StateDir, RetryBase: d.opts.ACMERetryBase, Logger: d.log, OnOrder: d.metrics.acmeOrder}
+	if st := d.opts.StateStore; st != nil {
+		o.Storage, o.Poll = st, d.opts.StorePoll
+		if o.Poll <= 0 {
+			o.Poll = 30 * time.Second
+		}
+	}
+	return o
 }
 
 func sameIssuer(a, b autocert.IssuerConfig) bool {

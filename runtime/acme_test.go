@@ -4,60 +4,31 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
 	"net"
-	"net/http"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/tlsd/tlsd/certs"
+	"github.com/tlsd/tlsd/internal/testpebble"
 )
 
-// pebbleVersion is the ACME test server the tests run (make test installs it).
-const pebbleVersion = "v2.10.3"
-
-// pebble is Let's Encrypt's ACME test server and its DNS helper, on loopback ports.
+// pebble is the ACME test server (internal/testpebble) as these tests use it.
 type pebble struct {
-	t          *testing.T
-	dir        string
-	directory  string // the ACME directory URL
-	mgmt       string
-	minica     string // the root of Pebble's own HTTPS
-	dnsAddr    string
-	config     string
-	cmd, dns   *exec.Cmd
-	httpClient *http.Client
+	*testpebble.Pebble
+	directory, minica string
 }
 
-// pebbleTool finds a Pebble binary; without one the test fails (CI must install it).
-func pebbleTool(t *testing.T, name string) string {
-	if p, err := exec.LookPath(name); err == nil {
-		return p
-	}
-	out, _ := exec.Command("go", "env", "GOPATH").Output()
-	p := filepath.Join(strings.TrimSpace(string(out)), "bin", name)
-	if _, err := os.Stat(p); err != nil {
-		t.Fatalf("%s is required: go install github.com/letsencrypt/pebble/v2/cmd/%s@%s (make test does it)", name, name, pebbleVersion)
-	}
-	return p
+func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebble {
+	p := testpebble.Start(t, tlsPort, validity)
+	return &pebble{Pebble: p, directory: p.Directory, minica: p.Minica}
 }
 
-func pebbleSource(t *testing.T) string {
-	out, err := exec.Command("go", "env", "GOMODCACHE").Output()
-	must(t, err)
-	dir := filepath.Join(strings.TrimSpace(string(out)), "github.com", "letsencrypt", "pebble", "v2@"+pebbleVersion, "test", "certs")
-	if _, err := os.Stat(dir); err != nil {
-		t.Fatalf("Pebble's test certificates are missing (%v): go install github.com/letsencrypt/pebble/v2/cmd/pebble@%s", err, pebbleVersion)
-	}
-	return dir
-}
+func (p *pebble) roots() *x509.CertPool { return p.Roots() }
+func (p *pebble) start()                { p.Restart() }
+func (p *pebble) stop()                 { p.Stop() }
 
 func freeTCPPort(t *testing.T) int { return portOf(t, freePort(t)) }
 
@@ -67,86 +38,6 @@ func portOf(t *testing.T, addr string) int {
 	n, err := strconv.Atoi(p)
 	must(t, err)
 	return n
-}
-
-// startPebble runs Pebble validating TLS-ALPN-01 on tlsPort and issuing certificates
-// that live validity, and its DNS server answering 127.0.0.1 for every name.
-func startPebble(t *testing.T, tlsPort int, validity time.Duration) *pebble {
-	certsDir := pebbleSource(t)
-	p := &pebble{t: t, dir: t.TempDir(), minica: filepath.Join(certsDir, "pebble.minica.pem"),
-		dnsAddr: freePort(t)}
-	listen, mgmt := freePort(t), freePort(t)
-	p.directory, p.mgmt = "https://"+listen+"/dir", mgmt
-	cfg := map[string]any{"pebble": map[string]any{
-		"listenAddress": listen, "managementListenAddress": mgmt,
-		"certificate": filepath.Join(certsDir, "localhost", "cert.pem"), "privateKey": filepath.Join(certsDir, "localhost", "key.pem"),
-		"httpPort": freeTCPPort(t), "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
-		"retryAfter": map[string]int{"authz": 0, "order": 0}, "keyAlgorithm": "ecdsa",
-		"profiles": map[string]any{"default": map[string]any{"description": "short-lived for tests", "validityPeriod": int(validity.Seconds())}},
-	}}
-	data, _ := json.Marshal(cfg)
-	p.config = filepath.Join(p.dir, "pebble.json")
-	must(t, os.WriteFile(p.config, data, 0o644))
-	roots := x509.NewCertPool()
-	minica, err := os.ReadFile(p.minica)
-	must(t, err)
-	roots.AppendCertsFromPEM(minica)
-	p.httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
-
-	p.dns = exec.Command(pebbleTool(t, "pebble-challtestsrv"), "-dnsserver", p.dnsAddr, "-defaultIPv4", "127.0.0.1",
-		"-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-management", freePort(t))
-	p.dns.Stdout, p.dns.Stderr = io.Discard, io.Discard
-	must(t, p.dns.Start())
-	t.Cleanup(func() { p.dns.Process.Kill(); p.dns.Wait() })
-	p.start()
-	t.Cleanup(p.stop)
-	return p
-}
-
-func (p *pebble) start() {
-	p.cmd = exec.Command(pebbleTool(p.t, "pebble"), "-config", p.config, "-dnsserver", p.dnsAddr, "-strict")
-	p.cmd.Env = append(os.Environ(), "PEBBLE_VA_NOSLEEP=1", "PEBBLE_WFE_NONCEREJECT=0")
-	log, err := os.Create(filepath.Join(p.dir, fmt.Sprintf("pebble-%d.log", time.Now().UnixNano())))
-	must(p.t, err)
-	p.cmd.Stdout, p.cmd.Stderr = log, log
-	must(p.t, p.cmd.Start())
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		resp, err := p.httpClient.Get(p.directory)
-		if err == nil {
-			resp.Body.Close()
-			return
-		}
-		if time.Now().After(deadline) {
-			p.t.Fatalf("pebble did not start: %v", err)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-func (p *pebble) stop() {
-	if p.cmd != nil && p.cmd.Process != nil {
-		p.cmd.Process.Kill()
-		p.cmd.Wait()
-		p.cmd = nil
-	}
-}
-
-// roots is the CA that signs this Pebble run's certificates (it changes every start).
-func (p *pebble) roots() *x509.CertPool {
-	pool := x509.NewCertPool()
-	for _, path := range []string{"/roots/0", "/intermediates/0"} {
-		resp, err := p.httpClient.Get("https://" + p.mgmt + path)
-		must(p.t, err)
-		data, _ := io.ReadAll(resp.Body)
-		resp.Body.Close()
-		list, err := certs.ParseCertificates(data)
-		must(p.t, err)
-		for _, c := range list {
-			pool.AddCert(c)
-		}
-	}
-	return pool
 }
 
 // TestACMEWithPebble: an endpoint with an ACME issuer serves at once, gets its

@@ -94,8 +94,8 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	for name := range MetricHelp {
 		if name == "tlsd_acme_orders_total" || strings.HasPrefix(name, "tlsd_tunnel_") || strings.HasPrefix(name, "tlsd_agent_") ||
-			name == "tlsd_upstream_tls_handshake_seconds" {
-			continue // no ACME issuer, tunnel or tls:// upstream here: the ACME, split and upstream tests see those
+			name == "tlsd_upstream_tls_handshake_seconds" || name == "tlsd_state_store_up" {
+			continue // no ACME issuer, tunnel, tls:// upstream or state store here: the ACME, split, upstream and fleet tests see those
 		}
 		if !strings.Contains(metrics, "# HELP "+name+" ") {
 			t.Errorf("/metrics lacks %s", name)

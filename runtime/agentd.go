@@ -28,7 +28,7 @@ type Agent struct {
 	opts   Options
 	log    *slog.Logger
 	gen    atomic.Pointer[agentGeneration]
-	Tunnel *agent.TunnelClient
+	Tunnel *agent.Tunnels
 	// stopping is set when a shutdown begins: /readyz says 503 from then on.
 	stopping atomic.Bool
 
@@ -221,8 +221,10 @@ type AgentStatus struct {
 	Generation  uint64             `json:"generation"`
 	AppliedAt   time.Time          `json:"applied_at"`
 	LastAttempt Attempt            `json:"last_attempt"`
-	Tunnel      agent.TunnelStatus `json:"tunnel"`
-	Endpoints   []EndpointStatus   `json:"endpoints"`
+	Tunnel      agent.TunnelStatus `json:"tunnel"` // every session summed up: connected while any is
+	// Edges are the sessions, one per edge address.
+	Edges     []agent.TunnelStatus `json:"edges"`
+	Endpoints []EndpointStatus     `json:"endpoints"`
 }
 
 // Status reports the agent.
@@ -232,7 +234,7 @@ func (a *Agent) Status() AgentStatus {
 	st := AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{}}
 	a.mu.Unlock()
 	if a.Tunnel != nil {
-		st.Tunnel = a.Tunnel.Status()
+		st.Tunnel, st.Edges = a.Tunnel.Status(), a.Tunnel.Sessions()
 	}
 	for name, r := range g.routes {
 		st.Endpoints = append(st.Endpoints, EndpointStatus{Name: name, Domain: r.ep.Domain, TerminateAt: r.ep.TerminateAt, Upstream: r.ep.Upstream})

@@ -20,13 +20,14 @@ import (
 // AgentRunOptions configure RunAgent.
 type AgentRunOptions struct {
 	RunOptions
-	Name string      // the agent's identity, from its certificate
-	Edge string      // the edge's tunnel address
-	TLS  *tls.Config // the agent's client certificate and the CA of the edge's
+	Name  string      // the agent's identity, from its certificate
+	Edges []string    // the edges' tunnel addresses: a session to each (to each address of a name)
+	TLS   *tls.Config // the agent's client certificate and the CA of the edge's
 	// BackoffBase and BackoffMax bound the waits between reconnects (jittered).
 	BackoffBase, BackoffMax time.Duration
-	Window                  uint32       // each stream's receive window; 0: tunnel.DefaultWindow
-	StartedAgent            func(*Agent) // called once serving (tests)
+	Window                  uint32        // each stream's receive window; 0: tunnel.DefaultWindow
+	Resolve                 time.Duration // how often edge names are resolved again; 0: agent.DefaultResolve
+	StartedAgent            func(*Agent)  // called once serving (tests)
 }
 
 // RunAgent serves the agent's endpoints through its tunnel to the edge and applies
@@ -49,7 +50,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	}
 	defer w.close()
 	w.arm(initial, false)
-	a.Tunnel = &agent.TunnelClient{Edge: o.Edge, TLS: o.TLS, Handle: a.Handle, Log: a.log,
+	a.Tunnel = &agent.Tunnels{Edges: o.Edges, TLS: o.TLS, Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Window: o.Window}
 	tctx, stopTunnel := context.WithCancel(context.Background())
 	tunnelDone := make(chan struct{})
@@ -115,16 +116,22 @@ func upgradeAgent(a *Agent, o RunOptions, adminLn net.Listener) (int, bool) {
 // awaitTunnel holds the readiness of an agent that took over from another until its own
 // session to the edge is up (or agentWait passes), so no moment passes with neither
 // taking streams.
-func awaitTunnel(t *agent.TunnelClient, in *Inherited, log *slog.Logger) {
+func awaitTunnel(t *agent.Tunnels, in *Inherited, log *slog.Logger) {
 	if in == nil || in.ready == nil {
 		return
 	}
-	for deadline := time.Now().Add(agentWait); !t.Status().Connected; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(agentWait); !allConnected(t); time.Sleep(10 * time.Millisecond) {
 		if time.Now().After(deadline) {
 			log.Warn("serving before the tunnel to the edge is up", "waited", agentWait)
 			return
 		}
 	}
+}
+
+// allConnected: every edge session is up (and there is one).
+func allConnected(t *agent.Tunnels) bool {
+	n := t.Connected()
+	return n > 0 && n == len(t.Sessions())
 }
 
 // AdminHandler serves the agent's /healthz, /readyz, /status, /config, /metrics and
@@ -137,6 +144,12 @@ func (a *Agent) AdminHandler() http.Handler {
 				return 1
 			}
 			return 0
+		}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_sessions", Help: MetricHelp["tlsd_agent_sessions"]}, func() float64 {
+			if a.Tunnel == nil {
+				return 0
+			}
+			return float64(a.Tunnel.Connected())
 		}),
 		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_agent_reconnects_total", Help: MetricHelp["tlsd_agent_reconnects_total"]}, func() float64 {
 			if a.Tunnel == nil {

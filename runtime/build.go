@@ -55,6 +55,8 @@ type builder struct {
 	// health is the health of an upstream address, likewise (nil: fresh each build).
 	limiter func(name string) *edge.Limiter
 	health  func(addr string) *agent.Health
+	// tickets are a fleet's shared session-ticket secrets; nil: each endpoint's own keys.
+	tickets termination.SharedTickets
 }
 
 // build makes the routes of cfg that this process serves. Endpoints the plan keeps keep
@@ -239,6 +241,9 @@ func access(r *schema.IPRestriction) *edge.Access {
 // version is configurable only at the edge; the agent's stays at TLS 1.2.
 func (b *builder) serverTLS(ep *schema.Endpoint, src certSource) (*tls.Config, error) {
 	p := termination.Policy{GetCertificate: src.get, Challenge: src.challenge, Now: b.opts.Now, ALPN: ep.TLS.ALPN}
+	if b.tickets != nil {
+		p.Tickets, p.TicketScope = b.tickets, ep.Name
+	}
 	if ep.TerminateAt == schema.TerminateEdge {
 		p.MinVersion, p.MaxVersion = tlsVersion(ep.TLS.MinVersion), tlsVersion(ep.TLS.MaxVersion)
 	}

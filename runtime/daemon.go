@@ -20,6 +20,7 @@ import (
 	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/statestore"
 )
 
 // Options configure a Daemon.
@@ -47,6 +48,13 @@ type Options struct {
 	// ProxyProtocolFrom are the load balancers whose connections begin with a PROXY
 	// header naming the client; the header's address is then the client's everywhere.
 	ProxyProtocolFrom []netip.Prefix
+	// StateStore, when set, is the fleet's shared state: ACME accounts, certificates,
+	// challenge answers and locks, the internal CA, and session-ticket secrets live in
+	// it instead of StateDir, so N edges order once and resume each other's tickets.
+	StateStore *statestore.Store
+	// StorePoll is how often certificates in the state store are checked for renewals
+	// made by another edge; zero means 30 s.
+	StorePoll time.Duration
 	// Bind opens the listener of an address a generation needs; nil means edge.Listen.
 	// It lets the caller hand over sockets it already holds (tests pass :0 listeners).
 	Bind func(ctx context.Context, addr string) (net.Listener, error)
@@ -82,7 +90,9 @@ type Daemon struct {
 	// health is each upstream address's health, kept across generations; guarded by mu.
 	health map[string]*agent.Health
 	checks agent.Checks // active health checks of the generation being served
-	gen    atomic.Pointer[generation]
+	// tickets are the fleet's session-ticket secrets, nil without a state store.
+	tickets *statestore.Tickets
+	gen     atomic.Pointer[generation]
 	// stopping is set the moment a shutdown begins: /readyz turns 503 at once, so a load
 	// balancer stops sending before the listeners close.
 	stopping atomic.Bool
@@ -120,6 +130,7 @@ func New(opts Options) *Daemon {
 	if opts.MaxConnections > 0 {
 		d.conns = edge.NewConnectionBudget(opts.MaxConnections)
 	}
+	d.startTickets()
 	d.metrics = newMetrics(d)
 	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
 	if len(opts.ProxyProtocolFrom) > 0 {
@@ -218,6 +229,9 @@ func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile
 	if d.opts.Tunnel != nil {
 		b.role = roleEdge
 	}
+	if d.tickets != nil {
+		b.tickets = d.tickets
+	}
 	// An ACME endpoint whose issuer got a new account is rebuilt even if unchanged.
 	sameIssuer := func(ep *schema.Endpoint) bool {
 		m := managers[ep.TLS.Issuer]
@@ -278,18 +292,46 @@ func (d *Daemon) limiterLocked(name string) *edge.Limiter {
 }
 
 func (d *Daemon) internalCALocked() (*localca.CA, error) {
-	if d.ca == nil {
-		ca, err := localca.Open(d.opts.StateDir, nil)
+	if d.ca != nil {
+		return d.ca, nil
+	}
+	if st := d.opts.StateStore; st != nil {
+		ctx, cancel := context.WithTimeout(d.ctx, 30*time.Second)
+		defer cancel()
+		ca, err := localca.OpenShared(ctx, st, nil)
 		if err != nil {
 			return nil, err
 		}
-		if ca.Recovered != "" {
-			d.log.Warn("internal issuer: " + ca.Recovered)
-		}
-		d.log.Info("internal issuer ready: clients must trust its root (tlsd ca prints it)", "root", localca.RootFile(d.opts.StateDir))
+		d.log.Info("internal issuer ready, shared by the fleet: clients must trust its root (tlsd ca --state-store prints it)", "store", st.Where())
 		d.ca = ca
+		return ca, nil
 	}
-	return d.ca, nil
+	ca, err := localca.Open(d.opts.StateDir, nil)
+	if err != nil {
+		return nil, err
+	}
+	if ca.Recovered != "" {
+		d.log.Warn("internal issuer: " + ca.Recovered)
+	}
+	d.log.Info("internal issuer ready: clients must trust its root (tlsd ca prints it)", "root", localca.RootFile(d.opts.StateDir))
+	d.ca = ca
+	return ca, nil
+}
+
+// startTickets reads the fleet's ticket secrets once (so the first generation seals with
+// them) and keeps them synced and rotated in the background.
+func (d *Daemon) startTickets() {
+	if d.opts.StateStore == nil {
+		return
+	}
+	d.tickets = d.opts.StateStore.Tickets(d.opts.Now, 0)
+	ctx, cancel := context.WithTimeout(d.ctx, 5*time.Second)
+	if err := d.tickets.Sync(ctx); err != nil {
+		d.log.Warn("session ticket secrets not read from the state store yet; this edge seals its own until they are", "error", err)
+	}
+	cancel()
+	d.bg.Add(1)
+	go func() { defer d.bg.Done(); d.tickets.Run(d.ctx) }()
 }
 
 // switchLocked binds the new listeners, then publishes every table at once. A listener

@@ -37,7 +37,8 @@ var MetricHelp = map[string]string{
 	"tlsd_last_reload_success_timestamp_seconds": "When the last configuration was applied (Unix time).",
 	"tlsd_tunnel_sessions":                       "Edge: live tunnel sessions of agents.",
 	"tlsd_tunnel_streams_total":                  "Edge: streams opened to agents, one per client connection.",
-	"tlsd_agent_connected":                       "Agent: 1 while the tunnel to the edge is up.",
+	"tlsd_agent_connected":                       "Agent: 1 while a tunnel session to an edge is up.",
+	"tlsd_agent_sessions":                        "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
 	"tlsd_agent_reconnects_total":                "Agent: connection attempts to the edge after the first.",
 	"tlsd_agent_streams_total":                   "Agent: streams received from the edge.",
 	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer and result (ok or failed).",
@@ -46,6 +47,7 @@ var MetricHelp = map[string]string{
 	"tlsd_upstream_connections_total":            "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
 	"tlsd_upstream_dial_seconds":                 "Time to connect to an upstream, by endpoint.",
 	"tlsd_upstream_tls_handshake_seconds":        "Time of the TLS handshake with a tls:// upstream, by endpoint.",
+	"tlsd_state_store_up":                        "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
 	"tlsd_build_info":                            "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
 }
 
@@ -90,6 +92,15 @@ func newMetrics(d *Daemon) *metrics {
 				func() float64 { return float64(len(pool.Agents())) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_tunnel_streams_total", Help: MetricHelp["tlsd_tunnel_streams_total"]},
 				func() float64 { return float64(pool.Streams()) }))
+	}
+	if st := d.opts.StateStore; st != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_state_store_up", Help: MetricHelp["tlsd_state_store_up"]},
+			func() float64 {
+				if st.Health().Up {
+					return 1
+				}
+				return 0
+			}))
 	}
 	m.upstreams = counter("tlsd_upstream_connections_total", "endpoint", "upstream", "result")
 	histogram := func(name string) *prometheus.HistogramVec {

@@ -83,6 +83,9 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 		pool.Close()
 		return err
 	}
+	if pool != nil {
+		pool.SetServes(d.EndpointsOf)
+	}
 	w, err := newWatcher(o.Paths, o.StateDir, d.log)
 	if err != nil {
 		d.Shutdown(context.Background())

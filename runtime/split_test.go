@@ -95,7 +95,7 @@ func startSplitOn(tb testing.TB, config string, wrap func(h func(context.Context
 	if via != nil {
 		dialed = via(s.tunnelAddr)
 	}
-	s.agent.Tunnel = &agent.TunnelClient{Edge: dialed, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS, Window: window}
+	s.agent.Tunnel = &agent.Tunnels{Edges: []string{dialed}, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS, Window: window}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.agent.Tunnel.Run(ctx) }()

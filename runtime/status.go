@@ -10,6 +10,7 @@ import (
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/statestore"
 	"github.com/tlsd/tlsd/version"
 )
 
@@ -32,6 +33,24 @@ type Status struct {
 	Draining []DrainingStatus `json:"draining,omitempty"`
 	// Agents are the tunnel sessions of an edge.
 	Agents []edge.AgentStatus `json:"agents,omitempty"`
+	// StateStore is the fleet's shared store, when there is one.
+	StateStore *StateStoreStatus `json:"state_store,omitempty"`
+}
+
+// StateStoreStatus is whether the last call to the shared state store reached it.
+type StateStoreStatus struct {
+	URL   string    `json:"url"` // without its password
+	Up    bool      `json:"up"`
+	Since time.Time `json:"since"`
+	Error string    `json:"error,omitempty"`
+}
+
+func storeStatus(st *statestore.Store) *StateStoreStatus {
+	if st == nil {
+		return nil
+	}
+	h := st.Health()
+	return &StateStoreStatus{URL: st.Where(), Up: h.Up, Since: h.Since, Error: h.LastError}
 }
 
 // DrainingStatus is an endpoint that is gone but still has open connections.
@@ -139,7 +158,7 @@ func (d *Daemon) Config() *schema.Config { return d.gen.Load().config }
 func (d *Daemon) Status() Status {
 	g := d.gen.Load()
 	d.mu.Lock()
-	st := Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt}
+	st := Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt, StateStore: storeStatus(d.opts.StateStore)}
 	active, draining := d.connectionsLocked()
 	d.mu.Unlock()
 	for name, br := range g.routes {
@@ -206,5 +225,17 @@ func upstreamStatus(back relay.Handler) []UpstreamStatus {
 	for _, e := range up.Pool.Entries {
 		out = append(out, UpstreamStatus{Address: e.Addr, ActiveConnections: e.Active.Load(), HealthStatus: e.Health.Status(now)})
 	}
+	return out
+}
+
+// EndpointsOf names the endpoints of the running generation that agent serves.
+func (d *Daemon) EndpointsOf(agent string) []string {
+	var out []string
+	for name, br := range d.gen.Load().routes {
+		if br.ep.Agent == agent {
+			out = append(out, name)
+		}
+	}
+	slices.Sort(out)
 	return out
 }

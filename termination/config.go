@@ -38,6 +38,11 @@ type Policy struct {
 	Challenge *tls.Config
 	// Now is the clock the session ticket keys age by; nil means time.Now.
 	Now func() time.Time
+	// Tickets, when set, are a fleet's shared ticket secrets: every process given the same
+	// secrets and TicketScope (the endpoint's name) resumes the others' tickets. Until it
+	// has secrets, the endpoint's own keys seal them.
+	Tickets     SharedTickets
+	TicketScope string
 }
 
 // ServerConfig builds the tls.Config of an endpoint: AEAD suites only, TLS 1.3 preferred,
@@ -66,6 +71,8 @@ func ServerConfig(p Policy) *tls.Config {
 			return nil, nil
 		}
 	}
-	newTicketKeys(p.Now).install(cfg)
+	keys := newTicketKeys(p.Now)
+	keys.shared, keys.scope = p.Tickets, p.TicketScope
+	keys.install(cfg)
 	return cfg
 }

@@ -220,3 +220,49 @@ func TestDescribeCertIsBounded(t *testing.T) {
 		t.Errorf("describeCert = %q (%d bytes)", got, len(got))
 	}
 }
+
+type fixedSecrets []TicketSecret
+
+func (f fixedSecrets) TicketSecrets() []TicketSecret { return f }
+
+// TestSharedTicketSecrets: two servers given the same secrets and scope (two edges of a
+// fleet) resume each other's tickets; another scope (another endpoint) does not; a secret
+// published ahead of its time opens tickets but does not seal them yet.
+func TestSharedTicketSecrets(t *testing.T) {
+	pair, roots := site(t, "a.test")
+	get := func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil }
+	now := time.Now()
+	secret := func(b byte, active time.Time) TicketSecret {
+		s := TicketSecret{ActiveAt: active}
+		s.Name[0], s.Secret[0] = b, b
+		return s
+	}
+	current, next := secret(1, now.Add(-time.Minute)), secret(2, now.Add(time.Minute))
+	fleet := fixedSecrets{next, current}
+	edgeA := server(t, ServerConfig(Policy{GetCertificate: get, Tickets: fleet, TicketScope: "web"}))
+	edgeB := server(t, ServerConfig(Policy{GetCertificate: get, Tickets: fleet, TicketScope: "web"}))
+	otherEndpoint := server(t, ServerConfig(Policy{GetCertificate: get, Tickets: fleet, TicketScope: "api"}))
+	alone := server(t, ServerConfig(Policy{GetCertificate: get}))
+	cache := &oneSession{}
+	client := &tls.Config{ServerName: "a.test", RootCAs: roots, ClientSessionCache: cache}
+	dial(t, edgeA, client)
+	ticket, state, err := cache.given.ResumptionState()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ticket[0] != 1 {
+		t.Errorf("sealed with secret %d, want the active one (1), not the one published ahead", ticket[0])
+	}
+	for _, c := range []struct {
+		name, addr string
+		resume     bool
+	}{{"the same endpoint on another edge", edgeB, true}, {"another endpoint", otherEndpoint, false}, {"a server without the secrets", alone, false}} {
+		offer, _ := tls.NewResumptionState(ticket, state)
+		cache.mu.Lock()
+		cache.offer = offer
+		cache.mu.Unlock()
+		if got := dial(t, c.addr, client); got != c.resume {
+			t.Errorf("%s: resumed = %v, want %v", c.name, got, c.resume)
+		}
+	}
+}

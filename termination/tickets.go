@@ -3,7 +3,9 @@ package termination
 import (
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/hkdf"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
 	"fmt"
@@ -30,11 +32,31 @@ const (
 // never resumes on another. Rotation happens on use, against the clock: no goroutine
 // has to run for keys to age, so no daemon can forget to start one.
 type ticketKeys struct {
-	now func() time.Time
+	now    func() time.Time
+	shared SharedTickets // nil: only keys of its own
+	scope  string        // what the shared secrets are derived for
 
-	mu   sync.Mutex  // guards keys
-	keys []ticketKey // newest first
+	mu      sync.Mutex  // guards the following fields
+	keys    []ticketKey // newest first
+	derived map[[keyNameLen]byte]cipher.AEAD
 }
+
+// TicketSecret is one of a fleet's session-ticket secrets: it seals new tickets from
+// ActiveAt (published ahead, so every process has it before any seals with it) and opens
+// them for TicketKeyCount rotations after.
+type TicketSecret struct {
+	Name     [keyNameLen]byte
+	Secret   [32]byte
+	ActiveAt time.Time
+}
+
+// SharedTickets hands out a fleet's ticket secrets, newest first.
+type SharedTickets interface {
+	TicketSecrets() []TicketSecret
+}
+
+// Retired reports whether a secret active since activeAt no longer opens tickets.
+func Retired(activeAt, now time.Time) bool { return now.Sub(activeAt) >= TicketKeyCount*TicketRotation }
 
 type ticketKey struct {
 	name    [keyNameLen]byte
@@ -93,11 +115,15 @@ func (t *ticketKeys) unwrap(identity []byte, _ tls.ConnectionState) (*tls.Sessio
 	return ss, nil
 }
 
-// current is the key that seals new tickets, made anew once the newest is a rotation old.
+// current is the key that seals new tickets: the newest active shared secret, else a key
+// of its own, made anew once the newest is a rotation old.
 func (t *ticketKeys) current() (ticketKey, error) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if k, ok := t.sharedLocked(now, nil); ok {
+		return k, nil
+	}
 	t.retireLocked(now)
 	if len(t.keys) > 0 && now.Sub(t.keys[0].created) < TicketRotation {
 		return t.keys[0], nil
@@ -115,6 +141,9 @@ func (t *ticketKeys) honoured(name []byte) (ticketKey, bool) {
 	now := t.now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if k, ok := t.sharedLocked(now, name); ok {
+		return k, true
+	}
 	t.retireLocked(now)
 	for _, k := range t.keys {
 		if subtle.ConstantTimeCompare(k.name[:], name) == 1 {
@@ -122,6 +151,52 @@ func (t *ticketKeys) honoured(name []byte) (ticketKey, bool) {
 		}
 	}
 	return ticketKey{}, false
+}
+
+// sharedLocked finds a shared secret in force: the one named name, or with name nil the
+// newest one already active; its key is derived for this scope, so a ticket of one
+// endpoint never opens on another.
+func (t *ticketKeys) sharedLocked(now time.Time, name []byte) (ticketKey, bool) {
+	if t.shared == nil {
+		return ticketKey{}, false
+	}
+	for _, s := range t.shared.TicketSecrets() {
+		if Retired(s.ActiveAt, now) || (name == nil && now.Before(s.ActiveAt)) {
+			continue
+		}
+		if name != nil && subtle.ConstantTimeCompare(s.Name[:], name) != 1 {
+			continue
+		}
+		aead, err := t.deriveLocked(s)
+		if err != nil {
+			return ticketKey{}, false
+		}
+		return ticketKey{name: s.Name, aead: aead, created: s.ActiveAt}, true
+	}
+	return ticketKey{}, false
+}
+
+func (t *ticketKeys) deriveLocked(s TicketSecret) (cipher.AEAD, error) {
+	if a := t.derived[s.Name]; a != nil {
+		return a, nil
+	}
+	key, err := hkdf.Key(sha256.New, s.Secret[:], s.Name[:], "tlsd session ticket "+t.scope, 32)
+	if err != nil {
+		return nil, err
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, err
+	}
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, err
+	}
+	if t.derived == nil || len(t.derived) > 4*TicketKeyCount {
+		t.derived = map[[keyNameLen]byte]cipher.AEAD{}
+	}
+	t.derived[s.Name] = aead
+	return aead, nil
 }
 
 // retireLocked forgets keys older than TicketKeyCount rotations.

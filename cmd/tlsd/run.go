@@ -39,6 +39,7 @@ type runFlags struct {
 	adminHosts       []string
 	adminPprof       bool
 	proxyFrom        cidrList
+	store            storeFlags
 }
 
 func newRunCmd() *cobra.Command {
@@ -89,6 +90,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 		fl.IntVar(&f.maxConnections, "max-connections", 0, "connections of all endpoints together; past it new ones are accepted and closed at once, so the listener never stops (0: no bound)")
 		fl.Var(&f.proxyFrom, "proxy-protocol-from", "`CIDR`s of load balancers that send a PROXY protocol header (v1 or v2) first (comma-separated or repeated); its client address then counts everywhere. Their connections must have one; other sources must not send one")
 		fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
+		addStoreFlags(fl, &f.store)
 	}
 	fl.StringVar(&f.admin, "admin", admin, "admin API address (/healthz /readyz /status /config /metrics), or off")
 	fl.StringArrayVar(&f.adminHosts, "admin-host", nil, "a host `NAME` the admin API answers to besides IP addresses and localhost (repeatable), e.g. for a reverse proxy in front of it")
@@ -179,10 +181,17 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
+	store, err := f.store.open(ctx, logger)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		defer store.Close()
+	}
 	opts := runtime.RunOptions{
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom,
-			MaxConnections: max(f.maxConnections, 0)},
+			MaxConnections: max(f.maxConnections, 0), StateStore: store},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
@@ -246,20 +255,22 @@ func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
 
 func newCACmd() *cobra.Command {
 	var stateDir string
+	var store storeFlags
 	cmd := &cobra.Command{
 		Use:   "ca",
 		Short: "Print the root certificate of the built-in internal issuer",
 		Long: `Ca prints, as PEM, the root certificate of the local CA that issues certificates for
 endpoints with "issuer: internal", creating the CA in --state-dir if it does not
-exist yet. Give it to clients to trust, e.g.
+exist yet (with --state-store, the CA the fleet shares in the store). Give it to
+clients to trust, e.g.
 
   tlsd ca > tlsd-root.crt
   curl --cacert tlsd-root.crt https://edge.localhost:8443/`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			ca, err := localca.Open(stateDir, nil)
+			ca, err := openCA(cmd.Context(), stateDir, store)
 			if err != nil {
-				return &exitError{exitUsage, err}
+				return err
 			}
 			if ca.Recovered != "" {
 				fmt.Fprintln(cmd.ErrOrStderr(), "tlsd ca: warning:", ca.Recovered)
@@ -269,7 +280,27 @@ exist yet. Give it to clients to trust, e.g.
 		},
 	}
 	cmd.Flags().StringVar(&stateDir, "state-dir", defaultStateDir(), "tlsd's state directory (as given to tlsd run)")
+	addStoreFlags(cmd.Flags(), &store)
 	return cmd
+}
+
+// openCA is the CA of the state store when one is given, else of the state directory.
+func openCA(ctx context.Context, stateDir string, sf storeFlags) (*localca.CA, error) {
+	st, err := sf.open(ctx, slog.New(slog.DiscardHandler))
+	if err != nil {
+		return nil, err
+	}
+	var ca *localca.CA
+	if st != nil {
+		defer st.Close()
+		ca, err = localca.OpenShared(ctx, st, nil)
+	} else {
+		ca, err = localca.Open(stateDir, nil)
+	}
+	if err != nil {
+		return nil, &exitError{exitUsage, err}
+	}
+	return ca, nil
 }
 
 // cidrList is --proxy-protocol-from: CIDR prefixes or bare addresses, comma-separated

@@ -181,6 +181,12 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"edge", "--proxy-protocol-from", "lb.example.com", dir},
 		{"edge", "--tunnel-window", "1KiB", dir},
 		{"agent", "--tunnel-window", "lots", dir},
+		{"agent", "--edge", "no-port", "--edge", "b:1", "--cert", "c", "--key", "k", "--ca", "ca", dir},
+		{"agent", "--edge", "b:1", "--edge", "b:1", "--cert", "c", "--key", "k", "--ca", "ca", dir},
+		{"run", "--state-store", "http://127.0.0.1:1", dir},
+		{"run", "--state-store", "redis://" + testport.Unused(t) + "/0", dir}, // nothing listens: refuses to start
+		{"run", "--state-store-key", filepath.Join(dir, "endpoints.yaml"), dir},
+		{"run", "--state-store", "redis://127.0.0.1:1/0", "--state-store-ca", "ca.pem", dir},
 		{"run"},
 	} {
 		named := len(args) > 1 && strings.HasPrefix(args[1], "--") // the flag the value is wrong for

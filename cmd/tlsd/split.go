@@ -68,7 +68,8 @@ same name form a pool. Endpoints without "agent" are served by the edge itself.`
 
 func newAgentCmd() *cobra.Command {
 	var f runFlags
-	var edgeAddr, certFile, keyFile, caFile string
+	var edges []string
+	var certFile, keyFile, caFile string
 	window := windowSize(tunnel.DefaultWindow)
 	cmd := &cobra.Command{
 		Use:   "agent [flags] PATH...",
@@ -84,8 +85,11 @@ the configuration like "tlsd run".`,
 		Example: `  tlsd agent --edge edge.example.com:4443 --cert agent.crt --key agent.key --ca tunnel-ca.pem endpoints/`,
 		Args:    cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if edgeAddr == "" || certFile == "" || keyFile == "" || caFile == "" {
+			if len(edges) == 0 || certFile == "" || keyFile == "" || caFile == "" {
 				return &exitError{exitUsage, fmt.Errorf("--edge, --cert, --key and --ca are required")}
+			}
+			if err := checkEdges(edges); err != nil {
+				return &exitError{exitUsage, err}
 			}
 			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 			if err != nil {
@@ -95,20 +99,36 @@ the configuration like "tlsd run".`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			host, _, _ := net.SplitHostPort(edgeAddr)
 			name := tunnel.Identity(cert.Leaf)
-			cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots, ServerName: host}
-			return runAgent(cmd, f, args, name, edgeAddr, cfg, uint32(window))
+			// No ServerName: each session checks the edge's certificate for its own --edge host.
+			cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots}
+			return runAgent(cmd, f, args, name, edges, cfg, uint32(window))
 		},
 	}
 	addRunFlags(cmd, &f, "127.0.0.1:9181")
 	fl := cmd.Flags()
-	fl.StringVar(&edgeAddr, "edge", "", "the edge's tunnel address, host:port")
+	fl.StringArrayVar(&edges, "edge", nil, "an edge's tunnel address, `host:port` (repeatable): a session to each edge, and to each address a name resolves to (looked up again every 30 s)")
 	fl.StringVar(&certFile, "cert", "", "the agent's client certificate (PEM); its first DNS name is the agent's name")
 	fl.StringVar(&keyFile, "key", "", "its private key (PEM)")
 	fl.StringVar(&caFile, "ca", "", "CA certificates that sign the edge's tunnel certificate (PEM)")
 	fl.Var(&window, "tunnel-window", windowHelp)
 	return cmd
+}
+
+// checkEdges: every --edge is host:port, given once.
+func checkEdges(edges []string) error {
+	seen := map[string]bool{}
+	for _, e := range edges {
+		host, port, err := net.SplitHostPort(e)
+		if err != nil || host == "" || port == "" {
+			return fmt.Errorf("--edge %q: want host:port", e)
+		}
+		if seen[e] {
+			return fmt.Errorf("--edge %s is given twice", e)
+		}
+		seen[e] = true
+	}
+	return nil
 }
 
 func certPool(file string) (*x509.CertPool, error) {
@@ -117,14 +137,14 @@ func certPool(file string) (*x509.CertPool, error) {
 }
 
 // runAgent loads the agent's view of the configuration and serves it until a signal.
-func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr string, cfg *tls.Config, window uint32) error {
+func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, cfg *tls.Config, window uint32) error {
 	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude})
 	if err != nil {
 		return err
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	logger.Info("agent starting", "agent", name, "edge", edgeAddr)
+	logger.Info("agent starting", "agent", name, "edges", edges)
 	o := runtime.AgentRunOptions{
 		RunOptions: runtime.RunOptions{
 			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger},
@@ -132,7 +152,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name, edgeAddr stri
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 		},
-		Name: name, Edge: edgeAddr, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second, Window: window,
+		Name: name, Edges: edges, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second, Window: window,
 	}
 	if err := upgradeOptions(ctx, &o.RunOptions); err != nil {
 		return err

@@ -38,8 +38,8 @@ func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 // configuration; edge and agent are two halves that share relay, termination and the
 // tunnel's wire format but not each other; internal/ serves development only.
 var allowed = map[string][]string{
-	"cmd/tlsd":    {"certs", "localca", "reconcile", "runtime", "schema", "tunnel", "version"},
-	"runtime":     {"agent", "autocert", "certs", "edge", "localca", "reconcile", "relay", "schema", "termination", "tunnel", "version"},
+	"cmd/tlsd":    {"certs", "localca", "reconcile", "runtime", "schema", "statestore", "tunnel", "version"},
+	"runtime":     {"agent", "autocert", "certs", "edge", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version"},
 	"reconcile":   {"schema"},
 	"schema":      {"certs"},
 	"edge":        {"relay", "termination", "tunnel"},
@@ -49,6 +49,7 @@ var allowed = map[string][]string{
 	"tunnel":      {},
 	"autocert":    {"certs", "termination"},
 	"localca":     {"certs"},
+	"statestore":  {"certs", "termination"},
 	"certs":       {},
 	"version":     {},
 
@@ -60,7 +61,9 @@ var allowed = map[string][]string{
 	"internal/doctest":           {},
 	"internal/golden":            {},
 	"internal/testpki":           {},
+	"internal/testpebble":        {"certs", "internal/testport"},
 	"internal/testport":          {},
+	"internal/testredis":         {"internal/testport"},
 }
 
 // TestDependencyArrows fails when a package imports one the layout does not allow it, and
