@@ -62,7 +62,7 @@ func Run(o Options) ([]Result, error) {
 	servers := []func() (*Server, error){
 		func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "", false) },
 		func() (*Server, error) { return StartTLSD(w, o.TLSD, 0, o.ProfileDir != "", true) },
-		func() (*Server, error) { return StartSplitTLSD(w, o.TLSD) },
+		func() (*Server, error) { return StartSplitTLSD(w, o.TLSD, o.ProfileDir != "") },
 	}
 	if o.Peers {
 		servers = append(servers, func() (*Server, error) { return StartHAProxy(w) }, func() (*Server, error) { return StartNginx(w) })

@@ -364,7 +364,7 @@ func (s *Server) profileCPU(dir, caseName string, run int, d time.Duration) (wai
 	go func() {
 		defer close(done)
 		secs := max(1, int(d.Round(time.Second)/time.Second))
-		s.saveProfile(dir, fmt.Sprintf("%s-run%d", caseName, run), fmt.Sprintf("profile?seconds=%d", secs))
+		s.saveProfile(dir, fmt.Sprintf("%s-%s-run%d", s.Name, caseName, run), fmt.Sprintf("profile?seconds=%d", secs))
 	}()
 	return func() { <-done }
 }

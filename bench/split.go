@@ -21,10 +21,15 @@ const SplitTLSD = "tlsd edge+agent"
 var splitCases = regexp.MustCompile(`^(passthrough bulk|terminated bulk, 1 conn$|` + regexp.QuoteMeta(pingCase) + `$)`)
 
 // StartSplitTLSD runs `tlsd edge` and a `tlsd agent` connected to it, and returns once
-// the agent's session is up.
-func StartSplitTLSD(w *World, bin string) (*Server, error) {
+// the agent's session is up; admin gives the edge an admin API (for its profiles).
+func StartSplitTLSD(w *World, bin string, admin bool) (*Server, error) {
 	s := newServer(SplitTLSD)
 	s.Cases = splitCases
+	edgeAdmin := "off"
+	if admin {
+		s.Admin = freeAddr()
+		edgeAdmin = s.Admin
+	}
 	dir := filepath.Join(w.Dir, "tlsd-split")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
@@ -37,7 +42,7 @@ func StartSplitTLSD(w *World, bin string) (*Server, error) {
 	}
 	tunnel, agentAdmin := freeAddr(), freeAddr()
 	path := func(name string) string { return filepath.Join(dir, name) }
-	if err := s.start(w.Dir, bin, "edge", "--admin", "off", "--log-level", "warn", "--state-dir", path("edge-state"),
+	if err := s.start(w.Dir, bin, "edge", "--admin", edgeAdmin, "--log-level", "warn", "--state-dir", path("edge-state"),
 		"--tunnel-listen", tunnel, "--tunnel-cert", path("tunnel.crt"), "--tunnel-key", path("tunnel.key"),
 		"--agent-ca", path("agent-ca.crt"), dir); err != nil {
 		return s, err

@@ -201,3 +201,15 @@ func readKeyFile(path string, n int) ([]byte, error) {
 	}
 	return key, nil
 }
+
+// RouteDriverLog sends the Redis client's own messages (a pool's failed dials, ...) to
+// log at debug level, instead of its default of printing them to stderr: the store's
+// health already says, once, when it cannot be reached. It sets the client library's
+// process-wide logger, so a process calls it once, before Open.
+func RouteDriverLog(log *slog.Logger) { redis.SetLogger(driverLog{log}) }
+
+type driverLog struct{ log *slog.Logger }
+
+func (d driverLog) Printf(_ context.Context, format string, v ...any) {
+	d.log.Debug("redis client: " + fmt.Sprintf(format, v...))
+}

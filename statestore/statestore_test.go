@@ -22,10 +22,14 @@ import (
 
 	"go.uber.org/goleak"
 
+	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/internal/testredis"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	RouteDriverLog(slog.New(slog.DiscardHandler))
+	goleak.VerifyTestMain(m)
+}
 
 func open(t *testing.T, o Options) *Store {
 	t.Helper()
@@ -293,4 +297,32 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// TestRedissVerifiesTheServer: rediss:// with --state-store-ca works, and a server whose
+// certificate the CA does not sign is refused.
+func TestRedissVerifiesTheServer(t *testing.T) {
+	t.Parallel()
+	dir := t.TempDir()
+	ca, err := testpki.NewCA("redis CA", time.Time{}, time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf, _ := ca.Issue(testpki.Options{CommonName: "redis", IPs: []net.IP{net.IPv4(127, 0, 0, 1)}})
+	crt, key, caFile := filepath.Join(dir, "r.crt"), filepath.Join(dir, "r.key"), filepath.Join(dir, "ca.crt")
+	if err := errors.Join(leaf.WriteFiles(crt, key), ca.WriteFiles(caFile, "")); err != nil {
+		t.Fatal(err)
+	}
+	r := testredis.StartTLS(t, crt, key)
+	s := open(t, Options{URL: r.URL(), CAFile: caFile})
+	ctx := context.Background()
+	if err := s.Store(ctx, "k", []byte("over TLS")); err != nil {
+		t.Fatal(err)
+	}
+	if v, err := s.Load(ctx, "k"); err != nil || string(v) != "over TLS" {
+		t.Errorf("Load = %q, %v", v, err)
+	}
+	if _, err := Open(ctx, Options{URL: r.URL()}); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("a server the system's roots do not vouch for: %v", err)
+	}
 }

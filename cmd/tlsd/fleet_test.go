@@ -210,9 +210,15 @@ func TestFleetOfEdges(t *testing.T) {
 	f.startEdge(1) // the one the CA validates on: up before either orders
 	f.startEdge(0)
 	logs := []*lockedBuffer{f.out[0], f.out[1]}
+	started := time.Now()
+	orders := func() string {
+		return fmt.Sprintf("edge 0 ordered %v, edge 1 %v", metric(t, f.admin[0], "tlsd_acme_orders_total", `result="ok"`),
+			metric(t, f.admin[1], "tlsd_acme_orders_total", `result="ok"`))
+	}
 
 	// One order, one certificate on both edges.
 	eventuallyT(t, "both edges serve a certificate", 30*time.Second, func() bool { return f.serial(0) != "" && f.serial(1) != "" }, logs...)
+	t.Logf("both edges serve the certificate %s after their start; %s", time.Since(started).Round(time.Millisecond), orders())
 	if f.serial(0) != f.serial(1) {
 		t.Errorf("the edges serve different certificates: %s, %s", f.serial(0), f.serial(1))
 	}
@@ -290,6 +296,7 @@ func TestFleetOfEdges(t *testing.T) {
 			if v := metric(t, f.admin[i], "tlsd_state_store_up", ""); v != 0 {
 				t.Errorf("edge %d: tlsd_state_store_up = %v during the outage", i, v)
 			}
+			t.Logf("edge %d says the store is down %s after it stopped", i, time.Since(outage).Round(time.Millisecond))
 		}
 		for time.Since(outage) < 30*time.Second {
 			for i := range 2 {
@@ -310,11 +317,13 @@ func TestFleetOfEdges(t *testing.T) {
 			time.Sleep(time.Second)
 		}
 		f.redis.Restart()
+		back := time.Now()
 		for i := range 2 {
 			eventuallyT(t, fmt.Sprintf("edge %d says the store is back", i), 30*time.Second, func() bool {
 				up, ok := f.storeUp(i)
 				return ok && up
 			}, logs...)
+			t.Logf("edge %d says the store is up %s after it came back", i, time.Since(back).Round(time.Millisecond))
 		}
 	})
 
@@ -327,6 +336,7 @@ func TestFleetOfEdges(t *testing.T) {
 		if n := metric(t, f.admin[0], "tlsd_acme_orders_total", `result="ok"`) + metric(t, f.admin[1], "tlsd_acme_orders_total", `result="ok"`); n != 2 {
 			t.Errorf("%v orders in all, want 2 (one issuance, one renewal)", n)
 		}
+		t.Logf("renewed certificate on both edges; %s", orders())
 	})
 
 	t.Run("edge 0 killed: edge 1 serves, its agent session never blinked", func(t *testing.T) {

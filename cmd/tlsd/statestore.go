@@ -30,6 +30,7 @@ func (f storeFlags) open(ctx context.Context, log *slog.Logger) (*statestore.Sto
 		}
 		return nil, nil
 	}
+	statestore.RouteDriverLog(log)
 	st, err := statestore.Open(ctx, statestore.Options{URL: f.url, CAFile: f.ca, Prefix: f.prefix, KeyFile: f.key, Logger: log})
 	if err != nil {
 		return nil, &exitError{exitUsage, fmt.Errorf("--state-store: %w", err)}

@@ -5,6 +5,7 @@ package testredis
 
 import (
 	"bufio"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -23,6 +24,7 @@ type Server struct {
 	Addr string
 	dir  string
 	cmd  *exec.Cmd
+	tls  []string // redis-server's TLS arguments, nil for plain TCP
 }
 
 // Start runs redis-server; the test fails without one (CI installs it).
@@ -37,8 +39,28 @@ func Start(t testing.TB) *Server {
 	return s
 }
 
-// URL is redis://ADDR/0.
-func (s *Server) URL() string { return "redis://" + s.Addr + "/0" }
+// StartTLS runs redis-server speaking only TLS, with the given certificate and key (clients
+// are not asked for certificates).
+func StartTLS(t testing.TB, crt, key string) *Server {
+	t.Helper()
+	if _, err := exec.LookPath("redis-server"); err != nil {
+		t.Fatal("redis-server is required (apt-get install redis-server; .ci/run installs it)")
+	}
+	s := &Server{t: t, Addr: testport.Unused(t), dir: t.TempDir()}
+	_, port, _ := net.SplitHostPort(s.Addr)
+	s.tls = []string{"--port", "0", "--tls-port", port, "--tls-cert-file", crt, "--tls-key-file", key, "--tls-auth-clients", "no"}
+	s.Restart()
+	t.Cleanup(s.Stop)
+	return s
+}
+
+// URL is redis://ADDR/0, or rediss:// for a TLS server.
+func (s *Server) URL() string {
+	if s.tls != nil {
+		return "rediss://" + s.Addr + "/0"
+	}
+	return "redis://" + s.Addr + "/0"
+}
 
 // Restart starts the server again (after Stop) on the same port, with the same data.
 func (s *Server) Restart() {
@@ -49,8 +71,8 @@ func (s *Server) Restart() {
 		s.t.Fatal(err)
 	}
 	defer log.Close()
-	s.cmd = exec.Command("redis-server", "--port", port, "--bind", "127.0.0.1", "--dir", s.dir,
-		"--save", "60 1", "--appendonly", "no", "--protected-mode", "no")
+	args := []string{"--port", port, "--bind", "127.0.0.1", "--dir", s.dir, "--save", "60 1", "--appendonly", "no", "--protected-mode", "no"}
+	s.cmd = exec.Command("redis-server", append(args, s.tls...)...) // the later --port wins
 	s.cmd.Stdout, s.cmd.Stderr = log, log
 	if err := s.cmd.Start(); err != nil {
 		s.t.Fatalf("start redis-server: %v", err)
@@ -67,7 +89,7 @@ func (s *Server) Restart() {
 
 // answers sends PING and expects PONG.
 func (s *Server) answers() bool {
-	c, err := net.DialTimeout("tcp", s.Addr, time.Second)
+	c, err := s.dial()
 	if err != nil {
 		return false
 	}
@@ -83,7 +105,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
-	if c, err := net.DialTimeout("tcp", s.Addr, time.Second); err == nil {
+	if c, err := s.dial(); err == nil {
 		c.SetDeadline(time.Now().Add(5 * time.Second))
 		fmt.Fprint(c, "SHUTDOWN SAVE\r\n")
 		bufio.NewReader(c).ReadString('\n') // the server closes the connection
@@ -98,4 +120,12 @@ func (s *Server) Stop() {
 		<-done
 	}
 	s.cmd = nil
+}
+
+func (s *Server) dial() (net.Conn, error) {
+	d := &net.Dialer{Timeout: time.Second}
+	if s.tls != nil {
+		return tls.DialWithDialer(d, "tcp", s.Addr, &tls.Config{InsecureSkipVerify: true}) // only to see it answers
+	}
+	return d.Dial("tcp", s.Addr)
 }

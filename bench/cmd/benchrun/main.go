@@ -29,7 +29,7 @@ func main() {
 	peers := flag.Bool("peers", true, "also measure HAProxy and nginx (installed with apt-get if missing)")
 	out := flag.String("out", "", "also write the report to this file (default bench/results/DATE.md with -peers)")
 	only := flag.String("only", "", "run only the cases whose name matches this regular expression")
-	profile := flag.String("profile", "", "save tlsd's CPU profile of every timed case, and heap and goroutine profiles of the idle ones, in this directory")
+	profile := flag.String("profile", "", "save tlsd's CPU profile (the split deployment's: its edge's) of every timed case, named by server and case, and heap and goroutine profiles of the idle ones, in this directory")
 	flag.Parse()
 	var onlyRE *regexp.Regexp
 	if *only != "" {
