@@ -32,6 +32,8 @@ type Tunnels struct {
 	Resolve time.Duration
 	Lookup  func(ctx context.Context, host string) ([]netip.Addr, error)
 
+	wg sync.WaitGroup // every client's Run, also of those stopped when an address went away
+
 	mu       sync.Mutex // guards the following fields
 	clients  map[string]*runningClient
 	draining bool
@@ -59,6 +61,7 @@ func (t *Tunnels) Run(ctx context.Context) {
 		select {
 		case <-ctx.Done():
 			t.stopAll()
+			t.wg.Wait()
 			return
 		case <-tick.C:
 		}
@@ -93,7 +96,8 @@ func (t *Tunnels) sync(ctx context.Context) {
 func (t *Tunnels) start(ctx context.Context, c *TunnelClient) *runningClient {
 	cctx, stop := context.WithCancel(ctx)
 	rc := &runningClient{c: c, stop: stop, done: make(chan struct{})}
-	go func() { defer close(rc.done); c.Run(cctx) }()
+	t.wg.Add(1)
+	go func() { defer t.wg.Done(); defer close(rc.done); c.Run(cctx) }()
 	return rc
 }
 

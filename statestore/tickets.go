@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"sync"
 	"time"
 
@@ -61,7 +62,12 @@ func (t *Tickets) Run(ctx context.Context) {
 	defer tick.Stop()
 	for {
 		if err := t.Sync(ctx); err != nil && ctx.Err() == nil {
-			t.s.log.Warn("session ticket secrets not synced; keeping the ones held", "error", err)
+			// An unreachable store is logged once by its health; anything else each time.
+			level := slog.LevelWarn
+			if !t.s.Health().Up {
+				level = slog.LevelDebug
+			}
+			t.s.log.Log(ctx, level, "session ticket secrets not synced; keeping the ones held", "error", err)
 		}
 		select {
 		case <-ctx.Done():
