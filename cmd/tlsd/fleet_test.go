@@ -327,12 +327,29 @@ func TestFleetOfEdges(t *testing.T) {
 		}
 	})
 
-	t.Run("a renewal is served by both edges, from one order", func(t *testing.T) {
-		first := f.serial(0)
-		eventuallyT(t, "both edges serve the renewed certificate", 70*time.Second, func() bool {
+	t.Run("a renewal by the edge the CA cannot reach, answered by the other", func(t *testing.T) {
+		c, err := f.dial(1, f.acmeDomain, roots, nil)
+		mustT(t, err)
+		leaf := c.ConnectionState().PeerCertificates[0]
+		c.Close()
+		first := leaf.SerialNumber.Text(16)
+		// Both edges renew at two thirds of the life. Edge 1 is stopped over that moment,
+		// so edge 0 takes the order's lock; edge 1 continues at once and answers the
+		// validation, which Pebble sends only to its port, from what edge 0 stored.
+		renewAt := leaf.NotBefore.Add(leaf.NotAfter.Sub(leaf.NotBefore) * 2 / 3)
+		time.Sleep(time.Until(renewAt.Add(-time.Second)))
+		syscall.Kill(f.edges[1].Process.Pid, syscall.SIGSTOP)
+		eventuallyT(t, "edge 0 holds the order's lock", 15*time.Second, func() bool {
+			return strings.Contains(redisKeys(t, f.redis.Addr, "fleet1:lock:tlsd_issue_*"), "tlsd_issue_")
+		}, logs...)
+		syscall.Kill(f.edges[1].Process.Pid, syscall.SIGCONT)
+		eventuallyT(t, "both edges serve the renewed certificate", 30*time.Second, func() bool {
 			a, b := f.serial(0), f.serial(1)
 			return a != "" && a != first && a == b
 		}, logs...)
+		if n := metric(t, f.admin[0], "tlsd_acme_orders_total", `result="ok"`); n != 1 {
+			t.Errorf("edge 0 ordered %v certificates, want 1 (the renewal, validated through edge 1)", n)
+		}
 		if n := metric(t, f.admin[0], "tlsd_acme_orders_total", `result="ok"`) + metric(t, f.admin[1], "tlsd_acme_orders_total", `result="ok"`); n != 2 {
 			t.Errorf("%v orders in all, want 2 (one issuance, one renewal)", n)
 		}
@@ -365,4 +382,18 @@ type agentSession struct {
 	Connected  bool
 	Since      time.Time
 	Reconnects int64
+}
+
+// redisKeys is the reply to KEYS pattern, as raw RESP.
+func redisKeys(t *testing.T, addr, pattern string) string {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return ""
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(2 * time.Second))
+	fmt.Fprintf(c, "*2\r\n$4\r\nKEYS\r\n$%d\r\n%s\r\n", len(pattern), pattern)
+	buf := make([]byte, 4096)
+	n, _ := c.Read(buf)
+	return string(buf[:n])
 }
