@@ -1,14 +1,11 @@
 package statestore
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
 	"errors"
-	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"net"
@@ -23,6 +20,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/tlsd/tlsd/internal/testpki"
+	"github.com/tlsd/tlsd/internal/testport"
 	"github.com/tlsd/tlsd/internal/testredis"
 )
 
@@ -133,13 +131,13 @@ func TestSealedValues(t *testing.T) {
 	if got, err := s.Load(ctx, "a.key"); err != nil || string(got) != secret {
 		t.Fatalf("Load = %q, %v", got, err)
 	}
-	raw := redisCommand(t, r.Addr, "HGET", "tlsd:v:a.key", "d")
+	raw := command(t, r, "HGET", "tlsd:v:a.key", "d")
 	if strings.Contains(raw, "secret material") || !strings.Contains(raw, "tlsd-sealed-v1") {
 		t.Errorf("Redis holds %q", raw)
 	}
 	// Someone with write access to Redis moves the value to another key.
-	redisCommand(t, r.Addr, "COPY", "tlsd:v:a.key", "tlsd:v:c.key")
-	redisCommand(t, r.Addr, "HSET", "tlsd:v:plain.key", "d", "forged")
+	command(t, r, "COPY", "tlsd:v:a.key", "tlsd:v:c.key")
+	command(t, r, "HSET", "tlsd:v:plain.key", "d", "forged")
 	for key, want := range map[string]error{"c.key": errOpen, "plain.key": errNotSealed} {
 		if _, err := s.Load(ctx, key); !errors.Is(err, want) {
 			t.Errorf("Load(%s) = %v, want %v", key, err, want)
@@ -151,32 +149,6 @@ func TestSealedValues(t *testing.T) {
 	if _, err := open(t, Options{URL: r.URL(), KeyFile: keyFile(t)}).Load(ctx, "a.key"); !errors.Is(err, errOpen) {
 		t.Errorf("with another key: %v, want %v", err, errOpen)
 	}
-}
-
-// redisCommand sends one command in RESP and returns the first reply line (and a bulk
-// string's content).
-func redisCommand(t *testing.T, addr string, args ...string) string {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	fmt.Fprintf(c, "*%d\r\n", len(args))
-	for _, a := range args {
-		fmt.Fprintf(c, "$%d\r\n%s\r\n", len(a), a)
-	}
-	br := bufio.NewReader(c)
-	line, _ := br.ReadString('\n')
-	if strings.HasPrefix(line, "$") && !strings.HasPrefix(line, "$-1") {
-		var n int
-		fmt.Sscanf(line, "$%d", &n)
-		buf := make([]byte, n+2)
-		if _, err := io.ReadFull(br, buf); err == nil {
-			return string(buf[:n])
-		}
-	}
-	return strings.TrimSpace(line)
 }
 
 // TestLocks: one holder at a time; a holder that works past the TTL keeps the lock; a
@@ -213,7 +185,7 @@ func TestLocks(t *testing.T) {
 	if err := b.Unlock(ctx, "order"); err == nil {
 		t.Error("b unlocked a lock it no longer holds")
 	}
-	if v := redisCommand(t, r.Addr, "GET", "tlsd:lock:order"); v == "$-1" {
+	if v := command(t, r, "GET", "tlsd:lock:order"); v == "(nil)" {
 		t.Error("b's Unlock deleted a's lock")
 	}
 	a.Unlock(ctx, "order")
@@ -266,22 +238,13 @@ func TestBadOptions(t *testing.T) {
 		{Options{URL: r.URL(), CAFile: "ca.pem"}, "is for rediss:// URLs"},
 		{Options{URL: r.URL(), KeyFile: short}, "want 32 random bytes in base64"},
 		{Options{URL: r.URL(), KeyFile: "/nonexistent/key"}, "no such file"},
-		{Options{URL: "redis://" + freeAddr(t) + "/0"}, "connection refused"},
+		{Options{URL: "redis://" + testport.Unused(t) + "/0"}, "connection refused"},
 	} {
 		_, err := Open(context.Background(), tc.o)
 		if err == nil || !strings.Contains(err.Error(), tc.want) || strings.Contains(err.Error(), "hunter2") {
 			t.Errorf("Open(%+v) = %v, want an error with %q", tc.o, err, tc.want)
 		}
 	}
-}
-
-func freeAddr(t *testing.T) string {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
 }
 
 func newLogger(w *bytes.Buffer) *slog.Logger {
@@ -325,4 +288,14 @@ func TestRedissVerifiesTheServer(t *testing.T) {
 	if _, err := Open(ctx, Options{URL: r.URL()}); err == nil || !strings.Contains(err.Error(), "certificate") {
 		t.Errorf("a server the system's roots do not vouch for: %v", err)
 	}
+}
+
+// command runs one Redis command on r, failing the test if Redis does not answer.
+func command(t *testing.T, r *testredis.Server, args ...string) string {
+	t.Helper()
+	reply, err := r.Command(args...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return reply
 }

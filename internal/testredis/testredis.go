@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -89,15 +90,57 @@ func (s *Server) Restart() {
 
 // answers sends PING and expects PONG.
 func (s *Server) answers() bool {
+	reply, err := s.Command("PING")
+	return err == nil && reply == "+PONG"
+}
+
+// Command sends one command and returns its reply: a bulk string's content, an array's
+// elements one per line, "(nil)" for a missing value, else the reply line ("+OK", ":1",
+// "-ERR ...").
+func (s *Server) Command(args ...string) (string, error) {
 	c, err := s.dial()
 	if err != nil {
-		return false
+		return "", err
 	}
 	defer c.Close()
-	c.SetDeadline(time.Now().Add(time.Second))
-	fmt.Fprint(c, "PING\r\n")
-	line, err := bufio.NewReader(c).ReadString('\n')
-	return err == nil && strings.HasPrefix(line, "+PONG")
+	c.SetDeadline(time.Now().Add(5 * time.Second))
+	fmt.Fprintf(c, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(c, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return readReply(bufio.NewReader(c))
+}
+
+func readReply(r *bufio.Reader) (string, error) {
+	line, err := r.ReadString('\n')
+	if err != nil {
+		return "", err
+	}
+	line = strings.TrimRight(line, "\r\n")
+	var n int
+	switch {
+	case line == "$-1" || line == "*-1":
+		return "(nil)", nil
+	case strings.HasPrefix(line, "$"):
+		fmt.Sscanf(line, "$%d", &n)
+		buf := make([]byte, n+2)
+		if _, err := io.ReadFull(r, buf); err != nil {
+			return "", err
+		}
+		return string(buf[:n]), nil
+	case strings.HasPrefix(line, "*"):
+		fmt.Sscanf(line, "*%d", &n)
+		items := make([]string, 0, n)
+		for range n {
+			item, err := readReply(r)
+			if err != nil {
+				return "", err
+			}
+			items = append(items, item)
+		}
+		return strings.Join(items, "\n"), nil
+	}
+	return line, nil
 }
 
 // Stop saves the data and ends the server (a no-op when it is not running).
@@ -105,12 +148,7 @@ func (s *Server) Stop() {
 	if s.cmd == nil {
 		return
 	}
-	if c, err := s.dial(); err == nil {
-		c.SetDeadline(time.Now().Add(5 * time.Second))
-		fmt.Fprint(c, "SHUTDOWN SAVE\r\n")
-		bufio.NewReader(c).ReadString('\n') // the server closes the connection
-		c.Close()
-	}
+	s.Command("SHUTDOWN", "SAVE") // the server closes the connection instead of answering
 	done := make(chan struct{})
 	go func() { s.cmd.Wait(); close(done) }()
 	select {
