@@ -54,7 +54,22 @@ type IssuerConfig struct {
 	// ListenAddr is where tlsd answers TLS-ALPN-01 (the endpoints' listener); certmagic
 	// then finds the port taken and leaves the answering to tlsd.
 	ListenAddr string
+	// Challenges are the types offered, in order of preference; nil means tls-alpn-01.
+	// Each is tried as an order of its own, so the type that validated is known.
+	Challenges []string
+	// HTTPAddr is tlsd's HTTP listener (--http-listen), where HTTP-01 is answered.
+	HTTPAddr string
+	// EAB binds the account to one the CA knows (RFC 8555 §7.3.4); MACKey is base64url.
+	EAB *acme.EAB
+	DNS DNSConfig // how DNS-01 records are published
 }
+
+// Challenge types.
+const (
+	ChallengeTLSALPN = "tls-alpn-01"
+	ChallengeHTTP    = "http-01"
+	ChallengeDNS     = "dns-01"
+)
 
 // Options tune a Manager.
 type Options struct {
@@ -69,20 +84,23 @@ type Options struct {
 	RetryBase time.Duration
 	RetryMax  time.Duration
 	Logger    *slog.Logger
-	// OnOrder is told of every finished order: ok or not.
-	OnOrder func(issuer string, ok bool)
+	// OnOrder is told of every finished order: the challenge type it used (the last
+	// tried, when none validated) and whether it succeeded.
+	OnOrder func(issuer, challenge string, ok bool)
 }
 
 // Manager is one ACME account and the domains it keeps certificates for.
 type Manager struct {
-	cfg    IssuerConfig
-	opts   Options
-	magic  *certmagic.Config
-	acme   *certmagic.ACMEIssuer
-	cache  *certmagic.Cache
-	ctx    context.Context
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	cfg   IssuerConfig
+	opts  Options
+	magic *certmagic.Config
+	// issuers are one certmagic issuer per challenge type offered, in order of preference;
+	// they share the account and the storage.
+	issuers []challengeIssuer
+	cache   *certmagic.Cache
+	ctx     context.Context
+	cancel  context.CancelFunc
+	wg      sync.WaitGroup
 
 	mu      sync.Mutex // guards domains
 	domains map[string]*Domain
@@ -113,13 +131,9 @@ func New(cfg IssuerConfig, opts Options) (*Manager, error) {
 		Logger:           zap.NewNop(),
 	})
 	m.magic = certmagic.New(m.cache, certmagic.Config{Storage: storage, Logger: zap.NewNop()})
-	host, port := splitListen(cfg.ListenAddr)
-	m.acme = certmagic.NewACMEIssuer(m.magic, certmagic.ACMEIssuer{
-		CA: cfg.Directory, TestCA: cfg.Directory, Email: cfg.Email, Agreed: true,
-		TrustedRoots: roots, DisableHTTPChallenge: true,
-		ListenHost: host, AltTLSALPNPort: port, Logger: zap.NewNop(),
-	})
-	m.magic.Issuers = []certmagic.Issuer{m.acme}
+	if err := m.makeIssuers(roots); err != nil {
+		return nil, fmt.Errorf("issuer %s: %w", cfg.Name, err)
+	}
 	m.ctx, m.cancel = context.WithCancel(context.Background())
 	return m, nil
 }
@@ -204,9 +218,12 @@ func (m *Manager) ChallengeConfig() *tls.Config {
 		GetCertificate: m.magic.GetCertificate}
 }
 
+// issuerKey names the CA in storage keys; every challenge's issuer has the same.
+func (m *Manager) issuerKey() string { return m.issuers[0].iss.IssuerKey() }
+
 // storage keys of a domain's certificate and key, below the issuer's own directory.
 func (m *Manager) keys(domain string) (crt, key string) {
-	prefix := "tlsd/" + certmagic.StorageKeys.Safe(m.acme.IssuerKey()) + "/" + certmagic.StorageKeys.Safe(domain)
+	prefix := "tlsd/" + certmagic.StorageKeys.Safe(m.issuerKey()) + "/" + certmagic.StorageKeys.Safe(domain)
 	return prefix + ".crt", prefix + ".key"
 }
 
@@ -221,6 +238,7 @@ type Domain struct {
 	state     string
 	lastErr   string
 	nextRetry time.Time
+	challenge string // the type that validated the certificate served, "" if loaded
 }
 
 // Status is a domain's certificate state for /status.
@@ -231,15 +249,20 @@ type Status struct {
 	Issuer    string
 	Error     string
 	NextRetry time.Time
+	RenewAt   time.Time // when the certificate served is renewed
+	// Challenge is the type that validated the certificate served: empty for one
+	// loaded from storage (another process, or an earlier run, ordered it).
+	Challenge string
 }
 
 // Status reports the state of the certificate.
 func (d *Domain) Status() Status {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	s := Status{State: d.state, Error: d.lastErr, NextRetry: d.nextRetry}
+	s := Status{State: d.state, Error: d.lastErr, NextRetry: d.nextRetry, Challenge: d.challenge}
 	if d.cert != nil {
 		s.NotAfter, s.Serial, s.Issuer = d.cert.Leaf.NotAfter, d.cert.Leaf.SerialNumber.Text(16), d.cert.Leaf.Issuer.CommonName
+		s.RenewAt = renewAt(d.cert.Leaf)
 	}
 	return s
 }
@@ -296,12 +319,12 @@ func (d *Domain) run(ctx context.Context) {
 		if d.Leaf() != nil {
 			d.setState(StateRenewing)
 		}
-		c, ordered, err := d.obtain(ctx)
+		c, challenge, err := d.obtain(ctx)
 		if ctx.Err() != nil {
 			return
 		}
-		if d.m.opts.OnOrder != nil && (ordered || err != nil) {
-			d.m.opts.OnOrder(d.m.cfg.Name, err == nil)
+		if d.m.opts.OnOrder != nil && (challenge != "" || err != nil) {
+			d.m.opts.OnOrder(d.m.cfg.Name, challenge, err == nil)
 		}
 		if err != nil {
 			backoff = min(max(2*backoff, d.m.opts.RetryBase), d.m.opts.RetryMax)
@@ -310,7 +333,8 @@ func (d *Domain) run(ctx context.Context) {
 		}
 		backoff = 0
 		d.set(c, StateValid, "", time.Time{})
-		d.m.opts.Logger.Info("certificate obtained", "issuer", d.m.cfg.Name, "domain", d.name,
+		d.setChallenge(challenge)
+		d.m.opts.Logger.Info("certificate obtained", "issuer", d.m.cfg.Name, "domain", d.name, "challenge", challenge,
 			"not_after", c.Leaf.NotAfter, "serial", c.Leaf.SerialNumber.Text(16))
 	}
 }
@@ -389,7 +413,13 @@ func (d *Domain) pickUpStored(ctx context.Context) bool {
 func (d *Domain) set(c *tls.Certificate, state, errText string, next time.Time) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	d.cert, d.state, d.lastErr, d.nextRetry = c, state, errText, next
+	d.cert, d.state, d.lastErr, d.nextRetry, d.challenge = c, state, errText, next, ""
+}
+
+func (d *Domain) setChallenge(challenge string) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.challenge = challenge
 }
 
 func (d *Domain) setState(state string) {
@@ -413,6 +443,10 @@ func (d *Domain) fail(err error, next time.Time) {
 
 // describe keeps the part of an ACME error an operator needs.
 func describe(err error) string {
+	var tries attempts
+	if errors.As(err, &tries) {
+		return tries.Error()
+	}
 	var p acme.Problem
 	if errors.As(err, &p) {
 		return strings.TrimSpace(p.Type + ": " + p.Detail)
@@ -421,25 +455,59 @@ func describe(err error) string {
 }
 
 // obtain orders a certificate under the storage lock, unless another process sharing
-// the storage ordered one meanwhile (ordered is then false).
-func (d *Domain) obtain(ctx context.Context) (c *tls.Certificate, ordered bool, err error) {
+// the storage ordered one meanwhile (challenge is then ""). Each challenge type the
+// domain can use is tried in turn until one validates; challenge is the one that did,
+// or the last tried.
+func (d *Domain) obtain(ctx context.Context) (c *tls.Certificate, challenge string, err error) {
 	storage := d.m.magic.Storage
-	lock := "tlsd_issue_" + certmagic.StorageKeys.Safe(d.m.acme.IssuerKey()) + "_" + certmagic.StorageKeys.Safe(d.name)
+	lock := "tlsd_issue_" + certmagic.StorageKeys.Safe(d.m.issuerKey()) + "_" + certmagic.StorageKeys.Safe(d.name)
 	if err := storage.Lock(ctx, lock); err != nil {
-		return nil, false, fmt.Errorf("lock storage: %w", err)
+		return nil, "", fmt.Errorf("lock storage: %w", err)
 	}
 	defer storage.Unlock(context.Background(), lock)
 	if c, err := d.load(ctx); err == nil && time.Now().Before(renewAt(c.Leaf)) {
 		if cur := d.Leaf(); cur == nil || !cur.Equal(c.Leaf) {
-			return c, false, nil // another tlsd sharing this storage just ordered it
+			return c, "", nil // another tlsd sharing this storage just ordered it
 		}
 	}
-	c, err = d.order(ctx)
-	return c, err == nil, err
+	list := d.m.issuersFor(d.name)
+	if len(list) == 0 {
+		return nil, "", fmt.Errorf("%s is a wildcard, which only dns-01 can prove, and issuer %s does not offer it", d.name, d.m.cfg.Name)
+	}
+	var tries attempts
+	for _, ci := range list {
+		challenge = ci.challenge
+		if c, err = d.order(ctx, ci.iss); err == nil || ctx.Err() != nil {
+			return c, challenge, err
+		}
+		d.m.opts.Logger.Debug("certificate order failed with this challenge", "issuer", d.m.cfg.Name, "domain", d.name,
+			"challenge", challenge, "error", describe(err))
+		tries = append(tries, attempt{challenge, err})
+	}
+	if len(tries) == 1 {
+		return nil, challenge, tries[0].err
+	}
+	return nil, challenge, tries
+}
+
+// attempts are the failed orders of one round, one per challenge type.
+type attempts []attempt
+
+type attempt struct {
+	challenge string
+	err       error
+}
+
+func (a attempts) Error() string {
+	parts := make([]string, len(a))
+	for i, t := range a {
+		parts[i] = t.challenge + ": " + describe(t.err)
+	}
+	return strings.Join(parts, "; ")
 }
 
 // order runs one ACME order and stores the result.
-func (d *Domain) order(ctx context.Context) (*tls.Certificate, error) {
+func (d *Domain) order(ctx context.Context, iss *certmagic.ACMEIssuer) (*tls.Certificate, error) {
 	storage := d.m.magic.Storage
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -453,7 +521,7 @@ func (d *Domain) order(ctx context.Context) (*tls.Certificate, error) {
 	if err != nil {
 		return nil, err
 	}
-	issued, err := d.m.acme.Issue(ctx, csr)
+	issued, err := iss.Issue(ctx, csr)
 	if err != nil {
 		return nil, err
 	}

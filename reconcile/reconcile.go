@@ -364,6 +364,7 @@ func diffIssuers(running, desired *schema.Config) []IssuerChange {
 			if !slices.Equal(a.ACME.CARoots, b.ACME.CARoots) {
 				f = append(f, FieldChange{"acme.ca_roots", joinList(a.ACME.CARoots), joinList(b.ACME.CARoots)})
 			}
+			f = append(f, challengeFields(a.ACME, b.ACME)...)
 			action := Keep
 			if len(f) > 0 {
 				action = Change
@@ -416,4 +417,44 @@ func (p Plan) Changed() bool {
 		}
 	}
 	return false
+}
+
+// challengeFields lists the challenge settings of two issuers that differ. A secret
+// file's content is not compared: a secret rotated in place takes effect when its
+// issuer next changes, or on restart.
+func challengeFields(a, b schema.ACME) []FieldChange {
+	ea, eb := externalAccount(a.ExternalAccount), externalAccount(b.ExternalAccount)
+	da, db := dnsProvider(a.DNS), dnsProvider(b.DNS)
+	ra, rb := rfc2136(da.RFC2136), rfc2136(db.RFC2136)
+	return fieldChanges(
+		[3]string{"acme.challenges", joinList(a.Challenges), joinList(b.Challenges)},
+		[3]string{"acme.external_account.key_id", ea.KeyID, eb.KeyID},
+		[3]string{"acme.external_account.mac_key_file", ea.MACKeyFile, eb.MACKeyFile},
+		[3]string{"acme.dns.rfc2136.server", ra.Server, rb.Server},
+		[3]string{"acme.dns.rfc2136.tsig_key_name", ra.TSIGKeyName, rb.TSIGKeyName},
+		[3]string{"acme.dns.rfc2136.tsig_algorithm", ra.TSIGAlgorithm, rb.TSIGAlgorithm},
+		[3]string{"acme.dns.rfc2136.tsig_secret_file", ra.TSIGSecretFile, rb.TSIGSecretFile},
+		[3]string{"acme.dns.exec", joinList(da.Exec), joinList(db.Exec)},
+		[3]string{"acme.propagation_timeout", a.PropagationTimeout, b.PropagationTimeout})
+}
+
+func externalAccount(e *schema.ExternalAccount) schema.ExternalAccount {
+	if e == nil {
+		return schema.ExternalAccount{}
+	}
+	return *e
+}
+
+func dnsProvider(p *schema.DNSProvider) schema.DNSProvider {
+	if p == nil {
+		return schema.DNSProvider{}
+	}
+	return *p
+}
+
+func rfc2136(r *schema.RFC2136) schema.RFC2136 {
+	if r == nil {
+		return schema.RFC2136{}
+	}
+	return *r
 }

@@ -162,7 +162,7 @@ func TestACMEIssuerDownIsContained(t *testing.T) {
 	}
 	must(t, handshakeAndRead(e, &tls.Config{ServerName: "other.test", RootCAs: e.internalRoots()}))
 	_, metrics := get(t, e.d.AdminHandler(), "/metrics")
-	if !strings.Contains(metrics, `tlsd_acme_orders_total{issuer="down",result="failed"}`) ||
+	if !strings.Contains(metrics, `tlsd_acme_orders_total{challenge="tls-alpn-01",issuer="down",result="failed"}`) ||
 		!strings.Contains(metrics, `tlsd_connection_failures_total{endpoint="acme",reason="certificate_pending"}`) {
 		t.Errorf("metrics lack the failed orders or pending handshakes:\n%s", metrics)
 	}
@@ -204,7 +204,7 @@ func TestACMESharedStorageAndModeSwitches(t *testing.T) {
 	}
 	_, m1 := get(t, e.d.AdminHandler(), "/metrics")
 	_, m2 := get(t, twin.AdminHandler(), "/metrics")
-	orders := strings.Count(m1+m2, `tlsd_acme_orders_total{issuer="pebble",result="ok"} 1`)
+	orders := strings.Count(m1+m2, `tlsd_acme_orders_total{challenge="tls-alpn-01",issuer="pebble",result="ok"} 1`)
 	if orders != 1 {
 		t.Errorf("%d successful orders across the two processes, want exactly 1", orders)
 	}

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/reconcile"
@@ -32,10 +33,14 @@ type Agent struct {
 	// stopping is set when a shutdown begins: /readyz says 503 from then on.
 	stopping atomic.Bool
 
-	mu      sync.Mutex // serialises Apply; guards attempt and health
+	mu      sync.Mutex // serialises Apply; guards attempt, health and acme
 	attempt Attempt
 	health  map[string]*agent.Health // by upstream address, kept across generations
 	checks  agent.Checks             // active health checks of the generation served
+	// acme orders the certificates of endpoints naming an issuer, by DNS-01 (the agent
+	// may have no inbound port); orders counts them for /metrics.
+	acme   accounts
+	orders *prometheus.CounterVec
 }
 
 type agentGeneration struct {
@@ -53,13 +58,24 @@ func NewAgent(name string, opts Options) *Agent {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
-	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*agent.Health{}}
+	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*agent.Health{},
+		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsd_acme_orders_total", Help: MetricHelp["tlsd_acme_orders_total"]},
+			[]string{"issuer", "challenge", "result"})}
+	a.acme.options = acmeOptions(opts, func(issuer, challenge string, ok bool) {
+		a.orders.WithLabelValues(issuer, challenge, map[bool]string{true: "ok", false: "failed"}[ok]).Inc()
+	})
 	a.gen.Store(&agentGeneration{routes: map[string]*builtRoute{}})
 	return a
 }
 
-// Close stops the agent's background work: its upstreams' active health checks.
-func (a *Agent) Close() { a.checks.Stop() }
+// Close stops the agent's background work: its upstreams' active health checks and
+// its certificate orders.
+func (a *Agent) Close() {
+	a.checks.Stop()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.acme.stop()
+}
 
 // Generation is the number of the configuration being served.
 func (a *Agent) Generation() uint64 { return a.gen.Load().n }
@@ -78,14 +94,22 @@ func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		a.recordLocked(true, nil, nil)
 		return plan, nil
 	}
-	b := &builder{role: roleAgent, agent: a.name, opts: a.opts, log: a.log, health: func(addr string) *agent.Health { return healthOf(a.health, addr) }}
-	routes, err := b.build(cur.routes, cfg, plan, func(*schema.Endpoint) bool { return true })
+	here := func(ep *schema.Endpoint) bool { return ep.Agent == a.name && ep.TerminateAt == schema.TerminateAgent }
+	managers, fresh, err := a.acme.prepare(cfg, here, agentIssuer)
+	var routes map[string]*builtRoute
+	if err == nil {
+		b := &builder{role: roleAgent, agent: a.name, opts: a.opts, log: a.log, acme: managers,
+			health: func(addr string) *agent.Health { return healthOf(a.health, addr) }}
+		routes, err = b.build(cur.routes, cfg, plan, sameIssuers(a.acme.running, managers))
+	}
 	if err != nil {
+		stopAll(fresh)
 		a.recordLocked(false, nil, err)
 		return plan, err
 	}
 	next := &agentGeneration{n: cur.n + 1, config: cfg, appliedAt: time.Now(), routes: routes}
 	a.gen.Store(next)
+	a.acme.commit(managers, acmeDomains(routes))
 	pruneHealth(a.health, cfg)
 	a.checks.Set(healthChecks(routes), func(addr string) *agent.Health { return healthOf(a.health, addr) })
 	a.recordLocked(true, nil, nil)
@@ -237,7 +261,8 @@ func (a *Agent) Status() AgentStatus {
 		st.Tunnel, st.Edges = a.Tunnel.Status(), a.Tunnel.Sessions()
 	}
 	for name, r := range g.routes {
-		st.Endpoints = append(st.Endpoints, EndpointStatus{Name: name, Domain: r.ep.Domain, TerminateAt: r.ep.TerminateAt, Upstream: r.ep.Upstream})
+		st.Endpoints = append(st.Endpoints, EndpointStatus{Name: name, Domain: r.ep.Domain, TerminateAt: r.ep.TerminateAt,
+			Upstream: r.ep.Upstream, Certificate: certificateStatus(r.cert)})
 	}
 	slices.SortFunc(st.Endpoints, func(x, y EndpointStatus) int { return cmp.Compare(x.Name, y.Name) })
 	return st

@@ -138,6 +138,7 @@ func allConnected(t *agent.Tunnels) bool {
 // /debug/pprof/.
 func (a *Agent) AdminHandler() http.Handler {
 	reg := newRegistry()
+	reg.MustRegister(a.orders, newCertExpiry(func() map[string]*builtRoute { return a.gen.Load().routes }))
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_connected", Help: MetricHelp["tlsd_agent_connected"]}, func() float64 {
 			if a.Tunnel != nil && a.Tunnel.Status().Connected {

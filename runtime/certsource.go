@@ -58,7 +58,7 @@ func acmeCert(m *autocert.Manager, domain string) certSource {
 		state: func() *CertificateStatus {
 			st := d.Status()
 			cs := &CertificateStatus{State: st.State, Error: st.Error, NextRetry: st.NextRetry,
-				NotAfter: st.NotAfter, Serial: st.Serial, Issuer: st.Issuer}
+				NotAfter: st.NotAfter, Serial: st.Serial, Issuer: st.Issuer, RenewAt: st.RenewAt, Challenge: st.Challenge}
 			return cs
 		},
 	}

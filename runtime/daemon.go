@@ -55,6 +55,9 @@ type Options struct {
 	// StorePoll is how often certificates in the state store are checked for renewals
 	// made by another edge; zero means 30 s.
 	StorePoll time.Duration
+	// HTTPListen, when set, is tlsd's HTTP listener: it answers ACME HTTP-01 validations
+	// and redirects every other request to https://.
+	HTTPListen string
 	// Bind opens the listener of an address a generation needs; nil means edge.Listen.
 	// It lets the caller hand over sockets it already holds (tests pass :0 listeners).
 	Bind func(ctx context.Context, addr string) (net.Listener, error)
@@ -104,7 +107,8 @@ type Daemon struct {
 	servers  map[string]*edge.Server
 	draining map[*edge.Server]struct{}
 	ca       *localca.CA
-	acme     map[string]*autocert.Manager // by issuer name
+	acme     accounts
+	http     *httpFront // --http-listen, nil without
 	attempt  Attempt
 	closed   bool
 }
@@ -126,12 +130,13 @@ func New(opts Options) *Daemon {
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
 		proxies: edge.NewProxySources(opts.ProxyProtocolFrom), limiters: map[string]*edge.Limiter{}, health: map[string]*agent.Health{},
-		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}, acme: map[string]*autocert.Manager{}}
+		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}}
 	if opts.MaxConnections > 0 {
 		d.conns = edge.NewConnectionBudget(opts.MaxConnections)
 	}
 	d.startTickets()
 	d.metrics = newMetrics(d)
+	d.acme.options = acmeOptions(opts, d.metrics.acmeOrder)
 	d.gen.Store(&generation{routes: map[string]*builtRoute{}, listeners: map[string]string{}})
 	if len(opts.ProxyProtocolFrom) > 0 {
 		d.log.Info("connections from these sources must begin with a PROXY protocol header naming the client", "proxy_protocol_from", opts.ProxyProtocolFrom)
@@ -159,6 +164,9 @@ func (d *Daemon) listeners() map[string]net.Listener {
 	out := make(map[string]net.Listener, len(d.servers))
 	for addr, s := range d.servers {
 		out[addr] = s.Listener()
+	}
+	if d.http != nil {
+		out[d.http.addr] = d.http.ln
 	}
 	return out
 }
@@ -193,7 +201,7 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		d.metrics.reloads.WithLabelValues("unchanged").Inc()
 		return plan, nil
 	}
-	managers, fresh, err := d.acmeManagersLocked(cfg)
+	managers, fresh, err := d.acme.prepare(cfg, d.builder(nil).terminatesHere, d.daemonIssuer(cfg))
 	var next *generation
 	if err == nil {
 		next, err = d.buildLocked(cur, cfg, plan, managers)
@@ -202,9 +210,7 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 		err = d.switchLocked(next, plan)
 	}
 	if err != nil {
-		for _, m := range fresh {
-			m.Stop()
-		}
+		stopAll(fresh)
 		d.recordLocked(false, nil, err)
 		d.metrics.reloads.WithLabelValues("failed").Inc()
 		return plan, err
@@ -224,20 +230,8 @@ func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
 // buildLocked prepares generation N+1: unchanged endpoints keep their route (and so
 // their tls.Config and session tickets); the others are built anew.
 func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile.Plan, managers map[string]*autocert.Manager) (*generation, error) {
-	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers, limiter: d.limiterLocked,
-		health: func(addr string) *agent.Health { return healthOf(d.health, addr) }}
-	if d.opts.Tunnel != nil {
-		b.role = roleEdge
-	}
-	if d.tickets != nil {
-		b.tickets = d.tickets
-	}
-	// An ACME endpoint whose issuer got a new account is rebuilt even if unchanged.
-	sameIssuer := func(ep *schema.Endpoint) bool {
-		m := managers[ep.TLS.Issuer]
-		return ep.TLS.Issuer == "" || m == nil || m == d.acme[ep.TLS.Issuer]
-	}
-	routes, err := b.build(cur.routes, cfg, plan, sameIssuer)
+	b := d.builder(managers)
+	routes, err := b.build(cur.routes, cfg, plan, sameIssuers(d.acme.running, managers))
 	if err != nil {
 		return nil, err
 	}
@@ -246,6 +240,20 @@ func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile
 		next.listeners[ep.Listen] = d.listenAddr(ep.Listen)
 	}
 	return next, nil
+}
+
+// builder builds this daemon's part of endpoints: all of them for tlsd run, the front
+// for tlsd edge.
+func (d *Daemon) builder(managers map[string]*autocert.Manager) *builder {
+	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers, limiter: d.limiterLocked,
+		health: func(addr string) *agent.Health { return healthOf(d.health, addr) }}
+	if d.opts.Tunnel != nil {
+		b.role = roleEdge
+	}
+	if d.tickets != nil {
+		b.tickets = d.tickets
+	}
+	return b
 }
 
 func (d *Daemon) listenAddr(listen string) string {
@@ -341,6 +349,14 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 	if err != nil {
 		return err
 	}
+	addrs := map[string]bool{}
+	for addr := range tables {
+		addrs[addr] = true
+	}
+	httpLn, err := d.bindHTTPLocked(addrs)
+	if err != nil {
+		return err
+	}
 	fresh := map[string]net.Listener{}
 	for _, addr := range slices.Sorted(maps.Keys(tables)) {
 		if d.servers[addr] != nil {
@@ -348,6 +364,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		}
 		ln, err := d.opts.Bind(d.ctx, addr)
 		if err != nil {
+			closeIf(httpLn)
 			for _, l := range fresh {
 				l.Close()
 			}
@@ -364,6 +381,12 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 	for addr, ln := range fresh {
 		d.serveLocked(addr, ln, tables[addr])
 	}
+	if httpLn != nil {
+		f := newHTTPFront(d.opts.HTTPListen, httpLn, d.opts.HandshakeTimeout, d.log)
+		d.http = f
+		d.bg.Add(1)
+		go func() { defer d.bg.Done(); f.serve() }()
+	}
 	for addr, s := range d.servers {
 		if tables[addr] == nil {
 			delete(d.servers, addr)
@@ -372,7 +395,8 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		}
 	}
 	d.gen.Store(next)
-	d.commitACMELocked(next)
+	d.acme.commit(next.acme, acmeDomains(next.routes))
+	d.http.set(d.httpRoutesLocked(next))
 	d.metrics.generationApplied(next)
 	d.logApplied(next, plan)
 	return nil
@@ -470,6 +494,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	for s := range d.draining {
 		all = append(all, s)
 	}
+	front := d.http
 	d.mu.Unlock()
 	for _, s := range all {
 		s.Close()
@@ -477,6 +502,8 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	var cut int
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() { defer wg.Done(); front.shutdown(ctx) }()
 	for _, s := range all {
 		wg.Add(1)
 		go func() {
@@ -489,10 +516,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	d.mu.Lock()
-	for _, m := range d.acme {
-		m.Stop()
-	}
-	d.acme = map[string]*autocert.Manager{}
+	d.acme.stop()
 	d.mu.Unlock()
 	d.checks.Stop()
 	d.cancel()

@@ -41,7 +41,7 @@ var MetricHelp = map[string]string{
 	"tlsd_agent_sessions":                        "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
 	"tlsd_agent_reconnects_total":                "Agent: connection attempts to the edge after the first.",
 	"tlsd_agent_streams_total":                   "Agent: streams received from the edge.",
-	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer and result (ok or failed).",
+	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer, challenge type (the one that validated; the last tried for a failed order) and result (ok or failed).",
 	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
 	"tlsd_upstream_up":                           "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
 	"tlsd_upstream_connections_total":            "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
@@ -81,7 +81,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.failures = counter("tlsd_connection_failures_total", "endpoint", "reason")
 	m.bytes = counter("tlsd_bytes_total", "endpoint", "direction")
 	m.reloads = counter("tlsd_reloads_total", "result")
-	m.acmeOrders = counter("tlsd_acme_orders_total", "issuer", "result")
+	m.acmeOrders = counter("tlsd_acme_orders_total", "issuer", "challenge", "result")
 	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsd_active_connections", Help: MetricHelp["tlsd_active_connections"]}, []string{"endpoint"})
 	m.reg.MustRegister(m.active)
 	m.generation = gauge("tlsd_generation")
@@ -111,8 +111,7 @@ func newMetrics(d *Daemon) *metrics {
 	}
 	m.dial, m.upstreamTLS = histogram("tlsd_upstream_dial_seconds"), histogram("tlsd_upstream_tls_handshake_seconds")
 	m.reg.MustRegister(&upstreamUp{d: d, desc: prometheus.NewDesc("tlsd_upstream_up", MetricHelp["tlsd_upstream_up"], []string{"endpoint", "upstream"}, nil)})
-	m.reg.MustRegister(&certExpiry{d: d, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
-		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint"}, nil)})
+	m.reg.MustRegister(newCertExpiry(func() map[string]*builtRoute { return d.gen.Load().routes }))
 	return m
 }
 
@@ -143,12 +142,12 @@ func (m *metrics) ended(i *relay.Info) {
 	}
 }
 
-func (m *metrics) acmeOrder(issuer string, ok bool) {
+func (m *metrics) acmeOrder(issuer, challenge string, ok bool) {
 	result := "ok"
 	if !ok {
 		result = "failed"
 	}
-	m.acmeOrders.WithLabelValues(issuer, result).Inc()
+	m.acmeOrders.WithLabelValues(issuer, challenge, result).Inc()
 }
 
 func (m *metrics) generationApplied(g *generation) {
@@ -159,14 +158,19 @@ func (m *metrics) generationApplied(g *generation) {
 // certExpiry reports, at scrape time, the certificates of the current generation (the
 // internal issuer renews its leaves on its own).
 type certExpiry struct {
-	d    *Daemon
-	desc *prometheus.Desc
+	routes func() map[string]*builtRoute
+	desc   *prometheus.Desc
+}
+
+func newCertExpiry(routes func() map[string]*builtRoute) *certExpiry {
+	return &certExpiry{routes: routes, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
+		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint"}, nil)}
 }
 
 func (c *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
 
 func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
-	for name, br := range c.d.gen.Load().routes {
+	for name, br := range c.routes() {
 		if br.cert.leaf == nil {
 			continue
 		}

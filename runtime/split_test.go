@@ -82,6 +82,7 @@ func startSplitOn(tb testing.TB, config string, wrap func(h func(context.Context
 		f(&ao)
 	}
 	s := &splitEnv{env: e, agent: NewAgent("api-agent", ao)}
+	tb.Cleanup(s.agent.Close)
 	_, err = s.agent.Apply(loadConfig(tb, e.path("endpoints.yaml")))
 	must(tb, err)
 	handle := s.agent.Handle

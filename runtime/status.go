@@ -94,6 +94,10 @@ type CertificateStatus struct {
 	State     string    `json:"state,omitempty"`
 	Error     string    `json:"error,omitempty"`
 	NextRetry time.Time `json:"next_retry,omitzero"`
+	RenewAt   time.Time `json:"renew_at,omitzero"`
+	// Challenge is the ACME challenge type that validated the certificate served (empty
+	// when it was loaded from storage).
+	Challenge string `json:"challenge,omitempty"`
 }
 
 func newAttempt(ok bool, diags schema.Diagnostics, err error) Attempt {
@@ -170,14 +174,7 @@ func (d *Daemon) Status() Status {
 			n := br.route.Limiter.Active()
 			es.LimitedConnections = &n
 		}
-		switch {
-		case br.cert.state != nil:
-			es.Certificate = br.cert.state()
-		case br.cert.leaf != nil:
-			if leaf := br.cert.leaf(); leaf != nil {
-				es.Certificate = &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
-			}
-		}
+		es.Certificate = certificateStatus(br.cert)
 		st.Endpoints = append(st.Endpoints, es)
 	}
 	if pool := d.opts.Tunnel; pool != nil {
@@ -238,4 +235,18 @@ func (d *Daemon) EndpointsOf(agent string) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// certificateStatus is what /status says of the certificate an endpoint presents here,
+// nil when it presents none.
+func certificateStatus(src certSource) *CertificateStatus {
+	switch {
+	case src.state != nil:
+		return src.state()
+	case src.leaf != nil:
+		if leaf := src.leaf(); leaf != nil {
+			return &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
+		}
+	}
+	return nil
 }

@@ -20,10 +20,12 @@ func (l *loader) checkIssuers() {
 				"issuer name %q is already used at %s", id.is.Name, posString(first.doc.pos("/name")))
 		} else {
 			seen[id.is.Name] = id
+			l.issuerByName[id.is.Name] = id.is
 		}
 		for i, root := range id.is.ACME.CARoots {
 			l.checkCAFile(id.doc, fmt.Sprintf("/acme/ca_roots/%d", i), root, false)
 		}
+		l.checkACME(id)
 	}
 	used := map[string]bool{}
 	for _, ed := range l.endpoints {
@@ -64,6 +66,7 @@ func (l *loader) checkEndpoints() {
 		l.checkLimits(ed)
 		l.checkUpstreams(ed)
 		l.checkIssuerRef(ed)
+		l.checkACMERef(ed)
 		l.checkEndpointFiles(ed)
 	}
 }
@@ -115,27 +118,28 @@ func (l *loader) checkMode(ed *endpointDoc) {
 		notAllowed("max_version", "the upstream terminates TLS and chooses its versions")
 		notAllowed("alpn", "the upstream terminates TLS and negotiates ALPN with the client itself")
 	case TerminateAgent:
-		notAllowed("issuer", "issuers provide edge certificates; the agent needs tls.certificate")
 		notAllowed("min_version", "the agent's minimum TLS version is fixed at 1.2; min_version is for terminate_at: edge")
 		notAllowed("max_version", "the agent's TLS versions are fixed (1.2 and 1.3); max_version is for terminate_at: edge")
-		if tls.Certificate == nil {
-			l.add(d, "/terminate_at", SeverityError, "certificate-required",
-				"terminate_at: agent requires tls.certificate (crt and key)")
-		}
+		l.checkCertOrIssuer(d, tls, "terminate_at: agent requires tls.certificate (crt and key), or tls.issuer naming an ACME issuer that offers dns-01")
 	case TerminateEdge:
-		switch {
-		case tls.Certificate == nil && tls.Issuer == "":
-			l.add(d, "/terminate_at", SeverityError, "certificate-required",
-				`terminate_at: edge requires tls.certificate or tls.issuer (e.g. issuer: internal for tlsd's local CA)`)
-		case tls.Certificate != nil && tls.Issuer != "":
-			l.addKey(d, "/tls/issuer", SeverityError, "certificate-and-issuer",
-				"give either tls.certificate or tls.issuer, not both")
-		}
+		l.checkCertOrIssuer(d, tls, `terminate_at: edge requires tls.certificate or tls.issuer (e.g. issuer: internal for tlsd's local CA)`)
 	}
 	if ed.modeFailed && len(l.diags) == before {
 		// The schema and these checks disagree: say so rather than lose the error.
 		l.add(d, "/terminate_at", SeverityError, "schema",
 			"the TLS settings do not fit terminate_at: %s", ed.ep.TerminateAt)
+	}
+}
+
+// checkCertOrIssuer: a terminating endpoint takes its certificate from files or from an
+// issuer, exactly one of them.
+func (l *loader) checkCertOrIssuer(d *document, tls EndpointTLS, missing string) {
+	switch {
+	case tls.Certificate == nil && tls.Issuer == "":
+		l.add(d, "/terminate_at", SeverityError, "certificate-required", "%s", missing)
+	case tls.Certificate != nil && tls.Issuer != "":
+		l.addKey(d, "/tls/issuer", SeverityError, "certificate-and-issuer",
+			"give either tls.certificate or tls.issuer, not both")
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
+	"strings"
 	"time"
 )
 
@@ -89,8 +91,10 @@ type loader struct {
 	// names of every Issuer document, valid or not, so that a broken issuer does not
 	// also make every endpoint using it report "unknown issuer".
 	issuerNames map[string]bool
-	nEndpoints  int
-	refs        *fileCache
+	// issuerByName is the first Issuer document of each name.
+	issuerByName map[string]*Issuer
+	nEndpoints   int
+	refs         *fileCache
 }
 
 type endpointDoc struct {
@@ -117,7 +121,7 @@ func newLoader(opts Options) (*loader, error) {
 	if opts.Now.IsZero() {
 		opts.Now = time.Now()
 	}
-	return &loader{opts: opts, v: v, issuerNames: map[string]bool{}, policyNames: map[string]bool{}, refs: newFileCache()}, nil
+	return &loader{opts: opts, v: v, issuerNames: map[string]bool{}, issuerByName: map[string]*Issuer{}, policyNames: map[string]bool{}, refs: newFileCache()}, nil
 }
 
 func (l *loader) addFile(name string, data []byte) {
@@ -326,11 +330,36 @@ func buildIssuer(d *document, m map[string]any) *Issuer {
 	for i := range roots {
 		roots[i] = resolvePath(d.file, roots[i])
 	}
-	return &Issuer{
-		Name: str(m, "name"),
-		ACME: ACME{Directory: str(a, "directory"), Email: str(a, "email"), CARoots: roots},
-		Pos:  d.nodePos(d.root),
+	acme := ACME{Directory: str(a, "directory"), Email: str(a, "email"), CARoots: roots,
+		Challenges: strs(a, "challenges"), PropagationTimeout: str(a, "propagation_timeout")}
+	if len(acme.Challenges) == 0 {
+		acme.Challenges = slices.Clone(DefaultChallenges)
 	}
+	if e := obj(a, "external_account"); e != nil {
+		acme.ExternalAccount = &ExternalAccount{KeyID: str(e, "key_id"), MACKeyFile: resolvePath(d.file, str(e, "mac_key_file"))}
+	}
+	acme.DNS = buildDNS(d, obj(a, "dns"))
+	return &Issuer{Name: str(m, "name"), ACME: acme, Pos: d.nodePos(d.root)}
+}
+
+func buildDNS(d *document, m map[string]any) *DNSProvider {
+	if m == nil {
+		return nil
+	}
+	p := &DNSProvider{}
+	if r := obj(m, "rfc2136"); r != nil {
+		p.RFC2136 = &RFC2136{Server: str(r, "server"), TSIGKeyName: str(r, "tsig_key_name"),
+			TSIGAlgorithm: cmp.Or(str(r, "tsig_algorithm"), "hmac-sha256"), TSIGSecretFile: resolvePath(d.file, str(r, "tsig_secret_file"))}
+	}
+	if _, ok := m["exec"]; ok {
+		p.Exec = strs(m, "exec")
+		// A hook named by a relative path is relative to the document, like every file;
+		// a bare name is looked up on PATH when it runs.
+		if len(p.Exec) > 0 && strings.Contains(p.Exec[0], "/") {
+			p.Exec[0] = resolvePath(d.file, p.Exec[0])
+		}
+	}
+	return p
 }
 
 func cutUnix(upstream string) (string, bool) {

@@ -1,6 +1,9 @@
 package schema
 
-import "time"
+import (
+	"slices"
+	"time"
+)
 
 // APIVersion is the only configuration language version tlsd reads.
 const APIVersion = "tlsd/v1"
@@ -183,6 +186,53 @@ type ACME struct {
 	Directory string   `json:"directory"`
 	Email     string   `json:"email,omitempty"`
 	CARoots   []string `json:"ca_roots,omitempty"`
+	// Challenges are the challenge types offered, in order of preference; Load fills in
+	// DefaultChallenges when the document lists none.
+	Challenges      []string         `json:"challenges"`
+	ExternalAccount *ExternalAccount `json:"external_account,omitempty"`
+	DNS             *DNSProvider     `json:"dns,omitempty"`
+	// PropagationTimeout is how long an rfc2136 TXT record may take to be seen (canonical
+	// Go duration; DefaultPropagationTimeout when unset).
+	PropagationTimeout string `json:"propagation_timeout,omitempty"`
+}
+
+// ACME challenge types (RFC 8555 §8, RFC 8737).
+const (
+	ChallengeTLSALPN = "tls-alpn-01"
+	ChallengeHTTP    = "http-01"
+	ChallengeDNS     = "dns-01"
+)
+
+// DefaultChallenges is what an issuer offers when it lists no challenges: TLS-ALPN-01
+// needs nothing but the endpoints' own listener.
+var DefaultChallenges = []string{ChallengeTLSALPN}
+
+// DefaultPropagationTimeout bounds the wait for a DNS-01 record when the issuer sets none.
+const DefaultPropagationTimeout = 2 * time.Minute
+
+// Offers reports whether the issuer offers the challenge type.
+func (a ACME) Offers(challenge string) bool { return slices.Contains(a.Challenges, challenge) }
+
+// ExternalAccount binds the ACME account to an account the CA already knows (RFC 8555
+// §7.3.4): ZeroSSL, Google Trust Services and most private CAs require it.
+type ExternalAccount struct {
+	KeyID      string `json:"key_id"`
+	MACKeyFile string `json:"mac_key_file"` // base64url HMAC key
+}
+
+// DNSProvider publishes DNS-01 TXT records: by RFC 2136 dynamic update, or by a hook.
+type DNSProvider struct {
+	RFC2136 *RFC2136 `json:"rfc2136,omitempty"`
+	// Exec is a hook run as EXEC... present|cleanup FQDN VALUE; exit 0 means done.
+	Exec []string `json:"exec,omitempty"`
+}
+
+// RFC2136 is an authoritative DNS server taking TSIG-signed dynamic updates.
+type RFC2136 struct {
+	Server         string `json:"server"`         // host:port (Load adds :53)
+	TSIGKeyName    string `json:"tsig_key_name"`  // fully qualified (Load adds the dot)
+	TSIGAlgorithm  string `json:"tsig_algorithm"` // hmac-sha256 unless set
+	TSIGSecretFile string `json:"tsig_secret_file"`
 }
 
 // Options tune Load.
@@ -198,6 +248,9 @@ type Options struct {
 	// Agent alone, if set). "" or RoleAll checks everything.
 	Role  string
 	Agent string
+	// HTTPListen says the daemon answers HTTP-01 (tlsd run|edge --http-listen): an
+	// issuer offering http-01 draws no warning then.
+	HTTPListen bool
 	// Exclude leaves out files and directories below a root that match one of these
 	// patterns (path.Match syntax): a pattern with a slash is matched against the path
 	// relative to the root, one without against the name alone. For trees that hold other

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -39,6 +40,7 @@ type runFlags struct {
 	adminHosts       []string
 	adminPprof       bool
 	proxyFrom        cidrList
+	httpListen       string
 	store            storeFlags
 }
 
@@ -69,7 +71,11 @@ duration, and for failures the reason.
 
 Behind a load balancer that sends PROXY protocol headers, --proxy-protocol-from names
 it: the client address its header gives then counts for ip_restriction, logs and the
-PROXY header sent upstream.`,
+PROXY header sent upstream.
+
+--http-listen ADDR (e.g. :80) adds a plain HTTP listener: it answers ACME http-01
+validations for issuers that offer http-01 (required for them) and redirects every
+other request for a served domain to https:// (308, path and query kept).`,
 		Example: `  tlsd run examples/quickstart
   tlsd run --listen :443 --log-format json /etc/tlsd/endpoints`,
 		Args: cobra.MinimumNArgs(1),
@@ -89,9 +95,10 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 		fl.IntVar(&f.maxHandshakes, "max-handshakes", runtime.DefaultMaxHandshakes, "connections per listener in their handshake phase at once (ClientHello, TLS handshake); past it new ones are closed at once (0: no bound)")
 		fl.IntVar(&f.maxConnections, "max-connections", 0, "connections of all endpoints together; past it new ones are accepted and closed at once, so the listener never stops (0: no bound)")
 		fl.Var(&f.proxyFrom, "proxy-protocol-from", "`CIDR`s of load balancers that send a PROXY protocol header (v1 or v2) first (comma-separated or repeated); its client address then counts everywhere. Their connections must have one; other sources must not send one")
+		fl.StringVar(&f.httpListen, "http-listen", "", "`ADDR` of an HTTP listener (e.g. :80) answering ACME http-01 validations and redirecting every other request to https:// (none when empty)")
 		fl.DurationVar(&f.drainTimeout, "drain-timeout", 0, "after a reload, how long connections of removed or changed endpoints may continue (0: until they end)")
-		addStoreFlags(fl, &f.store)
 	}
+	addStoreFlags(fl, &f.store)
 	fl.StringVar(&f.admin, "admin", admin, "admin API address (/healthz /readyz /status /config /metrics), or off")
 	fl.StringArrayVar(&f.adminHosts, "admin-host", nil, "a host `NAME` the admin API answers to besides IP addresses and localhost (repeatable), e.g. for a reverse proxy in front of it")
 	fl.BoolVar(&f.adminPprof, "admin-pprof", false, "serve /debug/pprof/ also when the admin address is not loopback")
@@ -174,7 +181,10 @@ func upgradeOptions(ctx context.Context, o *runtime.RunOptions) error {
 }
 
 func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *runtime.TunnelListen) error {
-	load := schema.Options{Role: role, Exclude: f.exclude}
+	if err := checkHTTPListen(f.httpListen); err != nil {
+		return err
+	}
+	load := schema.Options{Role: role, Exclude: f.exclude, HTTPListen: f.httpListen != ""}
 	logger, res, err := loadForRun(cmd, f, args, load)
 	if err != nil {
 		return err
@@ -191,7 +201,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	opts := runtime.RunOptions{
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom,
-			MaxConnections: max(f.maxConnections, 0), StateStore: store},
+			MaxConnections: max(f.maxConnections, 0), StateStore: store, HTTPListen: f.httpListen},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
@@ -327,3 +337,14 @@ func (l *cidrList) String() string {
 }
 
 func (l *cidrList) Type() string { return "CIDRs" }
+
+// checkHTTPListen refuses an --http-listen that is not host:port or :port.
+func checkHTTPListen(addr string) error {
+	if addr == "" {
+		return nil
+	}
+	if _, port, err := net.SplitHostPort(addr); err != nil || port == "" {
+		return &exitError{exitUsage, fmt.Errorf("--http-listen: %q is not host:port or :port (e.g. :80)", addr)}
+	}
+	return nil
+}

@@ -183,6 +183,8 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"agent", "--tunnel-window", "lots", dir},
 		{"agent", "--edge", "no-port", "--edge", "b:1", "--cert", "c", "--key", "k", "--ca", "ca", dir},
 		{"agent", "--edge", "b:1", "--edge", "b:1", "--cert", "c", "--key", "k", "--ca", "ca", dir},
+		{"run", "--http-listen", "80", dir},
+		{"validate", "--http-listen", "localhost", dir},
 		{"run", "--state-store", "http://127.0.0.1:1", dir},
 		{"run", "--state-store", "redis://" + testport.Unused(t) + "/0", dir}, // nothing listens: refuses to start
 		{"run", "--state-store-key", filepath.Join(dir, "endpoints.yaml"), dir},

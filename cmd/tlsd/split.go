@@ -145,9 +145,16 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	logger.Info("agent starting", "agent", name, "edges", edges)
+	store, err := f.store.open(ctx, logger)
+	if err != nil {
+		return err
+	}
+	if store != nil {
+		defer store.Close()
+	}
 	o := runtime.AgentRunOptions{
 		RunOptions: runtime.RunOptions{
-			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger},
+			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger, StateStore: store},
 			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,

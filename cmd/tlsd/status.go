@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -113,11 +114,43 @@ func printStatus(w io.Writer, st runtime.Status) {
 	for _, e := range st.Endpoints {
 		cert := "-"
 		if c := e.Certificate; c != nil {
-			cert = fmt.Sprintf("%s, expires %s (%s)", c.Issuer, c.NotAfter.Local().Format(time.DateOnly), untilDays(c.NotAfter))
+			cert = certificateText(c)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Name, e.Domain, e.Listen, e.TerminateAt, e.ActiveConnections, cert)
 	}
 	tw.Flush()
+}
+
+// certificateText is one line on a certificate: whose, until when, how it was validated,
+// and for ACME what is wrong when something is.
+func certificateText(c *runtime.CertificateStatus) string {
+	var parts []string
+	if !c.NotAfter.IsZero() {
+		parts = append(parts, fmt.Sprintf("%s, expires %s (%s)", c.Issuer, c.NotAfter.Local().Format(time.DateOnly), untilDays(c.NotAfter)))
+	}
+	if c.Challenge != "" {
+		parts = append(parts, "by "+c.Challenge)
+	}
+	switch c.State {
+	case autocertPending:
+		parts = append(parts, "pending: being ordered")
+	case autocertFailed:
+		parts = append(parts, fmt.Sprintf("FAILED, next try %s: %s", c.NextRetry.Local().Format(time.TimeOnly), shorten(c.Error, 160)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// The ACME states /status reports that need saying in the table.
+const (
+	autocertPending = "pending"
+	autocertFailed  = "failed"
+)
+
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "..."
 }
 
 func untilDays(t time.Time) string {

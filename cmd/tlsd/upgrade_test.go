@@ -74,6 +74,7 @@ type upgradeWorld struct {
 	t                *testing.T
 	dir, bin, addr   string
 	admin, pidFile   string
+	http             string // --http-listen
 	out              *lockedBuffer
 	stop             chan struct{}
 	wg               sync.WaitGroup
@@ -83,7 +84,7 @@ type upgradeWorld struct {
 }
 
 func newUpgradeWorld(t *testing.T) *upgradeWorld {
-	w := &upgradeWorld{t: t, dir: t.TempDir(), addr: freeAddr(t), admin: freeAddr(t), out: &lockedBuffer{}, stop: make(chan struct{})}
+	w := &upgradeWorld{t: t, dir: t.TempDir(), addr: freeAddr(t), admin: freeAddr(t), http: freeAddr(t), out: &lockedBuffer{}, stop: make(chan struct{})}
 	w.bin, w.pidFile = filepath.Join(w.dir, "tlsd"), filepath.Join(w.dir, "tlsd.pid")
 	buildTLSD(t, w.bin, "v-old")
 	buildTLSD(t, w.bin+".new", "v-new")
@@ -94,7 +95,7 @@ func newUpgradeWorld(t *testing.T) *upgradeWorld {
 		"\nterminate_at: edge\ntls: {issuer: internal}\n---\n" +
 		"apiVersion: tlsd/v1\nkind: Endpoint\nname: pt\ndomain: pt.test\nupstream: " + w.tlsEcho() + "\n"
 	mustT(t, os.WriteFile(filepath.Join(conf, "e.yaml"), []byte(cfg), 0o644))
-	cmd := exec.Command(w.bin, "run", "--listen", w.addr, "--admin", w.admin, "--state-dir", filepath.Join(w.dir, "state"),
+	cmd := exec.Command(w.bin, "run", "--listen", w.addr, "--admin", w.admin, "--http-listen", w.http, "--state-dir", filepath.Join(w.dir, "state"),
 		"--pid-file", w.pidFile, "--shutdown-timeout", "5m", "--log-format", "json", conf)
 	cmd.Stdout, cmd.Stderr = w.out, w.out
 	mustT(t, cmd.Start())
@@ -102,6 +103,21 @@ func newUpgradeWorld(t *testing.T) *upgradeWorld {
 	t.Cleanup(func() { cmd.Process.Kill() })
 	dialUntilServed(t, w.addr, "term.test", w.out).Close()
 	return w
+}
+
+// checkRedirect asks the HTTP listener (--http-listen) for a served domain: a redirect
+// to its https:// address.
+func (w *upgradeWorld) checkRedirect() {
+	req, _ := http.NewRequest("GET", "http://"+w.http+"/x", nil)
+	req.Host = "term.test"
+	client := &http.Client{Timeout: 5 * time.Second, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := client.Do(req)
+	mustT(w.t, err)
+	resp.Body.Close()
+	_, port, _ := net.SplitHostPort(w.addr)
+	if want := "https://term.test:" + port + "/x"; resp.StatusCode != http.StatusPermanentRedirect || resp.Header.Get("Location") != want {
+		w.t.Errorf("HTTP listener: %d to %q, want 308 to %q", resp.StatusCode, resp.Header.Get("Location"), want)
+	}
 }
 
 // tlsEcho is a TLS echo upstream for the passthrough endpoint; the clients do not verify
@@ -231,6 +247,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 	if v := w.servedVersion(); v != "v-new" {
 		t.Errorf("after the upgrades /status says version %q, want v-new", v)
 	}
+	w.checkRedirect() // the HTTP listener was handed over too
 	t.Logf("20 upgrades: %d new connections ok, %d failed; %d long-lived connections", w.newOK.Load(), w.newFailed.Load(), len(w.longs))
 	if n := w.newFailed.Load(); n > 0 {
 		t.Errorf("%d failures, first: %v", n, w.firstFailure.Load())
@@ -248,7 +265,13 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 		if alive(pid) {
-			t.Errorf("process %d (of %v) still runs; the processes said:\n%s", pid, pids, w.out)
+			// Its goroutines say where it is stuck: SIGQUIT makes the Go runtime print them
+			// to the stderr every process of the chain shares.
+			syscall.Kill(pid, syscall.SIGQUIT)
+			for end := time.Now().Add(3 * time.Second); alive(pid) && time.Now().Before(end); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			t.Errorf("process %d (of %v) still runs; the processes said (its goroutines last):\n%s", pid, pids, w.out)
 		}
 	}
 }

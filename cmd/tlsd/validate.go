@@ -14,12 +14,13 @@ import (
 
 func newValidateCmd() *cobra.Command {
 	var (
-		format    string
-		color     string
-		skipFiles bool
-		role      string
-		agentName string
-		exclude   []string
+		format     string
+		color      string
+		skipFiles  bool
+		role       string
+		agentName  string
+		httpListen string
+		exclude    []string
 	)
 	cmd := &cobra.Command{
 		Use:   "validate [flags] PATH...",
@@ -50,7 +51,11 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 			if err := checkExcludes(exclude); err != nil {
 				return err
 			}
-			res, err := schema.Load(schema.Options{SkipFiles: skipFiles, Role: role, Agent: agentName, Exclude: exclude}, args...)
+			if err := checkHTTPListen(httpListen); err != nil {
+				return err
+			}
+			res, err := schema.Load(schema.Options{SkipFiles: skipFiles, Role: role, Agent: agentName, Exclude: exclude,
+				HTTPListen: httpListen != ""}, args...)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -69,6 +74,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 	f.BoolVar(&skipFiles, "skip-files", false, "check everything but the referenced certificate, key and CA files (for CI without secrets)")
 	f.StringVar(&role, "role", schema.RoleAll, "check only the files this side of a split deployment reads: edge, agent or all")
 	f.StringVar(&agentName, "agent", "", "with --role agent: only the endpoints of this agent")
+	f.StringVar(&httpListen, "http-listen", "", "the --http-listen `ADDR` the daemons run with: issuers offering http-01 then draw no warning")
 	addExcludeFlag(f, &exclude)
 	return cmd
 }

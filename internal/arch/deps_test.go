@@ -63,6 +63,7 @@ var allowed = map[string][]string{
 	"internal/testpki":           {},
 	"internal/testpebble":        {"certs", "internal/testport"},
 	"internal/testport":          {},
+	"internal/testknot":          {"internal/testport"},
 	"internal/testredis":         {"internal/testport"},
 }
 

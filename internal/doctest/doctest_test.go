@@ -184,7 +184,7 @@ func TestReadmeDocumentsEverySchemaProperty(t *testing.T) {
 	doc := readme(t)
 	for _, name := range propertyNames(tree) {
 		// As written in the reference tables: `name` or dotted, `tls.certificate.crt`.
-		if !regexp.MustCompile("`([a-z_]+\\.)*" + name + "`").MatchString(doc) {
+		if !regexp.MustCompile("`([a-z0-9_]+\\.)*" + name + "`").MatchString(doc) {
 			t.Errorf("README.md does not document the field `%s`", name)
 		}
 	}

@@ -26,15 +26,18 @@ const pebbleVersion = "v2.10.3"
 
 // Pebble is Let's Encrypt's ACME test server and its DNS helper, on loopback ports.
 type Pebble struct {
-	t          testing.TB
-	dir        string
-	Directory  string // the ACME directory URL
-	mgmt       string
-	Minica     string // the root of Pebble's own HTTPS
-	dnsAddr    string
-	config     string
-	cmd, dns   *exec.Cmd
-	httpClient *http.Client
+	t         testing.TB
+	dir       string
+	Directory string // the ACME directory URL
+	mgmt      string
+	Minica    string // the root of Pebble's own HTTPS
+	dnsAddr   string
+	// ChallTestSrv is the management API of its DNS helper (pebble-challtestsrv), where
+	// TXT records are set and cleared; empty when Pebble asks another DNS server.
+	ChallTestSrv string
+	config       string
+	cmd, dns     *exec.Cmd
+	httpClient   *http.Client
 }
 
 // pebbleTool finds a Pebble binary; without one the test fails (CI must install it).
@@ -63,18 +66,38 @@ func pebbleSource(t testing.TB) string {
 // Start runs Pebble validating TLS-ALPN-01 on tlsPort and issuing certificates
 // that live validity, and its DNS server answering 127.0.0.1 for every name.
 func Start(t testing.TB, tlsPort int, validity time.Duration) *Pebble {
+	return StartWith(t, Options{TLSPort: tlsPort, Validity: validity})
+}
+
+// Options shape a Pebble run.
+type Options struct {
+	TLSPort, HTTPPort int           // where TLS-ALPN-01 and HTTP-01 are validated (0: a port nobody answers)
+	Validity          time.Duration // of the certificates issued
+	// DNSServer is the DNS server Pebble resolves names and DNS-01 records with; empty
+	// starts pebble-challtestsrv, answering 127.0.0.1 for every name.
+	DNSServer string
+	// EAB, when set, makes external account binding required, with these key IDs and
+	// base64url MAC keys.
+	EAB map[string]string
+}
+
+// StartWith runs Pebble as o says.
+func StartWith(t testing.TB, o Options) *Pebble {
 	certsDir := pebbleSource(t)
-	p := &Pebble{t: t, dir: t.TempDir(), Minica: filepath.Join(certsDir, "pebble.minica.pem"),
-		dnsAddr: testport.Unused(t)}
+	p := &Pebble{t: t, dir: t.TempDir(), Minica: filepath.Join(certsDir, "pebble.minica.pem"), dnsAddr: o.DNSServer}
 	listen, mgmt := testport.Unused(t), testport.Unused(t)
 	p.Directory, p.mgmt = "https://"+listen+"/dir", mgmt
-	cfg := map[string]any{"pebble": map[string]any{
+	settings := map[string]any{
 		"listenAddress": listen, "managementListenAddress": mgmt,
 		"certificate": filepath.Join(certsDir, "localhost", "cert.pem"), "privateKey": filepath.Join(certsDir, "localhost", "key.pem"),
-		"httpPort": freeTCPPort(t), "tlsPort": tlsPort, "ocspResponderURL": "", "externalAccountBindingRequired": false,
+		"httpPort": portOr(t, o.HTTPPort), "tlsPort": portOr(t, o.TLSPort), "ocspResponderURL": "", "externalAccountBindingRequired": o.EAB != nil,
 		"retryAfter": map[string]int{"authz": 0, "order": 0}, "keyAlgorithm": "ecdsa",
-		"profiles": map[string]any{"default": map[string]any{"description": "short-lived for tests", "validityPeriod": int(validity.Seconds())}},
-	}}
+		"profiles": map[string]any{"default": map[string]any{"description": "short-lived for tests", "validityPeriod": int(o.Validity.Seconds())}},
+	}
+	if o.EAB != nil {
+		settings["externalAccountMACKeys"] = o.EAB
+	}
+	cfg := map[string]any{"pebble": settings}
 	data, _ := json.Marshal(cfg)
 	p.config = filepath.Join(p.dir, "pebble.json")
 	check(t, os.WriteFile(p.config, data, 0o644))
@@ -84,11 +107,9 @@ func Start(t testing.TB, tlsPort int, validity time.Duration) *Pebble {
 	roots.AppendCertsFromPEM(minica)
 	p.httpClient = &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}}}
 
-	p.dns = exec.Command(pebbleTool(t, "pebble-challtestsrv"), "-dnsserver", p.dnsAddr, "-defaultIPv4", "127.0.0.1",
-		"-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-management", testport.Unused(t))
-	p.dns.Stdout, p.dns.Stderr = io.Discard, io.Discard
-	check(t, p.dns.Start())
-	t.Cleanup(func() { p.dns.Process.Kill(); p.dns.Wait() })
+	if p.dnsAddr == "" {
+		p.startDNS()
+	}
 	p.Restart()
 	t.Cleanup(p.Stop)
 	return p
@@ -116,6 +137,9 @@ func (p *Pebble) Restart() {
 	}
 }
 
+// DNSServer is the DNS server Pebble resolves with.
+func (p *Pebble) DNSServer() string { return p.dnsAddr }
+
 // Stop ends Pebble.
 func (p *Pebble) Stop() {
 	if p.cmd != nil && p.cmd.Process != nil {
@@ -140,6 +164,34 @@ func (p *Pebble) Roots() *x509.CertPool {
 		}
 	}
 	return pool
+}
+
+// startDNS runs pebble-challtestsrv as Pebble's DNS server.
+func (p *Pebble) startDNS() {
+	p.dnsAddr, p.ChallTestSrv = testport.Unused(p.t), testport.Unused(p.t)
+	p.dns = exec.Command(pebbleTool(p.t, "pebble-challtestsrv"), "-dnsserver", p.dnsAddr, "-defaultIPv4", "127.0.0.1",
+		"-defaultIPv6", "", "-http01", "", "-https01", "", "-tlsalpn01", "", "-doh", "", "-management", p.ChallTestSrv)
+	p.dns.Stdout, p.dns.Stderr = io.Discard, io.Discard
+	check(p.t, p.dns.Start())
+	p.t.Cleanup(func() { p.dns.Process.Kill(); p.dns.Wait() })
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		if c, err := net.Dial("tcp", p.ChallTestSrv); err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			p.t.Fatal("pebble-challtestsrv did not start")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func portOr(t testing.TB, port int) int {
+	if port != 0 {
+		return port
+	}
+	return freeTCPPort(t)
 }
 
 func freeTCPPort(t testing.TB) int {
