@@ -1,6 +1,8 @@
 // Package autocert obtains and renews certificates from ACME servers (Let's Encrypt,
-// step-ca, Pebble in tests) for edge endpoints, with certmagic doing the ACME protocol,
-// the TLS-ALPN-01 challenge and storage locking. tlsd drives the schedule itself: an
+// ZeroSSL, step-ca, Pebble in tests) for edge and agent endpoints, with certmagic doing
+// the ACME protocol, external account binding, the TLS-ALPN-01 and HTTP-01 challenges
+// and storage locking, and tlsd publishing DNS-01 records itself (RFC 2136 with TSIG, or
+// an operator's hook). tlsd drives the schedule itself: an
 // endpoint is served at once, its handshakes fail with a clear reason until the first
 // certificate arrives, renewal happens at two thirds of the lifetime, and failures back
 // off exponentially, each domain on its own so one broken issuer harms no one else.

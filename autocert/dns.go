@@ -148,7 +148,7 @@ func (h *hookSolver) run(ctx context.Context, action string, chal acme.Challenge
 	err := cmd.Run()
 	attrs := []any{"issuer", h.issuer, "hook", h.argv[0], "action", action, "fqdn", fqdn, "took", time.Since(start).Round(time.Millisecond)}
 	if out := strings.TrimSpace(stderr.String()); out != "" {
-		attrs = append(attrs, "stderr", strconv.Quote(out))
+		attrs = append(attrs, "stderr", out) // the log handler escapes it
 	}
 	switch {
 	case ctx.Err() == context.DeadlineExceeded:

@@ -169,6 +169,9 @@ func TestACMEHTTP01(t *testing.T) {
 	status := func() []EndpointStatus { return e.d.Status().Endpoints }
 
 	issuedBy(t, e, status, "www", "http-01", "www.http.test", pb.Roots())
+	if got := e.d.Status().HTTPListen; got != httpAddr {
+		t.Errorf("status http_listen %q, want %q", got, httpAddr)
+	}
 	e.log.waitFor(t, "answered an ACME http-01 validation", "host=www.http.test")
 
 	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }, Timeout: 5 * time.Second}

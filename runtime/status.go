@@ -35,6 +35,8 @@ type Status struct {
 	Agents []edge.AgentStatus `json:"agents,omitempty"`
 	// StateStore is the fleet's shared store, when there is one.
 	StateStore *StateStoreStatus `json:"state_store,omitempty"`
+	// HTTPListen is the bound address of --http-listen, when given.
+	HTTPListen string `json:"http_listen,omitempty"`
 }
 
 // StateStoreStatus is whether the last call to the shared state store reached it.
@@ -163,6 +165,9 @@ func (d *Daemon) Status() Status {
 	g := d.gen.Load()
 	d.mu.Lock()
 	st := Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt, StateStore: storeStatus(d.opts.StateStore)}
+	if d.http != nil {
+		st.HTTPListen = d.http.ln.Addr().String()
+	}
 	active, draining := d.connectionsLocked()
 	d.mu.Unlock()
 	for name, br := range g.routes {
