@@ -95,7 +95,8 @@ type Info struct {
 	BytesIn                   int64 // client -> upstream
 	BytesOut                  int64 // upstream -> client
 	Start                     time.Time
-	Handshake                 string // "ok" or "failed" where tlsd ran a TLS handshake, else ""
+	Handshake                 string        // "ok" or "failed" where tlsd ran a TLS handshake, else ""
+	HandshakeTime             time.Duration // how long that handshake took
 	Code                      string // why it failed, as a short stable word for metrics
 	Reason                    string // why it failed, for humans; "" when it did not
 }
@@ -137,16 +138,16 @@ func Bound(s string, max int) string {
 // LogEnd writes the one line a connection gets when it ends. What the client sent (its
 // server name, its certificate's subject, reasons quoting them) is bounded.
 func LogEnd(log *slog.Logger, info *Info) {
-	var attrs []any
+	attrs := []any{"mode", ModeNone}
 	if info.Endpoint != "" {
-		attrs = append(attrs, "endpoint", info.Endpoint, "mode", info.Mode)
+		attrs = []any{"endpoint", info.Endpoint, "mode", info.Mode}
 	}
 	client := ""
 	if info.Client != nil {
 		client = info.Client.String()
 	}
 	attrs = append(attrs, "client", client, "sni", Bound(info.SNI, MaxLoggedName),
-		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration", time.Since(info.Start).Round(time.Microsecond))
+		"bytes_in", info.BytesIn, "bytes_out", info.BytesOut, "duration_ms", Milliseconds(time.Since(info.Start)))
 	if info.TLSVersion != 0 {
 		attrs = append(attrs, "tls_version", tls.VersionName(info.TLSVersion))
 	}
@@ -160,11 +161,19 @@ func LogEnd(log *slog.Logger, info *Info) {
 		attrs = append(attrs, "upstream", info.Upstream)
 	}
 	if info.Reason != "" {
-		log.Warn("connection failed", append(attrs, "reason", Bound(info.Reason, MaxLoggedReason))...)
+		log.Warn("connection failed", append(attrs, "reason_code", info.Code, "reason", Bound(info.Reason, MaxLoggedReason))...)
 		return
 	}
 	log.Info("connection closed", attrs...)
 }
+
+// ModeNone is the mode of a connection no endpoint took (no or unknown SNI, not TLS, a
+// silent client), in logs and metric labels.
+const ModeNone = "none"
+
+// Milliseconds is d in milliseconds, to the microsecond: log fields carry their unit in
+// their name and a number a log pipeline can sum.
+func Milliseconds(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 
 // OnFreshStack runs f on a goroutine of its own and waits for it. Parsing a ClientHello
 // and running a TLS handshake go deep into crypto/tls and grow the goroutine's stack to

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -47,7 +48,11 @@ func TestAdminEndpoints(t *testing.T) {
 	roundTrip(tc, []byte("counted"))
 	w.log.waitFor(t, "connection closed", "sni=edge.test") // the client saw the end before tlsd's account of it
 	handshakeAndRead(w.env, &tls.Config{ServerName: "nope.test", InsecureSkipVerify: true})
-	w.log.waitFor(t, "connection failed", "nope.test")
+	failedLine := w.log.waitFor(t, "connection failed", "nope.test")
+	if !strings.Contains(failedLine, "reason_code=unknown_sni") || !strings.Contains(failedLine, "mode=none") ||
+		!regexp.MustCompile(`duration_ms=[0-9]+(\.[0-9]+)? `).MatchString(failedLine) {
+		t.Errorf("the failed connection's log line lacks mode=none, reason_code or a duration_ms number:\n%s", failedLine)
+	}
 	open, err := w.dialTLS(&tls.Config{ServerName: "edge.test", RootCAs: w.internalRoots()})
 	must(t, err)
 	defer open.Close()
@@ -58,13 +63,15 @@ func TestAdminEndpoints(t *testing.T) {
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status is not JSON: %v\n%s", err, body)
 	}
-	if st.Generation != 1 || !st.LastAttempt.OK || len(st.Endpoints) != 6 {
+	if st.Generation != 1 || !st.LastAttempt.OK || len(st.Endpoints) != 6 || st.StartedAt.IsZero() || st.UptimeSeconds <= 0 ||
+		st.Unrouted != (EndpointTotals{Connections: 1, Failed: 1}) {
 		t.Errorf("status = %+v", st)
 	}
 	for _, e := range st.Endpoints {
 		switch e.Name {
 		case "edge":
-			if e.ActiveConnections != 1 || e.Certificate == nil || !strings.HasPrefix(e.Certificate.Issuer, "tlsd local CA") || e.Certificate.Serial == "" {
+			if e.ActiveConnections != 1 || e.Certificate == nil || !strings.HasPrefix(e.Certificate.Issuer, "tlsd local CA") || e.Certificate.Serial == "" ||
+				e.Totals != (EndpointTotals{Connections: 1}) {
 				t.Errorf("edge status = %+v, cert %+v", e, e.Certificate)
 			}
 		case "zk":
@@ -76,7 +83,10 @@ func TestAdminEndpoints(t *testing.T) {
 	_, metrics := get(t, h, "/metrics")
 	for _, want := range []string{
 		`tlsd_connections_total{endpoint="edge",mode="edge",reason="",result="ok"} 1`,
-		`tlsd_connections_total{endpoint="none",mode="",reason="unknown_sni",result="failed"} 1`,
+		`tlsd_connections_total{endpoint="none",mode="none",reason="unknown_sni",result="failed"} 1`,
+		`tlsd_handshake_duration_seconds_count{endpoint="edge",mode="edge"} 1`,
+		`tlsd_connection_duration_seconds_count{endpoint="edge",mode="edge"} 1`,
+		`tlsd_connection_duration_seconds_count{endpoint="none",mode="none"} 1`,
 		`tlsd_connection_failures_total{endpoint="none",reason="unknown_sni"} 1`,
 		`tlsd_handshakes_total{endpoint="edge",result="ok"}`,
 		`tlsd_bytes_total{direction="in",endpoint="edge"}`,
@@ -94,7 +104,7 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	for name := range MetricHelp {
 		if name == "tlsd_acme_orders_total" || strings.HasPrefix(name, "tlsd_tunnel_") || strings.HasPrefix(name, "tlsd_agent_") ||
-			name == "tlsd_upstream_tls_handshake_seconds" || name == "tlsd_state_store_up" {
+			name == "tlsd_upstream_tls_handshake_duration_seconds" || name == "tlsd_state_store_up" {
 			continue // no ACME issuer, tunnel, tls:// upstream or state store here: the ACME, split, upstream and fleet tests see those
 		}
 		if !strings.Contains(metrics, "# HELP "+name+" ") {

@@ -99,6 +99,7 @@ type Daemon struct {
 	// stopping is set the moment a shutdown begins: /readyz turns 503 at once, so a load
 	// balancer stops sending before the listeners close.
 	stopping atomic.Bool
+	started  time.Time
 	ctx      context.Context // ends background work at Shutdown
 	cancel   context.CancelFunc
 	bg       sync.WaitGroup // background goroutines: serving, draining
@@ -128,7 +129,7 @@ func New(opts Options) *Daemon {
 		opts.MaxHandshakes = DefaultMaxHandshakes
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
+	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, started: time.Now(), hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
 		proxies: edge.NewProxySources(opts.ProxyProtocolFrom), limiters: map[string]*edge.Limiter{}, health: map[string]*agent.Health{},
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}}
 	if opts.MaxConnections > 0 {

@@ -1,6 +1,9 @@
 package runtime
 
 import (
+	"sync"
+	"time"
+
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
@@ -23,32 +26,76 @@ type metrics struct {
 	upstreams   *prometheus.CounterVec
 	dial        *prometheus.HistogramVec
 	upstreamTLS *prometheus.HistogramVec
+	handshake   *prometheus.HistogramVec
+	duration    *prometheus.HistogramVec
+	totals      totals
+}
+
+// totals count each endpoint's connections since the process started, for /status; the
+// names are those of the configuration (and "none"), so the map stays small.
+type totals struct {
+	mu sync.Mutex // guards by
+	by map[string]*EndpointTotals
+}
+
+// EndpointTotals are an endpoint's connections since tlsd started, every generation's.
+type EndpointTotals struct {
+	Connections int64 `json:"connections"`
+	Failed      int64 `json:"failed"`
+}
+
+func (t *totals) add(endpoint string, failed bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.by == nil {
+		t.by = map[string]*EndpointTotals{}
+	}
+	e := t.by[endpoint]
+	if e == nil {
+		e = &EndpointTotals{}
+		t.by[endpoint] = e
+	}
+	e.Connections++
+	if failed {
+		e.Failed++
+	}
+}
+
+func (t *totals) of(endpoint string) EndpointTotals {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e := t.by[endpoint]; e != nil {
+		return *e
+	}
+	return EndpointTotals{}
 }
 
 // MetricHelp documents every metric; the README lists the same names.
 var MetricHelp = map[string]string{
-	"tlsd_connections_total":                     "Connections that ended, by endpoint, mode, result (ok or failed) and reason (empty when ok).",
-	"tlsd_handshakes_total":                      "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
-	"tlsd_connection_failures_total":             "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
-	"tlsd_bytes_total":                           "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
-	"tlsd_active_connections":                    "Open connections by endpoint, including those of previous generations still draining.",
-	"tlsd_reloads_total":                         "Configuration applies by result: applied, unchanged (no-op) or failed.",
-	"tlsd_generation":                            "The number of the configuration generation being served.",
-	"tlsd_last_reload_success_timestamp_seconds": "When the last configuration was applied (Unix time).",
-	"tlsd_tunnel_sessions":                       "Edge: live tunnel sessions of agents.",
-	"tlsd_tunnel_streams_total":                  "Edge: streams opened to agents, one per client connection.",
-	"tlsd_agent_connected":                       "Agent: 1 while a tunnel session to an edge is up.",
-	"tlsd_agent_sessions":                        "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
-	"tlsd_agent_reconnects_total":                "Agent: connection attempts to the edge after the first.",
-	"tlsd_agent_streams_total":                   "Agent: streams received from the edge.",
-	"tlsd_acme_orders_total":                     "ACME certificate orders by issuer, challenge type (the one that validated; the last tried for a failed order) and result (ok or failed).",
-	"tlsd_certificate_expiry_timestamp_seconds":  "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
-	"tlsd_upstream_up":                           "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
-	"tlsd_upstream_connections_total":            "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
-	"tlsd_upstream_dial_seconds":                 "Time to connect to an upstream, by endpoint.",
-	"tlsd_upstream_tls_handshake_seconds":        "Time of the TLS handshake with a tls:// upstream, by endpoint.",
-	"tlsd_state_store_up":                        "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
-	"tlsd_build_info":                            "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
+	"tlsd_connections_total":                       "Connections that ended, by endpoint, mode, result (ok or failed) and reason (empty when ok).",
+	"tlsd_handshakes_total":                        "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
+	"tlsd_connection_failures_total":               "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
+	"tlsd_bytes_total":                             "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
+	"tlsd_active_connections":                      "Open connections by endpoint, including those of previous generations still draining.",
+	"tlsd_reloads_total":                           "Configuration applies by result: applied, unchanged (no-op) or failed.",
+	"tlsd_generation":                              "The number of the configuration generation being served.",
+	"tlsd_last_reload_success_timestamp_seconds":   "When the last configuration was applied (Unix time).",
+	"tlsd_tunnel_sessions":                         "Edge: live tunnel sessions of agents.",
+	"tlsd_tunnel_streams_total":                    "Edge: streams opened to agents, one per client connection.",
+	"tlsd_agent_connected":                         "Agent: 1 while a tunnel session to an edge is up.",
+	"tlsd_agent_sessions":                          "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
+	"tlsd_agent_reconnects_total":                  "Agent: connection attempts to the edge after the first.",
+	"tlsd_agent_streams_total":                     "Agent: streams received from the edge.",
+	"tlsd_acme_orders_total":                       "ACME certificate orders by issuer, challenge type (the one that validated; the last tried for a failed order) and result (ok or failed).",
+	"tlsd_certificate_expiry_timestamp_seconds":    "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
+	"tlsd_upstream_up":                             "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
+	"tlsd_upstream_connections_total":              "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
+	"tlsd_upstream_dial_duration_seconds":          "Time to connect to an upstream, by endpoint and mode.",
+	"tlsd_upstream_tls_handshake_duration_seconds": "Time of the TLS handshake with a tls:// upstream, by endpoint and mode.",
+	"tlsd_handshake_duration_seconds":              "Time of the TLS handshakes tlsd ran with clients (edge termination), by endpoint and mode, failed ones included.",
+	"tlsd_connection_duration_seconds":             "How long connections lasted, from accept to close, by endpoint and mode (endpoint \"none\", mode \"none\": no endpoint took it).",
+	"tlsd_state_store_up":                          "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
+	"tlsd_build_info":                              "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
 }
 
 // newRegistry is a registry with the Go runtime's and the process's standard metrics
@@ -103,13 +150,15 @@ func newMetrics(d *Daemon) *metrics {
 			}))
 	}
 	m.upstreams = counter("tlsd_upstream_connections_total", "endpoint", "upstream", "result")
-	histogram := func(name string) *prometheus.HistogramVec {
-		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: MetricHelp[name],
-			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5}}, []string{"endpoint"})
+	histogram := func(name string, buckets []float64) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: MetricHelp[name], Buckets: buckets}, []string{"endpoint", "mode"})
 		m.reg.MustRegister(h)
 		return h
 	}
-	m.dial, m.upstreamTLS = histogram("tlsd_upstream_dial_seconds"), histogram("tlsd_upstream_tls_handshake_seconds")
+	m.dial = histogram("tlsd_upstream_dial_duration_seconds", latencyBuckets)
+	m.upstreamTLS = histogram("tlsd_upstream_tls_handshake_duration_seconds", latencyBuckets)
+	m.handshake = histogram("tlsd_handshake_duration_seconds", latencyBuckets)
+	m.duration = histogram("tlsd_connection_duration_seconds", lifetimeBuckets)
 	m.reg.MustRegister(&upstreamUp{d: d, desc: prometheus.NewDesc("tlsd_upstream_up", MetricHelp["tlsd_upstream_up"], []string{"endpoint", "upstream"}, nil)})
 	m.reg.MustRegister(newCertExpiry(func() map[string]*builtRoute { return d.gen.Load().routes }))
 	return m
@@ -117,23 +166,33 @@ func newMetrics(d *Daemon) *metrics {
 
 func (m *metrics) routed(i *relay.Info) { m.active.WithLabelValues(i.Endpoint).Inc() }
 
+// Buckets: latencies from 100 µs (loopback) to 5 s (a handshake timing out); lifetimes
+// from a refused connection to a day-long one.
+var (
+	latencyBuckets  = []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5}
+	lifetimeBuckets = []float64{.001, .01, .1, 1, 10, 60, 300, 1800, 3600, 21600, 86400}
+)
+
 func (m *metrics) ended(i *relay.Info) {
-	endpoint := i.Endpoint
+	endpoint, mode := i.Endpoint, i.Mode
 	if endpoint != "" {
 		m.active.WithLabelValues(endpoint).Dec()
 	} else {
-		endpoint = "none" // never routed: unknown SNI, not TLS, silent
+		endpoint, mode = relay.ModeNone, relay.ModeNone // never routed: unknown SNI, not TLS, silent
 	}
 	result := "ok"
 	if i.Reason != "" {
 		result = "failed"
 		m.failures.WithLabelValues(endpoint, i.Code).Inc()
 	}
-	m.connections.WithLabelValues(endpoint, i.Mode, result, i.Code).Inc()
+	m.connections.WithLabelValues(endpoint, mode, result, i.Code).Inc()
+	m.totals.add(endpoint, i.Reason != "")
+	m.duration.WithLabelValues(endpoint, mode).Observe(time.Since(i.Start).Seconds())
 	if i.Handshake != "" {
 		m.handshakes.WithLabelValues(endpoint, i.Handshake).Inc()
+		m.handshake.WithLabelValues(endpoint, mode).Observe(i.HandshakeTime.Seconds())
 	}
-	m.upstreamEnded(endpoint, i)
+	m.upstreamEnded(endpoint, mode, i)
 	if i.BytesIn > 0 {
 		m.bytes.WithLabelValues(endpoint, "in").Add(float64(i.BytesIn))
 	}
@@ -181,16 +240,16 @@ func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
 }
 
 // upstreamEnded counts what a connection's upstream dial did.
-func (m *metrics) upstreamEnded(endpoint string, i *relay.Info) {
+func (m *metrics) upstreamEnded(endpoint, mode string, i *relay.Info) {
 	if i.UpstreamResult == "" {
 		return // it never got as far, or an agent dialed
 	}
 	m.upstreams.WithLabelValues(endpoint, i.Upstream, i.UpstreamResult).Inc()
 	if i.UpstreamDial > 0 {
-		m.dial.WithLabelValues(endpoint).Observe(i.UpstreamDial.Seconds())
+		m.dial.WithLabelValues(endpoint, mode).Observe(i.UpstreamDial.Seconds())
 	}
 	if i.UpstreamTLS > 0 {
-		m.upstreamTLS.WithLabelValues(endpoint).Observe(i.UpstreamTLS.Seconds())
+		m.upstreamTLS.WithLabelValues(endpoint, mode).Observe(i.UpstreamTLS.Seconds())
 	}
 }
 

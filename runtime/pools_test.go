@@ -83,8 +83,8 @@ func TestTLSUpstream(t *testing.T) {
 		t.Error("the second connection to the upstream did not resume its TLS session")
 	}
 	must(t, dial("mtls.test"))
-	wants := []string{`tlsd_upstream_tls_handshake_seconds_count{endpoint="ok"} 2`,
-		`tlsd_upstream_connections_total{endpoint="ok",result="ok",upstream="` + good + `"} 2`, `tlsd_upstream_dial_seconds_count{endpoint="mtls"} 1`}
+	wants := []string{`tlsd_upstream_tls_handshake_duration_seconds_count{endpoint="ok",mode="edge"} 2`,
+		`tlsd_upstream_connections_total{endpoint="ok",result="ok",upstream="` + good + `"} 2`, `tlsd_upstream_dial_duration_seconds_count{endpoint="mtls",mode="edge"} 1`}
 	var metrics string
 	if !eventually(5*time.Second, func() bool { // a connection is counted when it ends
 		_, metrics = get(t, e.d.AdminHandler(), "/metrics")

@@ -24,7 +24,12 @@ type Attempt struct {
 
 // Status is what /status reports.
 type Status struct {
-	Build       version.Info     `json:"build"`
+	Build         version.Info `json:"build"`
+	StartedAt     time.Time    `json:"started_at"`
+	UptimeSeconds float64      `json:"uptime_seconds"`
+	// Unrouted counts the connections no endpoint took (no or unknown SNI, not TLS,
+	// silent, refused at accept), since the start.
+	Unrouted    EndpointTotals   `json:"unrouted"`
 	Generation  uint64           `json:"generation"`
 	AppliedAt   time.Time        `json:"applied_at"`
 	LastAttempt Attempt          `json:"last_attempt"`
@@ -59,6 +64,8 @@ func storeStatus(st *statestore.Store) *StateStoreStatus {
 type DrainingStatus struct {
 	Name              string `json:"name"`
 	ActiveConnections int    `json:"active_connections"`
+	// Totals are the endpoint's connections since tlsd started, and how many failed.
+	Totals EndpointTotals `json:"totals"`
 }
 
 // EndpointStatus is one endpoint of the running generation.
@@ -69,6 +76,8 @@ type EndpointStatus struct {
 	TerminateAt       string `json:"terminate_at"`
 	Upstream          string `json:"upstream"`
 	ActiveConnections int    `json:"active_connections"`
+	// Totals are the endpoint's connections since tlsd started, and how many failed.
+	Totals EndpointTotals `json:"totals"`
 	// DrainingConnections are those of ActiveConnections still on the endpoint's settings
 	// from before its last change.
 	DrainingConnections int                `json:"draining_connections,omitempty"`
@@ -168,11 +177,13 @@ func (d *Daemon) Status() Status {
 	if d.http != nil {
 		st.HTTPListen = d.http.ln.Addr().String()
 	}
+	st.StartedAt, st.UptimeSeconds = d.started, time.Since(d.started).Round(time.Millisecond).Seconds()
+	st.Unrouted = d.metrics.totals.of(relay.ModeNone)
 	active, draining := d.connectionsLocked()
 	d.mu.Unlock()
 	for name, br := range g.routes {
 		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: g.listeners[br.ep.Listen],
-			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name],
+			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name], Totals: d.metrics.totals.of(name),
 			DrainingConnections: draining[name], Limits: br.ep.Limits, Timeouts: br.ep.Timeouts}
 		es.Upstreams = upstreamStatus(br.back)
 		if br.route != nil && br.route.Limiter != nil {

@@ -32,8 +32,11 @@ func Handshake(ctx context.Context, c *relay.Conn, cfg *tls.Config) (*tls.Conn, 
 		c.Conn.SetDeadline(c.Deadline)
 	}
 	tc := tls.Server(c.Replay(), cfg)
+	start := time.Now()
 	// The handshake goes deep into crypto/tls; see OnFreshStack.
-	if err := relay.OnFreshStack(func() error { return tc.HandshakeContext(ctx) }); err != nil {
+	err := relay.OnFreshStack(func() error { return tc.HandshakeContext(ctx) })
+	c.Info.HandshakeTime = time.Since(start)
+	if err != nil {
 		c.Info.Handshake = "failed"
 		c.Info.Fail(HandshakeFailure(err, c.Hello, cfg))
 		c.Conn.Close()

@@ -128,12 +128,21 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 	if err != nil {
 		return nil, nil, &exitError{exitUsage, err}
 	}
-	if res.Diagnostics.HasErrors() {
+	refused := fmt.Errorf("refusing to start: the configuration has errors")
+	if res.Diagnostics.HasErrors() && f.logFormat != "json" {
 		schema.WriteReport(cmd.ErrOrStderr(), res, schema.ReportOptions{Format: schema.FormatText})
-		return nil, nil, &exitError{exitInvalid, fmt.Errorf("refusing to start: the configuration has errors")}
+		return nil, nil, &exitError{exitInvalid, refused}
 	}
 	for _, d := range res.Diagnostics {
-		logger.Warn("configuration warning", "at", fmt.Sprintf("%s:%d:%d", d.File, d.Line, d.Column), "code", d.Code, "message", d.Message)
+		level, msg := slog.LevelWarn, "configuration warning"
+		if d.Severity == schema.SeverityError {
+			level, msg = slog.LevelError, "configuration error"
+		}
+		logger.Log(context.Background(), level, msg, "at", fmt.Sprintf("%s:%d:%d", d.File, d.Line, d.Column),
+			"file", d.File, "line", d.Line, "column", d.Column, "path", d.Path, "code", d.Code, "message", d.Message)
+	}
+	if res.Diagnostics.HasErrors() {
+		return nil, nil, failed(logger, f.logFormat, refused)
 	}
 	return logger, res, nil
 }
@@ -213,9 +222,19 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 		defer removePIDFile(f.pidFile)
 	}
 	if err := runtime.Run(ctx, res.Config, opts); err != nil {
-		return &exitError{exitInvalid, err}
+		return failed(logger, f.logFormat, err)
 	}
 	return nil
+}
+
+// failed ends a serving command that could not start or serve: under --log-format json
+// the reason is a log line like every other, so the whole of stderr stays JSON.
+func failed(logger *slog.Logger, format string, err error) error {
+	if format != "json" {
+		return &exitError{exitInvalid, err}
+	}
+	logger.Error("tlsd stopped", "error", err)
+	return &exitError{code: exitInvalid}
 }
 
 // defaultStateDir is systemd's StateDirectory= when it set one (the first, if several),

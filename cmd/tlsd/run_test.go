@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"crypto/tls"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -154,6 +155,29 @@ func TestRunServesAndStopsOnSIGTERM(t *testing.T) {
 	}
 	if !strings.Contains(out.String(), `"msg":"stopped: every connection finished"`) {
 		t.Errorf("no clean-stop log line:\n%s", out)
+	}
+}
+
+// TestJSONLogsRefusal: under --log-format json a refused start is JSON too: a line per
+// diagnostic with its position and code, then the refusal.
+func TestJSONLogsRefusal(t *testing.T) {
+	code, _, stderr := tlsd(t, "run", "--listen", freeAddr(t), "--log-format", "json", writeConfig(t, invalidEndpoint))
+	lines := strings.Split(strings.TrimSpace(stderr), "\n")
+	var diag struct {
+		Msg, File, Code string
+		Line, Column    int
+	}
+	if code != 1 || len(lines) < 2 || json.Unmarshal([]byte(lines[0]), &diag) != nil ||
+		diag.Msg != "configuration error" || diag.Code != "wrong-type" || diag.Line != 9 || diag.Column != 16 {
+		t.Fatalf("exit %d, first line %+v; stderr:\n%s", code, diag, stderr)
+	}
+	for _, l := range lines {
+		if !json.Valid([]byte(l)) {
+			t.Errorf("stderr line is not JSON: %s", l)
+		}
+	}
+	if !strings.Contains(lines[len(lines)-1], "refusing to start") {
+		t.Errorf("the last line does not say why tlsd stopped: %s", lines[len(lines)-1])
 	}
 }
 

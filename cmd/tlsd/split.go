@@ -169,7 +169,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges 
 		defer removePIDFile(f.pidFile)
 	}
 	if err := runtime.RunAgent(ctx, res.Config, o); err != nil {
-		return &exitError{exitInvalid, err}
+		return failed(logger, f.logFormat, err)
 	}
 	return nil
 }
