@@ -75,3 +75,10 @@ Check them in CI with "tlsd validate"; print the JSON Schema for editors with
 	root.AddCommand(newValidateCmd(), newRunCmd(), newEdgeCmd(), newAgentCmd(), newPlanCmd(), newStatusCmd(), newCACmd(), newSchemaCmd(), newVersionCmd())
 	return root
 }
+
+// completeValues makes shell completion offer values for a flag of cmd.
+func completeValues(cmd *cobra.Command, flag string, values ...string) {
+	cmd.RegisterFlagCompletionFunc(flag, func(*cobra.Command, []string, string) ([]string, cobra.ShellCompDirective) {
+		return values, cobra.ShellCompDirectiveNoFileComp
+	})
+}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -33,6 +34,32 @@ func tlsd(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	return code, out.String(), errb.String()
 }
 
+// TestValidateStdin: "-" validates the documents of standard input.
+func TestValidateStdin(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		code int
+		out  string
+	}{
+		{validEndpoint, exitOK, "1 file, 1 endpoint: 0 errors"},
+		{invalidEndpoint, exitInvalid, "<stdin>:9:16: error: min_version must be a string"},
+	} {
+		var out, errb bytes.Buffer
+		root := newRootCmd(&out, &errb)
+		root.SetIn(strings.NewReader(c.in))
+		root.SetArgs([]string{"validate", "--color", "never", "-"})
+		err := root.Execute()
+		code := exitOK
+		var ee *exitError
+		if errors.As(err, &ee) {
+			code = ee.code
+		}
+		if code != c.code || !strings.Contains(out.String(), c.out) {
+			t.Errorf("validate - of %q: exit %d (%v), stdout:\n%s\nwant %d and %q", c.in, code, err, out.String(), c.code, c.out)
+		}
+	}
+}
+
 func writeConfig(t *testing.T, content string) string {
 	t.Helper()
 	dir := t.TempDir()
@@ -60,7 +87,12 @@ func TestValidateExitCodes(t *testing.T) {
 		{"invalid", []string{"validate", invalid}, 1, "endpoint.yaml:9:16: error: min_version must be a string", ""},
 		{"caret", []string{"validate", invalid}, 1, "    9 |   min_version: 1.3\n      |                ^\n", ""},
 		{"missing path", []string{"validate", filepath.Join(valid, "nope")}, 2, "", "no such file or directory"},
-		{"no args", []string{"validate"}, 2, "", "requires at least 1 arg"},
+		{"no args", []string{"validate"}, 2, "", "give the configuration to check: directories or files, e.g. tlsd validate endpoints/"},
+		{"no args run", []string{"run"}, 2, "", "give the configuration to serve"},
+		{"agent without role", []string{"validate", "--agent", "a", valid}, 2, "", "--agent a needs --role agent"},
+		{"stdin with paths", []string{"validate", "-", valid}, 2, "", `"-" (standard input) cannot be combined`},
+		{"completion of values", []string{"__complete", "validate", "--format", ""}, 0, "text\njson\ngithub\n", ""},
+		{"help names values", []string{"run", "--help"}, 0, "--listen ADDR", ""},
 		{"bad format", []string{"validate", "--format", "xml", valid}, 2, "", `unknown format "xml"`},
 		{"bad flag", []string{"validate", "--frobnicate", valid}, 2, "", "unknown flag"},
 		{"bad color", []string{"validate", "--color", "pink", valid}, 2, "", "--color"},

@@ -90,6 +90,7 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 		},
 	}
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	completeValues(cmd, "format", "text", "json")
 	cmd.Flags().BoolVar(&skipFiles, "skip-files", false, "do not read certificate, key and CA files (content changes are then not seen)")
 	cmd.Flags().StringVar(&admin, "admin", "", "compare against the configuration a running tlsd serves, via its admin address")
 	addExcludeFlag(cmd.Flags(), &exclude)

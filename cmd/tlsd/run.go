@@ -78,7 +78,7 @@ validations for issuers that offer http-01 (required for them) and redirects eve
 other request for a served domain to https:// (308, path and query kept).`,
 		Example: `  tlsd run examples/quickstart
   tlsd run --listen :443 --log-format json /etc/tlsd/endpoints`,
-		Args: cobra.MinimumNArgs(1),
+		Args: pathArgs("serve", "tlsd run endpoints/"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return runDaemon(cmd, f, args, schema.RoleAll, nil)
 		},
@@ -91,7 +91,7 @@ other request for a served domain to https:// (308, path and query kept).`,
 func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl := cmd.Flags()
 	if cmd.Name() != "agent" {
-		fl.StringVar(&f.listen, "listen", ":8443", "address of the listener for endpoints that name no `listen`")
+		fl.StringVar(&f.listen, "listen", ":8443", "`ADDR` of the listener for endpoints that name none (their listen field)")
 		fl.IntVar(&f.maxHandshakes, "max-handshakes", runtime.DefaultMaxHandshakes, "connections per listener in their handshake phase at once (ClientHello, TLS handshake); past it new ones are closed at once (0: no bound)")
 		fl.IntVar(&f.maxConnections, "max-connections", 0, "connections of all endpoints together; past it new ones are accepted and closed at once, so the listener never stops (0: no bound)")
 		fl.Var(&f.proxyFrom, "proxy-protocol-from", "`CIDR`s of load balancers that send a PROXY protocol header (v1 or v2) first (comma-separated or repeated); its client address then counts everywhere. Their connections must have one; other sources must not send one")
@@ -107,6 +107,8 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	completeValues(cmd, "log-format", "text", "json")
+	completeValues(cmd, "log-level", "debug", "info", "warn", "error")
 	fl.StringVar(&f.pidFile, "pid-file", "", "write the process ID to `FILE` once serving (after an upgrade, the new process writes its own)")
 	addExcludeFlag(fl, &f.exclude)
 }

@@ -38,7 +38,7 @@ certificate's first DNS name (its common name if it has none). Several agents wi
 same name form a pool. Endpoints without "agent" are served by the edge itself.`,
 		Example: `  tlsd edge --listen :443 --tunnel-listen :4443 \
     --tunnel-cert tunnel.crt --tunnel-key tunnel.key --agent-ca agents-ca.pem endpoints/`,
-		Args: cobra.MinimumNArgs(1),
+		Args: pathArgs("serve", "tlsd edge ... endpoints/"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if tunnelListen == "" || tunnelCert == "" || tunnelKey == "" || agentCA == "" {
 				return &exitError{exitUsage, fmt.Errorf("--tunnel-listen, --tunnel-cert, --tunnel-key and --agent-ca are required")}
@@ -83,7 +83,7 @@ of edge-terminated ones, writing PROXY headers with the real client address. It
 reconnects with exponential backoff and jitter, and watches and reloads its own copy of
 the configuration like "tlsd run".`,
 		Example: `  tlsd agent --edge edge.example.com:4443 --cert agent.crt --key agent.key --ca tunnel-ca.pem endpoints/`,
-		Args:    cobra.MinimumNArgs(1),
+		Args:    pathArgs("serve", "tlsd agent ... endpoints/"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if len(edges) == 0 || certFile == "" || keyFile == "" || caFile == "" {
 				return &exitError{exitUsage, fmt.Errorf("--edge, --cert, --key and --ca are required")}

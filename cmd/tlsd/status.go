@@ -18,6 +18,7 @@ import (
 func newStatusCmd() *cobra.Command {
 	var (
 		admin  string
+		format string
 		asJSON bool
 		ready  bool
 	)
@@ -35,11 +36,17 @@ down, 1 otherwise: a health check for containers (the image has no curl).`,
 			if ready {
 				return checkReady(cmd.OutOrStdout(), admin)
 			}
+			if asJSON {
+				format = "json"
+			}
+			if format != "text" && format != "json" {
+				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want text or json)", format)}
+			}
 			var st runtime.Status
 			if err := getJSON(admin, "/status", &st); err != nil {
 				return &exitError{exitUsage, err}
 			}
-			if asJSON {
+			if format == "json" {
 				enc := json.NewEncoder(cmd.OutOrStdout())
 				enc.SetIndent("", "  ")
 				return enc.Encode(st)
@@ -52,7 +59,10 @@ down, 1 otherwise: a health check for containers (the image has no curl).`,
 		},
 	}
 	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9180", "the admin API address of the running tlsd")
-	cmd.Flags().BoolVar(&asJSON, "json", false, "print the raw /status JSON")
+	cmd.Flags().StringVar(&format, "format", "text", "output format: text, or json (the raw /status JSON)")
+	cmd.Flags().BoolVar(&asJSON, "json", false, "the same as --format json")
+	cmd.Flags().MarkDeprecated("json", "use --format json, as validate and plan do")
+	completeValues(cmd, "format", "text", "json")
 	cmd.Flags().BoolVar(&ready, "ready", false, "only ask /readyz: exit 0 when serving, 1 when not (or shutting down)")
 	return cmd
 }
@@ -119,6 +129,31 @@ func printStatus(w io.Writer, st runtime.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Name, e.Domain, e.Listen, e.TerminateAt, e.ActiveConnections, cert)
 	}
 	tw.Flush()
+	printAgents(w, st)
+}
+
+// printAgents lists, on an edge, the agents with live tunnel sessions and the endpoints
+// whose agent has none.
+func printAgents(w io.Writer, st runtime.Status) {
+	var dead []string
+	for _, e := range st.Endpoints {
+		if e.AgentLive != nil && !*e.AgentLive {
+			dead = append(dead, fmt.Sprintf("%s (agent %s)", e.Name, e.Agent))
+		}
+	}
+	if len(st.Agents) == 0 && len(dead) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AGENT\tFROM\tCONNECTED\tSTREAMS\tHEALTHY")
+	for _, a := range st.Agents {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%v\n", a.Name, a.Address, a.Since.Local().Format(time.RFC3339), a.Streams, a.Healthy)
+	}
+	tw.Flush()
+	if len(dead) > 0 {
+		fmt.Fprintf(w, "NO LIVE AGENT for: %s\n", strings.Join(dead, ", "))
+	}
 }
 
 // certificateText is one line on a certificate: whose, until when, how it was validated,

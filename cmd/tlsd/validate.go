@@ -1,7 +1,9 @@
 package main
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"slices"
 	"strings"
@@ -23,20 +25,24 @@ func newValidateCmd() *cobra.Command {
 		exclude    []string
 	)
 	cmd := &cobra.Command{
-		Use:   "validate [flags] PATH...",
+		Use:   "validate [flags] PATH... | -",
 		Short: "Check endpoint configuration files, as CI and pre-commit hooks do",
 		Long: `Validate reads every *.yaml and *.yml file under each PATH (recursively, skipping
 names that start with "."), or the files given, and checks them: the JSON Schema,
 the rules between fields and documents, and the certificate, key and CA files they
 reference. Each problem is reported at the exact line and column that is wrong.
 
+"-" reads one file's documents from standard input (relative paths in them are
+relative to the working directory), for editors and scripts.
+
 Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 		Example: `  tlsd validate endpoints/
   tlsd validate --role edge endpoints/                    # on the edge: agents' keys may be absent
   tlsd validate --format github --skip-files endpoints/     # in CI, without secrets
   tlsd validate --format json endpoints/ | jq .summary
-  tlsd validate --exclude docker-compose.yml --exclude 'ci/*' .   # a tree with other YAML`,
-		Args: cobra.MinimumNArgs(1),
+  tlsd validate --exclude docker-compose.yml --exclude 'ci/*' .   # a tree with other YAML
+  git show HEAD:endpoints/billing.yaml | tlsd validate --skip-files -`,
+		Args: pathArgs("check", "tlsd validate endpoints/"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if !slices.Contains(schema.Formats, format) {
 				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want %s)", format, strings.Join(schema.Formats, ", "))}
@@ -48,14 +54,17 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 			if role != schema.RoleAll && role != schema.RoleEdge && role != schema.RoleAgent {
 				return &exitError{exitUsage, fmt.Errorf("--role: %q is not edge, agent or all", role)}
 			}
+			if agentName != "" && role != schema.RoleAgent {
+				return &exitError{exitUsage, fmt.Errorf("--agent %s needs --role agent: it picks one agent's endpoints among those an agent reads", agentName)}
+			}
 			if err := checkExcludes(exclude); err != nil {
 				return err
 			}
 			if err := checkHTTPListen(httpListen); err != nil {
 				return err
 			}
-			res, err := schema.Load(schema.Options{SkipFiles: skipFiles, Role: role, Agent: agentName, Exclude: exclude,
-				HTTPListen: httpListen != ""}, args...)
+			res, err := loadArgs(cmd.InOrStdin(), schema.Options{SkipFiles: skipFiles, Role: role, Agent: agentName, Exclude: exclude,
+				HTTPListen: httpListen != ""}, args)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -76,11 +85,39 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 	f.StringVar(&agentName, "agent", "", "with --role agent: only the endpoints of this agent")
 	f.StringVar(&httpListen, "http-listen", "", "the --http-listen `ADDR` the daemons run with: issuers offering http-01 then draw no warning")
 	addExcludeFlag(f, &exclude)
+	completeValues(cmd, "format", schema.Formats...)
+	completeValues(cmd, "color", "auto", "always", "never")
+	completeValues(cmd, "role", schema.RoleAll, schema.RoleEdge, schema.RoleAgent)
 	return cmd
 }
 
 // addExcludeFlag registers --exclude, which every command that reads a configuration
 // tree takes, so that validate, plan and run read the same files.
+// pathArgs requires at least one PATH, saying what to give when there is none.
+func pathArgs(what, example string) cobra.PositionalArgs {
+	return func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return &exitError{exitUsage, fmt.Errorf("give the configuration to %s: directories or files, e.g. %s (see %s --help)", what, example, cmd.CommandPath())}
+		}
+		return nil
+	}
+}
+
+// loadArgs loads the paths given, or standard input for "-".
+func loadArgs(stdin io.Reader, opts schema.Options, args []string) (*schema.Result, error) {
+	if !slices.Contains(args, "-") {
+		return schema.Load(opts, args...)
+	}
+	if len(args) > 1 {
+		return nil, errors.New(`"-" (standard input) cannot be combined with other paths`)
+	}
+	data, err := io.ReadAll(io.LimitReader(stdin, 16<<20))
+	if err != nil {
+		return nil, fmt.Errorf("read standard input: %w", err)
+	}
+	return schema.LoadData(opts, "<stdin>", data)
+}
+
 func addExcludeFlag(f *pflag.FlagSet, exclude *[]string) {
 	f.StringArrayVar(exclude, "exclude", nil, "leave out files and directories matching `GLOB` (repeatable): with a slash matched against the path below PATH, without against the name alone")
 }
