@@ -21,9 +21,12 @@ import (
 // TunnelClient is the tunnel's agent side: it dials the edge, keeps a session up (reconnecting with
 // exponential backoff and jitter), and hands every stream the edge opens to Handle.
 type TunnelClient struct {
-	Edge   string      // the edge's tunnel address, host:port: its host is checked against the edge's certificate
-	Addr   string      // where to dial, when not Edge (one of the addresses Edge's name resolves to)
-	TLS    *tls.Config // client certificate, the CA that signs the edge's, TLS 1.3
+	Edge string      // the edge's tunnel address, host:port: its host is checked against the edge's certificate
+	Addr string      // where to dial, when not Edge (one of the addresses Edge's name resolves to)
+	TLS  *tls.Config // client certificate, the CA that signs the edge's, TLS 1.3
+	// Config, when set, gives each session its TLS configuration instead of TLS: the
+	// credentials as their files hold them when the session is dialed.
+	Config func() *tls.Config
 	Handle func(ctx context.Context, h tunnel.Header, stream net.Conn)
 	Log    *slog.Logger
 	// BackoffBase and BackoffMax bound the wait between connection attempts.
@@ -285,10 +288,14 @@ func (a *TunnelClient) setSince(t time.Time) {
 
 // tlsConfig checks the edge's certificate for Edge's host, also when dialing an address.
 func (a *TunnelClient) tlsConfig() *tls.Config {
-	if a.Addr == "" || a.TLS == nil || a.TLS.ServerName != "" {
-		return a.TLS
+	cfg := a.TLS
+	if a.Config != nil {
+		cfg = a.Config()
 	}
-	cfg := a.TLS.Clone()
+	if a.Addr == "" || cfg == nil || cfg.ServerName != "" {
+		return cfg
+	}
+	cfg = cfg.Clone()
 	cfg.ServerName, _, _ = net.SplitHostPort(a.Edge)
 	return cfg
 }

@@ -44,6 +44,7 @@ type AgentPool struct {
 type session struct {
 	name, addr string
 	since      time.Time
+	certEnd    time.Time // NotAfter of the client certificate the agent presented
 	mux        *yamux.Session
 	streams    atomic.Int64
 	// unanswered counts the streams in a row the agent did not answer; past
@@ -73,6 +74,9 @@ type AgentStatus struct {
 	Streams int64     `json:"streams"` // opened on this session
 	// Healthy is false once the agent left several streams in a row unanswered.
 	Healthy bool `json:"healthy"`
+	// CertificateNotAfter is when the client certificate the session was opened with
+	// expires: the agent must have a new one (and reconnect with it) by then.
+	CertificateNotAfter time.Time `json:"certificate_not_after"`
 }
 
 // NewAgentPool makes an empty pool.
@@ -132,8 +136,9 @@ func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
 		return
 	}
 	tc.SetDeadline(time.Time{})
-	name := tunnel.Identity(tc.ConnectionState().PeerCertificates[0])
-	s := &session{name: name, addr: c.RemoteAddr().String(), since: time.Now()}
+	leaf := tc.ConnectionState().PeerCertificates[0]
+	name := tunnel.Identity(leaf)
+	s := &session{name: name, addr: c.RemoteAddr().String(), since: time.Now(), certEnd: leaf.NotAfter}
 	if err := p.add(s, tc); err != nil {
 		p.log.Warn("agent session refused", "agent", name, "address", s.addr, "reason", err.Error())
 		tc.Close()
@@ -361,7 +366,8 @@ func (p *AgentPool) Agents() []AgentStatus {
 	var out []AgentStatus
 	for _, list := range p.sessions {
 		for _, s := range list {
-			out = append(out, AgentStatus{Name: s.name, Address: s.addr, Since: s.since, Streams: s.streams.Load(), Healthy: s.healthy()})
+			out = append(out, AgentStatus{Name: s.name, Address: s.addr, Since: s.since, Streams: s.streams.Load(), Healthy: s.healthy(),
+				CertificateNotAfter: s.certEnd})
 		}
 	}
 	slices.SortFunc(out, func(a, b AgentStatus) int {

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"io/fs"
 	"math/big"
+	"net"
 	"os"
 	"path/filepath"
 	"strings"
@@ -57,6 +58,15 @@ func KeyFile(stateDir string) string  { return filepath.Join(stateDir, "ca", "ro
 // now is the clock; nil means time.Now. Creation is atomic: the CA appears whole or not at
 // all, and what an unfinished creation left (empty files) is set aside, not trusted.
 func Open(stateDir string, now func() time.Time) (*CA, error) {
+	return OpenNamed(stateDir, DefaultName, now)
+}
+
+// DefaultName is the internal issuer's root name; the date of creation follows it.
+const DefaultName = "tlsd local CA"
+
+// OpenNamed is Open for a CA whose root is called name (the tunnel's CA is another CA
+// than the endpoints' internal issuer, in a state directory of its own).
+func OpenNamed(stateDir, name string, now func() time.Time) (*CA, error) {
 	if now == nil {
 		now = time.Now
 	}
@@ -68,14 +78,14 @@ func Open(stateDir string, now func() time.Time) (*CA, error) {
 		if err := os.Rename(caDir(stateDir), aside); err != nil && !errors.Is(err, fs.ErrNotExist) {
 			return nil, fmt.Errorf("local CA: set aside the unfinished %s: %w", caDir(stateDir), err)
 		}
-		ca, err := create(stateDir, now)
+		ca, err := create(stateDir, name, now)
 		if ca != nil {
 			ca.Recovered = fmt.Sprintf("%s held an unfinished CA (empty files): set aside as %s and created a new one; clients must trust the new root", caDir(stateDir), aside)
 		}
 		return ca, err
 	}
 	if _, err := os.Stat(RootFile(stateDir)); errors.Is(err, fs.ErrNotExist) {
-		return create(stateDir, now)
+		return create(stateDir, name, now)
 	}
 	return load(stateDir, now)
 }
@@ -134,11 +144,11 @@ func fromPEM(crtPEM, keyPEM []byte, crtName, keyName string, now func() time.Tim
 	return &CA{root: chain[0], rootDER: chain[0].Raw, key: key, now: now, leaves: map[string]*tls.Certificate{}}, nil
 }
 
-func create(stateDir string, now func() time.Time) (*CA, error) {
+func create(stateDir, name string, now func() time.Time) (*CA, error) {
 	if err := os.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("local CA: %w", err)
 	}
-	ca, keyPEM, rootPEM, err := newRoot(now)
+	ca, keyPEM, rootPEM, err := newRoot(name, now)
 	if err != nil {
 		return nil, err
 	}
@@ -152,7 +162,7 @@ func create(stateDir string, now func() time.Time) (*CA, error) {
 }
 
 // newRoot makes a root and its key, and their PEM.
-func newRoot(now func() time.Time) (ca *CA, keyPEM, rootPEM []byte, err error) {
+func newRoot(name string, now func() time.Time) (ca *CA, keyPEM, rootPEM []byte, err error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return nil, nil, nil, fmt.Errorf("local CA: generate key: %w", err)
@@ -160,7 +170,7 @@ func newRoot(now func() time.Time) (ca *CA, keyPEM, rootPEM []byte, err error) {
 	start := now().Add(-time.Hour)
 	tmpl := &x509.Certificate{
 		SerialNumber:          randomSerial(),
-		Subject:               pkix.Name{CommonName: "tlsd local CA " + start.Format("2006-01-02"), Organization: []string{"tlsd local CA"}},
+		Subject:               pkix.Name{CommonName: name + " " + start.Format("2006-01-02"), Organization: []string{name}},
 		NotBefore:             start,
 		NotAfter:              start.Add(RootLifetime),
 		IsCA:                  true,
@@ -276,23 +286,45 @@ func (ca *CA) Certificate(domain string) (*tls.Certificate, error) {
 }
 
 func (ca *CA) issueLocked(domain string, now time.Time) (*tls.Certificate, error) {
+	return ca.issue(Leaf{CommonName: domain, DNSNames: []string{domain}, Lifetime: LeafLifetime}, now)
+}
+
+// Leaf describes a certificate to issue: ECDSA P-256, for a server unless Client.
+type Leaf struct {
+	CommonName string
+	DNSNames   []string
+	IPs        []net.IP
+	Client     bool // ExtKeyUsageClientAuth (a tunnel agent), else ServerAuth
+	Lifetime   time.Duration
+}
+
+// Issue makes a certificate as l says, valid from now (less five minutes, for clocks
+// behind) and never past the root.
+func (ca *CA) Issue(l Leaf) (*tls.Certificate, error) { return ca.issue(l, ca.now()) }
+
+func (ca *CA) issue(l Leaf, now time.Time) (*tls.Certificate, error) {
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: generate key for %s: %w", domain, err)
+		return nil, fmt.Errorf("local CA: generate key for %s: %w", l.CommonName, err)
 	}
 	start := now.Add(-5 * time.Minute) // tolerate clients whose clocks run a little behind
+	usage := x509.ExtKeyUsageServerAuth
+	if l.Client {
+		usage = x509.ExtKeyUsageClientAuth
+	}
 	tmpl := &x509.Certificate{
 		SerialNumber: randomSerial(),
-		Subject:      pkix.Name{CommonName: domain},
-		DNSNames:     []string{domain},
+		Subject:      pkix.Name{CommonName: l.CommonName},
+		DNSNames:     l.DNSNames,
+		IPAddresses:  l.IPs,
 		NotBefore:    start,
-		NotAfter:     minTime(start.Add(LeafLifetime), ca.root.NotAfter),
+		NotAfter:     minTime(start.Add(l.Lifetime), ca.root.NotAfter),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
-		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		ExtKeyUsage:  []x509.ExtKeyUsage{usage},
 	}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.root, key.Public(), ca.key)
 	if err != nil {
-		return nil, fmt.Errorf("local CA: issue for %s: %w", domain, err)
+		return nil, fmt.Errorf("local CA: issue for %s: %w", l.CommonName, err)
 	}
 	leaf, err := x509.ParseCertificate(der)
 	if err != nil {
@@ -306,4 +338,32 @@ func minTime(a, b time.Time) time.Time {
 		return a
 	}
 	return b
+}
+
+// WriteFiles writes c's certificate chain and key as PEM, the key mode 0600, each
+// through a temporary file renamed into place (the key first), so that a process watching
+// them never reads half a file.
+func WriteFiles(c *tls.Certificate, crtFile, keyFile string) error {
+	keyDER, err := x509.MarshalPKCS8PrivateKey(c.PrivateKey)
+	if err != nil {
+		return fmt.Errorf("encode key: %w", err)
+	}
+	var chain []byte
+	for _, der := range c.Certificate {
+		chain = append(chain, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})...)
+	}
+	if err := replaceFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		return err
+	}
+	return replaceFile(crtFile, chain, 0o644)
+}
+
+func replaceFile(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	os.Remove(tmp) // what a crash left
+	if err := writeSynced(tmp, data, mode); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
 }

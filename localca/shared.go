@@ -40,7 +40,7 @@ func OpenShared(ctx context.Context, st Store, now func() time.Time) (*CA, error
 	if ca, err := loadShared(ctx, st, now); !errors.Is(err, fs.ErrNotExist) {
 		return ca, err // another edge created it while this one waited
 	}
-	ca, keyPEM, rootPEM, err := newRoot(now)
+	ca, keyPEM, rootPEM, err := newRoot(DefaultName, now)
 	if err != nil {
 		return nil, err
 	}

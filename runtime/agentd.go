@@ -25,11 +25,12 @@ import (
 // endpoints whose `agent` is its name, and applies configuration changes as whole
 // generations like the daemon does.
 type Agent struct {
-	name   string
-	opts   Options
-	log    *slog.Logger
-	gen    atomic.Pointer[agentGeneration]
-	Tunnel *agent.Tunnels
+	name    string
+	opts    Options
+	started time.Time
+	log     *slog.Logger
+	gen     atomic.Pointer[agentGeneration]
+	Tunnel  *agent.Tunnels
 	// stopping is set when a shutdown begins: /readyz says 503 from then on.
 	stopping atomic.Bool
 
@@ -58,7 +59,7 @@ func NewAgent(name string, opts Options) *Agent {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
-	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*agent.Health{},
+	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*agent.Health{}, started: time.Now(),
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsd_acme_orders_total", Help: MetricHelp["tlsd_acme_orders_total"]},
 			[]string{"issuer", "challenge", "result"})}
 	a.acme.options = acmeOptions(opts, func(issuer, challenge string, ok bool) {
@@ -249,13 +250,16 @@ type AgentStatus struct {
 	// Edges are the sessions, one per edge address.
 	Edges     []agent.TunnelStatus `json:"edges"`
 	Endpoints []EndpointStatus     `json:"endpoints"`
+	// TunnelCertificate is the client certificate the agent dials its edges with.
+	TunnelCertificate *CertificateStatus `json:"tunnel_certificate,omitempty"`
 }
 
 // Status reports the agent.
 func (a *Agent) Status() AgentStatus {
 	g := a.gen.Load()
 	a.mu.Lock()
-	st := AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{}}
+	st := AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{},
+		TunnelCertificate: a.opts.TunnelPKI.Status()}
 	a.mu.Unlock()
 	if a.Tunnel != nil {
 		st.Tunnel, st.Edges = a.Tunnel.Status(), a.Tunnel.Sessions()

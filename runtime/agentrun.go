@@ -43,14 +43,14 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 		closeIf(adminLn)
 		return err
 	}
-	w, err := newWatcher(o.Paths, o.StateDir, a.log)
+	w, err := newWatcher(o.Paths, o.StateDir, a.log, o.TunnelPKI.Files()...)
 	if err != nil {
 		closeIf(adminLn)
 		return fmt.Errorf("watch configuration: %w", err)
 	}
 	defer w.close()
 	w.arm(initial, false)
-	a.Tunnel = &agent.Tunnels{Edges: o.Edges, TLS: o.TLS, Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
+	a.Tunnel = &agent.Tunnels{Edges: o.Edges, TLS: o.TLS, Config: tunnelConfig(o.TunnelPKI), Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Window: o.Window}
 	tctx, stopTunnel := context.WithCancel(context.Background())
 	tunnelDone := make(chan struct{})
@@ -139,6 +139,9 @@ func allConnected(t *agent.Tunnels) bool {
 func (a *Agent) AdminHandler() http.Handler {
 	reg := newRegistry()
 	reg.MustRegister(a.orders, newCertExpiry(func() map[string]*builtRoute { return a.gen.Load().routes }))
+	if p := a.opts.TunnelPKI; p != nil {
+		reg.MustRegister(tunnelCertExpiry(p))
+	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_connected", Help: MetricHelp["tlsd_agent_connected"]}, func() float64 {
 			if a.Tunnel != nil && a.Tunnel.Status().Connected {
@@ -166,6 +169,7 @@ func (a *Agent) AdminHandler() http.Handler {
 		}),
 	)
 	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { servePage(w, r, a.agentPage()) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if a.stopping.Load() {
@@ -189,4 +193,13 @@ func closeIf(ln net.Listener) {
 	if ln != nil {
 		ln.Close()
 	}
+}
+
+// tunnelConfig is the agent's per-session TLS configuration from its tunnel files, nil
+// without them (the fixed TLS then).
+func tunnelConfig(p *TunnelPKI) func() *tls.Config {
+	if p == nil {
+		return nil
+	}
+	return p.ClientTLS
 }

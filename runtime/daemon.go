@@ -58,6 +58,9 @@ type Options struct {
 	// HTTPListen, when set, is tlsd's HTTP listener: it answers ACME HTTP-01 validations
 	// and redirects every other request to https://.
 	HTTPListen string
+	// TunnelPKI, when set, is this process's tunnel certificate (edge or agent), read
+	// again on every reload and reported in /status and /metrics.
+	TunnelPKI *TunnelPKI
 	// Bind opens the listener of an address a generation needs; nil means edge.Listen.
 	// It lets the caller hand over sockets it already holds (tests pass :0 listeners).
 	Bind func(ctx context.Context, addr string) (net.Listener, error)

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/version"
 )
@@ -72,30 +73,32 @@ func (t *totals) of(endpoint string) EndpointTotals {
 
 // MetricHelp documents every metric; the README lists the same names.
 var MetricHelp = map[string]string{
-	"tlsd_connections_total":                       "Connections that ended, by endpoint, mode, result (ok or failed) and reason (empty when ok).",
-	"tlsd_handshakes_total":                        "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
-	"tlsd_connection_failures_total":               "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
-	"tlsd_bytes_total":                             "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
-	"tlsd_active_connections":                      "Open connections by endpoint, including those of previous generations still draining.",
-	"tlsd_reloads_total":                           "Configuration applies by result: applied, unchanged (no-op) or failed.",
-	"tlsd_generation":                              "The number of the configuration generation being served.",
-	"tlsd_last_reload_success_timestamp_seconds":   "When the last configuration was applied (Unix time).",
-	"tlsd_tunnel_sessions":                         "Edge: live tunnel sessions of agents.",
-	"tlsd_tunnel_streams_total":                    "Edge: streams opened to agents, one per client connection.",
-	"tlsd_agent_connected":                         "Agent: 1 while a tunnel session to an edge is up.",
-	"tlsd_agent_sessions":                          "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
-	"tlsd_agent_reconnects_total":                  "Agent: connection attempts to the edge after the first.",
-	"tlsd_agent_streams_total":                     "Agent: streams received from the edge.",
-	"tlsd_acme_orders_total":                       "ACME certificate orders by issuer, challenge type (the one that validated; the last tried for a failed order) and result (ok or failed).",
-	"tlsd_certificate_expiry_timestamp_seconds":    "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
-	"tlsd_upstream_up":                             "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
-	"tlsd_upstream_connections_total":              "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
-	"tlsd_upstream_dial_duration_seconds":          "Time to connect to an upstream, by endpoint and mode.",
-	"tlsd_upstream_tls_handshake_duration_seconds": "Time of the TLS handshake with a tls:// upstream, by endpoint and mode.",
-	"tlsd_handshake_duration_seconds":              "Time of the TLS handshakes tlsd ran with clients (edge termination), by endpoint and mode, failed ones included.",
-	"tlsd_connection_duration_seconds":             "How long connections lasted, from accept to close, by endpoint and mode (endpoint \"none\", mode \"none\": no endpoint took it).",
-	"tlsd_state_store_up":                          "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
-	"tlsd_build_info":                              "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
+	"tlsd_connections_total":                                 "Connections that ended, by endpoint, mode, result (ok or failed) and reason (empty when ok).",
+	"tlsd_handshakes_total":                                  "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
+	"tlsd_connection_failures_total":                         "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
+	"tlsd_bytes_total":                                       "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
+	"tlsd_active_connections":                                "Open connections by endpoint, including those of previous generations still draining.",
+	"tlsd_reloads_total":                                     "Configuration applies by result: applied, unchanged (no-op) or failed.",
+	"tlsd_generation":                                        "The number of the configuration generation being served.",
+	"tlsd_last_reload_success_timestamp_seconds":             "When the last configuration was applied (Unix time).",
+	"tlsd_tunnel_sessions":                                   "Edge: live tunnel sessions of agents.",
+	"tlsd_tunnel_streams_total":                              "Edge: streams opened to agents, one per client connection.",
+	"tlsd_tunnel_certificate_expiry_timestamp_seconds":       "NotAfter of this process's own tunnel certificate (edge: the one agents verify; agent: its client certificate), Unix time.",
+	"tlsd_tunnel_agent_certificate_expiry_timestamp_seconds": "Edge: NotAfter of the client certificate each agent's sessions were opened with (the earliest of its sessions), Unix time.",
+	"tlsd_agent_connected":                                   "Agent: 1 while a tunnel session to an edge is up.",
+	"tlsd_agent_sessions":                                    "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
+	"tlsd_agent_reconnects_total":                            "Agent: connection attempts to the edge after the first.",
+	"tlsd_agent_streams_total":                               "Agent: streams received from the edge.",
+	"tlsd_acme_orders_total":                                 "ACME certificate orders by issuer, challenge type (the one that validated; the last tried for a failed order) and result (ok or failed).",
+	"tlsd_certificate_expiry_timestamp_seconds":              "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
+	"tlsd_upstream_up":                                       "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
+	"tlsd_upstream_connections_total":                        "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
+	"tlsd_upstream_dial_duration_seconds":                    "Time to connect to an upstream, by endpoint and mode.",
+	"tlsd_upstream_tls_handshake_duration_seconds":           "Time of the TLS handshake with a tls:// upstream, by endpoint and mode.",
+	"tlsd_handshake_duration_seconds":                        "Time of the TLS handshakes tlsd ran with clients (edge termination), by endpoint and mode, failed ones included.",
+	"tlsd_connection_duration_seconds":                       "How long connections lasted, from accept to close, by endpoint and mode (endpoint \"none\", mode \"none\": no endpoint took it).",
+	"tlsd_state_store_up":                                    "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
+	"tlsd_build_info":                                        "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
 }
 
 // newRegistry is a registry with the Go runtime's and the process's standard metrics
@@ -139,6 +142,13 @@ func newMetrics(d *Daemon) *metrics {
 				func() float64 { return float64(len(pool.Agents())) }),
 			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_tunnel_streams_total", Help: MetricHelp["tlsd_tunnel_streams_total"]},
 				func() float64 { return float64(pool.Streams()) }))
+	}
+	if p := d.opts.TunnelPKI; p != nil {
+		m.reg.MustRegister(tunnelCertExpiry(p))
+	}
+	if pool := d.opts.Tunnel; pool != nil {
+		m.reg.MustRegister(&agentCertExpiry{pool: pool, desc: prometheus.NewDesc("tlsd_tunnel_agent_certificate_expiry_timestamp_seconds",
+			MetricHelp["tlsd_tunnel_agent_certificate_expiry_timestamp_seconds"], []string{"agent"}, nil)})
 	}
 	if st := d.opts.StateStore; st != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_state_store_up", Help: MetricHelp["tlsd_state_store_up"]},
@@ -270,5 +280,31 @@ func (u *upstreamUp) Collect(ch chan<- prometheus.Metric) {
 			}
 			ch <- prometheus.MustNewConstMetric(u.desc, prometheus.GaugeValue, v, name, st.Address)
 		}
+	}
+}
+
+func tunnelCertExpiry(p *TunnelPKI) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_certificate_expiry_timestamp_seconds",
+		Help: MetricHelp["tlsd_tunnel_certificate_expiry_timestamp_seconds"]}, func() float64 { return float64(p.Leaf().NotAfter.Unix()) })
+}
+
+// agentCertExpiry reports, at scrape time, each connected agent's earliest client
+// certificate expiry.
+type agentCertExpiry struct {
+	pool *edge.AgentPool
+	desc *prometheus.Desc
+}
+
+func (c *agentCertExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *agentCertExpiry) Collect(ch chan<- prometheus.Metric) {
+	earliest := map[string]time.Time{}
+	for _, a := range c.pool.Agents() {
+		if t, ok := earliest[a.Name]; !ok || a.CertificateNotAfter.Before(t) {
+			earliest[a.Name] = a.CertificateNotAfter
+		}
+	}
+	for name, t := range earliest {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(t.Unix()), name)
 	}
 }

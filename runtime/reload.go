@@ -132,6 +132,7 @@ func stoppedTimer() *time.Timer {
 // written nothing is loaded: it returns how long to wait at most before trying again.
 func (r *reloader) reload(why string, force bool) time.Duration {
 	start := time.Now()
+	r.o.TunnelPKI.Reload(r.log) // new sessions use new tunnel credentials; no generation needed
 	// Watch new directories before reading them, so a file written into a new
 	// subdirectory right after this load still raises an event.
 	r.w.arm(r.d.Config(), force)

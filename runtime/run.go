@@ -32,7 +32,8 @@ const whyRequested = "reload requested"
 type TunnelListen struct {
 	Addr   string
 	TLS    *tls.Config
-	Window uint32 // each stream's receive window; 0: tunnel.DefaultWindow
+	PKI    *TunnelPKI // the files TLS reads its credentials from, when it does
+	Window uint32     // each stream's receive window; 0: tunnel.DefaultWindow
 }
 
 // RunOptions configure Run.
@@ -86,7 +87,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if pool != nil {
 		pool.SetServes(d.EndpointsOf)
 	}
-	w, err := newWatcher(o.Paths, o.StateDir, d.log)
+	w, err := newWatcher(o.Paths, o.StateDir, d.log, o.TunnelPKI.Files()...)
 	if err != nil {
 		d.Shutdown(context.Background())
 		closeIf(adminLn)

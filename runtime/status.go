@@ -42,6 +42,8 @@ type Status struct {
 	StateStore *StateStoreStatus `json:"state_store,omitempty"`
 	// HTTPListen is the bound address of --http-listen, when given.
 	HTTPListen string `json:"http_listen,omitempty"`
+	// Tunnel is an edge's own tunnel certificate (each agent's is in Agents).
+	Tunnel *CertificateStatus `json:"tunnel_certificate,omitempty"`
 }
 
 // StateStoreStatus is whether the last call to the shared state store reached it.
@@ -64,8 +66,6 @@ func storeStatus(st *statestore.Store) *StateStoreStatus {
 type DrainingStatus struct {
 	Name              string `json:"name"`
 	ActiveConnections int    `json:"active_connections"`
-	// Totals are the endpoint's connections since tlsd started, and how many failed.
-	Totals EndpointTotals `json:"totals"`
 }
 
 // EndpointStatus is one endpoint of the running generation.
@@ -178,6 +178,7 @@ func (d *Daemon) Status() Status {
 		st.HTTPListen = d.http.ln.Addr().String()
 	}
 	st.StartedAt, st.UptimeSeconds = d.started, time.Since(d.started).Round(time.Millisecond).Seconds()
+	st.Tunnel = d.opts.TunnelPKI.Status()
 	st.Unrouted = d.metrics.totals.of(relay.ModeNone)
 	active, draining := d.connectionsLocked()
 	d.mu.Unlock()

@@ -39,10 +39,12 @@ type watcher struct {
 	// the other watched directories (the roots' parents, those of certificates) only
 	// those matter, so that a log or a backup written beside them reloads nothing.
 	configDirs map[string]bool
-	refs       map[string]bool
+	// extra are files watched whatever the configuration says: the tunnel's.
+	extra []string
+	refs  map[string]bool
 }
 
-func newWatcher(roots []string, stateDir string, log *slog.Logger) (*watcher, error) {
+func newWatcher(roots []string, stateDir string, log *slog.Logger, extra ...string) (*watcher, error) {
 	fsw, err := fsnotify.NewWatcher()
 	if err != nil {
 		return nil, err
@@ -57,7 +59,7 @@ func newWatcher(roots []string, stateDir string, log *slog.Logger) (*watcher, er
 			stateDir = abs
 		}
 	}
-	return &watcher{fsw: fsw, writers: wr, roots: roots, stateDir: stateDir, log: log,
+	return &watcher{fsw: fsw, writers: wr, roots: roots, stateDir: stateDir, log: log, extra: extra,
 		watched: map[string]os.FileInfo{}, emptySince: map[string]time.Time{}}, nil
 }
 
@@ -107,7 +109,7 @@ func (w *watcher) arm(cfg *schema.Config, force bool) {
 		want[filepath.Dir(filepath.Clean(root))] = true
 		w.refs[filepath.Clean(root)] = true
 	}
-	for _, f := range referencedFiles(cfg) {
+	for _, f := range append(referencedFiles(cfg), w.extra...) {
 		want[filepath.Dir(f)] = true
 		w.refs[filepath.Clean(f)] = true
 	}

@@ -212,7 +212,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	opts := runtime.RunOptions{
 		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom,
-			MaxConnections: max(f.maxConnections, 0), StateStore: store, HTTPListen: f.httpListen},
+			MaxConnections: max(f.maxConnections, 0), StateStore: store, HTTPListen: f.httpListen, TunnelPKI: tunnelPKI(t)},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
@@ -368,4 +368,11 @@ func checkHTTPListen(addr string) error {
 		return &exitError{exitUsage, fmt.Errorf("--http-listen: %q is not host:port or :port (e.g. :80)", addr)}
 	}
 	return nil
+}
+
+func tunnelPKI(t *runtime.TunnelListen) *runtime.TunnelPKI {
+	if t == nil {
+		return nil
+	}
+	return t.PKI
 }

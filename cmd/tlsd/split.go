@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"os/signal"
@@ -14,7 +12,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsd/tlsd/certs"
 	"github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel"
@@ -43,16 +40,11 @@ same name form a pool. Endpoints without "agent" are served by the edge itself.`
 			if tunnelListen == "" || tunnelCert == "" || tunnelKey == "" || agentCA == "" {
 				return &exitError{exitUsage, fmt.Errorf("--tunnel-listen, --tunnel-cert, --tunnel-key and --agent-ca are required")}
 			}
-			cert, err := tls.LoadX509KeyPair(tunnelCert, tunnelKey)
-			if err != nil {
-				return &exitError{exitUsage, fmt.Errorf("tunnel certificate %s and key %s: %w", tunnelCert, tunnelKey, err)}
-			}
-			pool, err := certPool(agentCA)
+			pki, err := runtime.LoadTunnelPKI(tunnelCert, tunnelKey, agentCA)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			t := &runtime.TunnelListen{Addr: tunnelListen, Window: uint32(window), TLS: &tls.Config{MinVersion: tls.VersionTLS13,
-				Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}}
+			t := &runtime.TunnelListen{Addr: tunnelListen, Window: uint32(window), TLS: pki.ServerTLS(), PKI: pki}
 			return runDaemon(cmd, f, args, schema.RoleEdge, t)
 		},
 	}
@@ -91,18 +83,12 @@ the configuration like "tlsd run".`,
 			if err := checkEdges(edges); err != nil {
 				return &exitError{exitUsage, err}
 			}
-			cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-			if err != nil {
-				return &exitError{exitUsage, fmt.Errorf("agent certificate %s and key %s: %w", certFile, keyFile, err)}
-			}
-			roots, err := certPool(caFile)
+			pki, err := runtime.LoadTunnelPKI(certFile, keyFile, caFile)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			name := tunnel.Identity(cert.Leaf)
-			// No ServerName: each session checks the edge's certificate for its own --edge host.
-			cfg := &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{cert}, RootCAs: roots}
-			return runAgent(cmd, f, args, name, edges, cfg, uint32(window))
+			// Each session checks the edge's certificate for its own --edge host.
+			return runAgent(cmd, f, args, tunnel.Identity(pki.Leaf()), edges, pki, uint32(window))
 		},
 	}
 	addRunFlags(cmd, &f, "127.0.0.1:9181")
@@ -131,13 +117,8 @@ func checkEdges(edges []string) error {
 	return nil
 }
 
-func certPool(file string) (*x509.CertPool, error) {
-	pool := x509.NewCertPool()
-	return pool, certs.AddFiles(pool, file)
-}
-
 // runAgent loads the agent's view of the configuration and serves it until a signal.
-func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, cfg *tls.Config, window uint32) error {
+func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, pki *runtime.TunnelPKI, window uint32) error {
 	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude})
 	if err != nil {
 		return err
@@ -154,12 +135,12 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges 
 	}
 	o := runtime.AgentRunOptions{
 		RunOptions: runtime.RunOptions{
-			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger, StateStore: store},
+			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger, StateStore: store, TunnelPKI: pki},
 			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 		},
-		Name: name, Edges: edges, TLS: cfg, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second, Window: window,
+		Name: name, Edges: edges, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second, Window: window,
 	}
 	if err := upgradeOptions(ctx, &o.RunOptions); err != nil {
 		return err
