@@ -97,8 +97,8 @@ type Info struct {
 	Start                     time.Time
 	Handshake                 string        // "ok" or "failed" where tlsd ran a TLS handshake, else ""
 	HandshakeTime             time.Duration // how long that handshake took
-	Code                      string // why it failed, as a short stable word for metrics
-	Reason                    string // why it failed, for humans; "" when it did not
+	Code                      string        // why it failed, as a short stable word for metrics
+	Reason                    string        // why it failed, for humans; "" when it did not
 }
 
 // What Info.ClientCert says of a certificate the client presented.

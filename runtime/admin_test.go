@@ -94,7 +94,7 @@ func TestAdminEndpoints(t *testing.T) {
 		`tlsd_reloads_total{result="applied"} 1`,
 		`tlsd_generation 1`,
 		`tlsd_last_reload_success_timestamp_seconds`,
-		`tlsd_certificate_expiry_timestamp_seconds{endpoint="edge"}`,
+		`tlsd_certificate_expiry_timestamp_seconds{endpoint="edge",source="internal"}`,
 		`go_goroutines `,
 		`process_open_fds `,
 	} {

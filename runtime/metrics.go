@@ -233,7 +233,7 @@ type certExpiry struct {
 
 func newCertExpiry(routes func() map[string]*builtRoute) *certExpiry {
 	return &certExpiry{routes: routes, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
-		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint"}, nil)}
+		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint", "source"}, nil)}
 }
 
 func (c *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
@@ -244,7 +244,7 @@ func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
 			continue
 		}
 		if leaf := br.cert.leaf(); leaf != nil {
-			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), name)
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), name, br.cert.kind)
 		}
 	}
 }

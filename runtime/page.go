@@ -71,6 +71,10 @@ func certCell(c *CertificateStatus) pageCert {
 	}
 	pc := pageCert{Shown: true, Class: "ok", Error: c.Error}
 	left := time.Until(c.NotAfter)
+	warn, crit := schema.ExpiryWarning, 3*24*time.Hour
+	if c.Source == SourceInternal {
+		warn, crit = 36*time.Hour, 12*time.Hour // renewed with days to spare: closer means it is not
+	}
 	switch {
 	case c.NotAfter.IsZero():
 		pc.Text = "none yet (" + c.State + ")"
@@ -79,9 +83,9 @@ func certCell(c *CertificateStatus) pageCert {
 	case left <= 0:
 		pc.Class, pc.Text = "crit", "EXPIRED "+clockText(c.NotAfter)
 		return pc
-	case left < 3*24*time.Hour:
+	case left < crit:
 		pc.Class = "crit"
-	case left < schema.ExpiryWarning:
+	case left < warn:
 		pc.Class = "warn"
 	}
 	pc.Text = fmt.Sprintf("%s left (%s)", days(left), c.Issuer)

@@ -109,6 +109,8 @@ type CertificateStatus struct {
 	// Challenge is the ACME challenge type that validated the certificate served (empty
 	// when it was loaded from storage).
 	Challenge string `json:"challenge,omitempty"`
+	// Source is where it comes from: file, internal or acme ("" for a tunnel certificate).
+	Source string `json:"source,omitempty"`
 }
 
 func newAttempt(ok bool, diags schema.Diagnostics, err error) Attempt {
@@ -181,9 +183,14 @@ func (d *Daemon) Status() Status {
 	st.Tunnel = d.opts.TunnelPKI.Status()
 	st.Unrouted = d.metrics.totals.of(relay.ModeNone)
 	active, draining := d.connectionsLocked()
+	bound := map[string]string{} // a listen of port 0 says which port it got
+	for key, s := range d.servers {
+		bound[key] = s.Addr().String()
+	}
 	d.mu.Unlock()
 	for name, br := range g.routes {
-		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: g.listeners[br.ep.Listen],
+		key := g.listeners[br.ep.Listen]
+		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: cmp.Or(bound[key], key),
 			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name], Totals: d.metrics.totals.of(name),
 			DrainingConnections: draining[name], Limits: br.ep.Limits, Timeouts: br.ep.Timeouts}
 		es.Upstreams = upstreamStatus(br.back)
@@ -262,7 +269,7 @@ func certificateStatus(src certSource) *CertificateStatus {
 		return src.state()
 	case src.leaf != nil:
 		if leaf := src.leaf(); leaf != nil {
-			return &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
+			return &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName, Source: src.kind}
 		}
 	}
 	return nil

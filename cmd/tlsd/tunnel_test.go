@@ -105,6 +105,11 @@ func TestTunnelCommandsAndRotation(t *testing.T) {
 	mustT(t, err)
 	defer long.Close()
 	mustT(t, roundTripOnce(long, "before the rotation"))
+	for admin, want := range map[string]string{edgeAdmin: "<td>api-agent</td>", agentAdmin: `<h1 id="title">tlsd agent api-agent</h1>`} {
+		if page := pageOf(t, admin); !strings.Contains(page, want) || !strings.Contains(page, `id="tunnel-cert"`) {
+			t.Errorf("the status page of %s lacks %s or the tunnel certificate:\n%s", admin, want, page)
+		}
+	}
 	before := readStatus(t, edgeAdmin)
 	if before.Tunnel == nil || before.Tunnel.Serial != leafOf(t, filepath.Join(dir, "edge.crt")).SerialNumber.Text(16) ||
 		!before.Agents[0].NotAfter.Equal(leafOf(t, filepath.Join(dir, "api-agent.crt")).NotAfter) {
@@ -146,8 +151,11 @@ func TestTunnelCommandsAndRotation(t *testing.T) {
 	}, edgeOut, agentOut)
 }
 
-func metricsOf(t *testing.T, admin string) string {
-	resp, err := http.Get("http://" + admin + "/metrics")
+func metricsOf(t *testing.T, admin string) string { return adminGet(t, admin, "/metrics") }
+func pageOf(t *testing.T, admin string) string    { return adminGet(t, admin, "/") }
+
+func adminGet(t *testing.T, admin, path string) string {
+	resp, err := http.Get("http://" + admin + path)
 	mustT(t, err)
 	defer resp.Body.Close()
 	data, err := io.ReadAll(resp.Body)
