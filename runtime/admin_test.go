@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"bytes"
 	"crypto/sha256"
 	"crypto/tls"
 	"encoding/hex"
@@ -9,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"regexp"
 	"strings"
 	"testing"
@@ -104,13 +106,14 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	for name := range MetricHelp {
 		if name == "tlsd_acme_orders_total" || strings.HasPrefix(name, "tlsd_tunnel_") || strings.HasPrefix(name, "tlsd_agent_") ||
-			name == "tlsd_upstream_tls_handshake_duration_seconds" || name == "tlsd_state_store_up" {
+			name == "tlsd_upstream_tls_handshake_duration_seconds" || name == "tlsd_state_store_up" || name == "tlsd_endpoint_agent_up" {
 			continue // no ACME issuer, tunnel, tls:// upstream or state store here: the ACME, split, upstream and fleet tests see those
 		}
 		if !strings.Contains(metrics, "# HELP "+name+" ") {
 			t.Errorf("/metrics lacks %s", name)
 		}
 	}
+	promtoolCheck(t, metrics)
 	_, cfg := get(t, h, "/config")
 	if !strings.Contains(cfg, `"name": "edge"`) || !strings.Contains(cfg, `"terminate_at": "agent"`) ||
 		strings.Contains(cfg, `"TerminateAt"`) || strings.Contains(cfg, `"Pos"`) {
@@ -192,5 +195,19 @@ func TestAdminExposure(t *testing.T) {
 	asked := guardAdmin(d.AdminHandler(), RunOptions{Admin: "0.0.0.0:9180", AdminPprof: true})
 	if got := req(asked, "192.0.2.7:9180", "/debug/pprof/cmdline"); got != http.StatusOK {
 		t.Errorf("pprof on 0.0.0.0 with --admin-pprof: %d", got)
+	}
+}
+
+// promtoolCheck runs Prometheus's own linter over a scrape: names, units, help, types.
+func promtoolCheck(t *testing.T, metrics string) {
+	t.Helper()
+	promtool, err := exec.LookPath("promtool")
+	if err != nil {
+		t.Fatal("promtool is required (apt-get install prometheus; .ci/run installs it)")
+	}
+	cmd := exec.Command(promtool, "check", "metrics")
+	cmd.Stdin = strings.NewReader(metrics)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("promtool check metrics: %v\n%s", err, out)
 	}
 }

@@ -81,10 +81,12 @@ var MetricHelp = map[string]string{
 	"tlsd_reloads_total":                                     "Configuration applies by result: applied, unchanged (no-op) or failed.",
 	"tlsd_generation":                                        "The number of the configuration generation being served.",
 	"tlsd_last_reload_success_timestamp_seconds":             "When the last configuration was applied (Unix time).",
+	"tlsd_last_reload_successful":                            "1 when the last configuration load and apply worked (or changed nothing), 0 while the running generation serves on after a failed one.",
 	"tlsd_tunnel_sessions":                                   "Edge: live tunnel sessions of agents.",
 	"tlsd_tunnel_streams_total":                              "Edge: streams opened to agents, one per client connection.",
 	"tlsd_tunnel_certificate_expiry_timestamp_seconds":       "NotAfter of this process's own tunnel certificate (edge: the one agents verify; agent: its client certificate), Unix time.",
 	"tlsd_tunnel_agent_certificate_expiry_timestamp_seconds": "Edge: NotAfter of the client certificate each agent's sessions were opened with (the earliest of its sessions), Unix time.",
+	"tlsd_endpoint_agent_up":                                 "Edge: 1 while the agent an endpoint names has a live tunnel session, else 0 (its clients are refused).",
 	"tlsd_agent_connected":                                   "Agent: 1 while a tunnel session to an edge is up.",
 	"tlsd_agent_sessions":                                    "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
 	"tlsd_agent_reconnects_total":                            "Agent: connection attempts to the edge after the first.",
@@ -146,7 +148,10 @@ func newMetrics(d *Daemon) *metrics {
 	if p := d.opts.TunnelPKI; p != nil {
 		m.reg.MustRegister(tunnelCertExpiry(p))
 	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_last_reload_successful", Help: MetricHelp["tlsd_last_reload_successful"]},
+		func() float64 { return boolGauge(d.lastAttemptOK()) }))
 	if pool := d.opts.Tunnel; pool != nil {
+		m.reg.MustRegister(&endpointAgentUp{d: d, desc: prometheus.NewDesc("tlsd_endpoint_agent_up", MetricHelp["tlsd_endpoint_agent_up"], []string{"endpoint", "agent"}, nil)})
 		m.reg.MustRegister(&agentCertExpiry{pool: pool, desc: prometheus.NewDesc("tlsd_tunnel_agent_certificate_expiry_timestamp_seconds",
 			MetricHelp["tlsd_tunnel_agent_certificate_expiry_timestamp_seconds"], []string{"agent"}, nil)})
 	}
@@ -306,5 +311,33 @@ func (c *agentCertExpiry) Collect(ch chan<- prometheus.Metric) {
 	}
 	for name, t := range earliest {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(t.Unix()), name)
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// endpointAgentUp reports, at scrape time, whether each endpoint served through an agent
+// has one.
+type endpointAgentUp struct {
+	d    *Daemon
+	desc *prometheus.Desc
+}
+
+func (c *endpointAgentUp) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *endpointAgentUp) Collect(ch chan<- prometheus.Metric) {
+	live := map[string]bool{}
+	for _, a := range c.d.opts.Tunnel.Agents() {
+		live[a.Name] = true
+	}
+	for name, br := range c.d.gen.Load().routes {
+		if a := br.ep.Agent; a != "" {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, boolGauge(live[a]), name, a)
+		}
 	}
 }

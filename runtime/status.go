@@ -274,3 +274,9 @@ func certificateStatus(src certSource) *CertificateStatus {
 	}
 	return nil
 }
+
+func (d *Daemon) lastAttemptOK() bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.attempt.OK || d.gen.Load().n == 0
+}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -114,6 +115,9 @@ func TestTunnelCommandsAndRotation(t *testing.T) {
 	if before.Tunnel == nil || before.Tunnel.Serial != leafOf(t, filepath.Join(dir, "edge.crt")).SerialNumber.Text(16) ||
 		!before.Agents[0].NotAfter.Equal(leafOf(t, filepath.Join(dir, "api-agent.crt")).NotAfter) {
 		t.Fatalf("edge status before the rotation: %+v", before)
+	}
+	if _, out, _ := tlsd(t, "status", "--admin", edgeAdmin); !regexp.MustCompile(`(?m)^api-agent\s+127\.0\.0\.1:\d+\s+\S+\s+\d+\s+true$`).MatchString(out) {
+		t.Errorf("tlsd status does not show the agent's session:\n%s", out)
 	}
 	for _, m := range []string{metricsOf(t, edgeAdmin), metricsOf(t, agentAdmin)} {
 		if !strings.Contains(m, "tlsd_tunnel_certificate_expiry_timestamp_seconds ") {
