@@ -42,6 +42,7 @@ run: build ## serve examples/quickstart beside a demo upstream (Ctrl-C stops bot
 	@echo "  curl --cacert .tlsd/demo-upstream/ca.crt https://passthrough.localhost:8443/             # zero-knowledge passthrough"
 	@echo "  openssl s_client -connect 127.0.0.1:8443 -servername passthrough.localhost -CAfile .tlsd/demo-upstream/ca.crt -brief </dev/null  # the upstream's own certificate"
 	@echo "  curl -k https://unknown.localhost:8443/                                                  # refused: unrecognized_name"
+	@echo "  the status page: http://127.0.0.1:9180/  (*.localhost resolves in curl and browsers; elsewhere use --resolve)"
 	@echo
 	@./bin/demo-upstream --state-dir .tlsd/demo-upstream & demo=$$!; \
 	trap 'kill $$demo 2>/dev/null' EXIT INT TERM; \

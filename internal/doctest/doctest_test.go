@@ -113,11 +113,18 @@ func TestQuickstartHasAllModes(t *testing.T) {
 }
 
 // TestEveryExampleFileNamesTheSchema: editors find the schema through this first line,
-// in every file of an example that tlsd reads.
+// in every file of an example that tlsd reads. It names the schema's $id, a URL, so that
+// a file copied out of the repository still finds it.
 func TestEveryExampleFileNamesTheSchema(t *testing.T) {
 	dirs, err := filepath.Glob(ex("*"))
 	must(t, err)
-	schemaFile := filepath.Join("..", "..", "schema", "endpoint.schema.json")
+	var doc struct {
+		ID string `json:"$id"`
+	}
+	must(t, json.Unmarshal(schema.JSON, &doc))
+	if !strings.HasPrefix(doc.ID, "https://") || !strings.HasSuffix(doc.ID, "/schema/endpoint.schema.json") {
+		t.Fatalf("the schema's $id %q is not the URL of the file", doc.ID)
+	}
 	for _, dir := range dirs {
 		if fi, err := os.Stat(dir); err != nil || !fi.IsDir() {
 			continue
@@ -128,11 +135,9 @@ func TestEveryExampleFileNamesTheSchema(t *testing.T) {
 			continue // TestExamplesAreValid says why
 		}
 		for _, f := range res.Config.Files {
-			rel, err := filepath.Rel(filepath.Dir(f), schemaFile)
-			must(t, err)
 			data, err := os.ReadFile(f)
 			must(t, err)
-			if want := "# yaml-language-server: $schema=" + filepath.ToSlash(rel) + "\n"; !strings.HasPrefix(string(data), want) {
+			if want := "# yaml-language-server: $schema=" + doc.ID + "\n"; !strings.HasPrefix(string(data), want) {
 				t.Errorf("%s does not start with %q", f, strings.TrimSpace(want))
 			}
 		}

@@ -1,6 +1,7 @@
 // Command demo-upstream is the upstream of `make run`: a small HTTP service answering in
-// plaintext (for endpoints tlsd terminates, at the edge or the agent) and over its own TLS
-// (for the zero-knowledge passthrough endpoint), saying which way each request came.
+// plaintext on one listener per termination mode (tlsd terminated at the edge, or at the
+// agent) and over its own TLS (for the zero-knowledge passthrough endpoint), each saying
+// which way the request came.
 package main
 
 import (
@@ -22,17 +23,18 @@ import (
 )
 
 func main() {
-	plain := flag.String("plain", "127.0.0.1:9001", "address of the plaintext HTTP listener")
+	plain := flag.String("plain", "127.0.0.1:9001", "address of the plaintext HTTP listener for the edge-terminated endpoint")
+	agentPlain := flag.String("agent-plain", "127.0.0.1:9003", "address of the plaintext HTTP listener for the agent-terminated endpoint")
 	secure := flag.String("tls", "127.0.0.1:9002", "address of the HTTPS listener")
 	name := flag.String("name", "passthrough.localhost", "server name of the HTTPS listener's certificate")
 	dir := flag.String("state-dir", ".tlsd/demo-upstream", "where to write the HTTPS listener's CA certificate")
 	flag.Parse()
-	if err := run(*plain, *secure, *name, *dir); err != nil {
+	if err := run(*plain, *agentPlain, *secure, *name, *dir); err != nil {
 		log.Fatal(err)
 	}
 }
 
-func run(plainAddr, tlsAddr, name, dir string) error {
+func run(plainAddr, agentAddr, tlsAddr, name, dir string) error {
 	ca, err := testpki.NewCA("demo upstream CA (DEMO ONLY)", time.Time{}, time.Time{})
 	if err != nil {
 		return err
@@ -52,14 +54,17 @@ func run(plainAddr, tlsAddr, name, dir string) error {
 	if err != nil {
 		return err
 	}
-	plainSrv := &http.Server{Addr: plainAddr, Handler: hello("plaintext: tlsd terminated TLS and forwarded the request"),
+	plainSrv := &http.Server{Addr: plainAddr, Handler: hello("plaintext: tlsd terminated TLS at the edge (its internal issuer's certificate) and forwarded the request"),
+		ReadHeaderTimeout: 10 * time.Second}
+	agentSrv := &http.Server{Addr: agentAddr, Handler: hello("plaintext: the agent terminated TLS with the certificate it holds and forwarded the request"),
 		ReadHeaderTimeout: 10 * time.Second}
 	tlsSrv := &http.Server{Addr: tlsAddr, Handler: hello("TLS that this upstream terminated itself: tlsd passed the encrypted bytes through"),
 		TLSConfig: &tls.Config{Certificates: []tls.Certificate{cert}}, ReadHeaderTimeout: 10 * time.Second}
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
 	go func() { errs <- plainSrv.ListenAndServe() }()
+	go func() { errs <- agentSrv.ListenAndServe() }()
 	go func() { errs <- tlsSrv.ListenAndServeTLS("", "") }()
-	log.Printf("demo upstream: plaintext HTTP on %s, HTTPS for %s on %s (its CA: %s)", plainAddr, name, tlsAddr, caFile)
+	log.Printf("demo upstream: plaintext HTTP on %s (edge) and %s (agent), HTTPS for %s on %s (its CA: %s)", plainAddr, agentAddr, name, tlsAddr, caFile)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
@@ -70,7 +75,7 @@ func run(plainAddr, tlsAddr, name, dir string) error {
 	}
 	sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	return errors.Join(plainSrv.Shutdown(sctx), tlsSrv.Shutdown(sctx))
+	return errors.Join(plainSrv.Shutdown(sctx), agentSrv.Shutdown(sctx), tlsSrv.Shutdown(sctx))
 }
 
 func hello(how string) http.Handler {
