@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/tls"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -161,5 +162,14 @@ func TestTunnelCarriesTLSUntouched(t *testing.T) {
 	st := e.d.Status()
 	if len(st.Agents) != 1 || st.Agents[0].Name != "api-agent" || st.Agents[0].Streams != 3 {
 		t.Errorf("edge status agents = %+v", st.Agents)
+	}
+	// The agent reports the certificate it holds; the edge, holding none, reports none.
+	for _, ep := range s.agent.Status().Endpoints {
+		if ep.Name == "ag" && (ep.Certificate == nil || ep.Certificate.Source != SourceFile) {
+			t.Errorf("the agent's status of ag: %+v", ep)
+		}
+	}
+	if _, m := get(t, s.agent.AdminHandler(), "/metrics"); !strings.Contains(m, `tlsd_certificate_expiry_timestamp_seconds{endpoint="ag",source="file"}`) {
+		t.Errorf("the agent's metrics lack the expiry of the certificate it holds:\n%s", m)
 	}
 }

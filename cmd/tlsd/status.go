@@ -123,8 +123,13 @@ func printStatus(w io.Writer, st runtime.Status) {
 	fmt.Fprintln(tw, "ENDPOINT\tDOMAIN\tLISTEN\tTERMINATE AT\tCONNECTIONS\tCERTIFICATE")
 	for _, e := range st.Endpoints {
 		cert := "-"
-		if c := e.Certificate; c != nil {
-			cert = certificateText(c)
+		switch {
+		case e.Certificate != nil:
+			cert = certificateText(e.Certificate)
+		case e.TerminateAt == "upstream":
+			cert = "held by the upstream"
+		case e.Agent != "":
+			cert = "held by agent " + e.Agent + " (its status shows it)"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Name, e.Domain, e.Listen, e.TerminateAt, e.ActiveConnections, cert)
 	}
