@@ -72,7 +72,7 @@ Check them in CI with "tlsd validate"; print the JSON Schema for editors with
 	root.SetVersionTemplate("tlsd {{.Version}}\n")
 	root.SetOut(stdout)
 	root.SetErr(stderr)
-	root.AddCommand(newValidateCmd(), newRunCmd(), newEdgeCmd(), newAgentCmd(), newPlanCmd(), newStatusCmd(), newCACmd(), newTunnelCmd(), newSchemaCmd(), newVersionCmd())
+	root.AddCommand(newValidateCmd(), newRunCmd(), newEdgeCmd(), newAgentCmd(), newPlanCmd(), newStatusCmd(), newCACmd(), newTunnelCmd(), newImportCmd(), newSchemaCmd(), newVersionCmd())
 	return root
 }
 

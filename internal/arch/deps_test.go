@@ -38,9 +38,10 @@ func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 // configuration; edge and agent are two halves that share relay, termination and the
 // tunnel's wire format but not each other; internal/ serves development only.
 var allowed = map[string][]string{
-	"cmd/tlsd":    {"certs", "localca", "reconcile", "runtime", "schema", "statestore", "tunnel", "version"},
+	"cmd/tlsd":    {"certs", "localca", "ngrok", "reconcile", "runtime", "schema", "statestore", "tunnel", "version"},
 	"runtime":     {"agent", "autocert", "certs", "edge", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version"},
 	"reconcile":   {"schema"},
+	"ngrok":       {"schema"},
 	"schema":      {"certs"},
 	"edge":        {"relay", "termination", "tunnel"},
 	"agent":       {"relay", "termination", "tunnel"},
