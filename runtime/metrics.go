@@ -2,6 +2,7 @@ package runtime
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -33,11 +34,13 @@ type metrics struct {
 }
 
 // totals count each endpoint's connections since the process started, for /status; the
-// names are those of the configuration (and "none"), so the map stays small.
+// names are those of the configuration (and "none"), so the map stays small. Counting is
+// two atomic adds on the connection's end, no lock shared between listeners.
 type totals struct {
-	mu sync.Mutex // guards by
-	by map[string]*EndpointTotals
+	by sync.Map // endpoint name -> *endpointCounts
 }
+
+type endpointCounts struct{ connections, failed atomic.Int64 }
 
 // EndpointTotals are an endpoint's connections since tlsd started, every generation's.
 type EndpointTotals struct {
@@ -46,29 +49,24 @@ type EndpointTotals struct {
 }
 
 func (t *totals) add(endpoint string, failed bool) {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if t.by == nil {
-		t.by = map[string]*EndpointTotals{}
+	v, ok := t.by.Load(endpoint)
+	if !ok {
+		v, _ = t.by.LoadOrStore(endpoint, &endpointCounts{})
 	}
-	e := t.by[endpoint]
-	if e == nil {
-		e = &EndpointTotals{}
-		t.by[endpoint] = e
-	}
-	e.Connections++
+	c := v.(*endpointCounts)
+	c.connections.Add(1)
 	if failed {
-		e.Failed++
+		c.failed.Add(1)
 	}
 }
 
 func (t *totals) of(endpoint string) EndpointTotals {
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	if e := t.by[endpoint]; e != nil {
-		return *e
+	v, ok := t.by.Load(endpoint)
+	if !ok {
+		return EndpointTotals{}
 	}
-	return EndpointTotals{}
+	c := v.(*endpointCounts)
+	return EndpointTotals{Connections: c.connections.Load(), Failed: c.failed.Load()}
 }
 
 // MetricHelp documents every metric; the README lists the same names.
