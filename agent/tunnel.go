@@ -24,6 +24,9 @@ type TunnelClient struct {
 	Edge string      // the edge's tunnel address, host:port: its host is checked against the edge's certificate
 	Addr string      // where to dial, when not Edge (one of the addresses Edge's name resolves to)
 	TLS  *tls.Config // client certificate, the CA that signs the edge's, TLS 1.3
+	// Report, when set, is what the agent tells an edge that asks of the certificates it
+	// holds.
+	Report func() tunnel.Report
 	// Config, when set, gives each session its TLS configuration instead of TLS: the
 	// credentials as their files hold them when the session is dialed.
 	Config func() *tls.Config
@@ -239,6 +242,14 @@ func (a *TunnelClient) accept(ctx context.Context, mux *yamux.Session, streams *
 			case h.Drain:
 				st.Close()
 				onDrain()
+			case h.Report:
+				defer st.Close()
+				st.SetWriteDeadline(time.Now().Add(10 * time.Second))
+				var r tunnel.Report
+				if a.Report != nil {
+					r = a.Report()
+				}
+				tunnel.WriteReport(st, r)
 			default:
 				a.streams.Add(1)
 				a.active.Add(1)

@@ -21,7 +21,8 @@ import (
 type Tunnels struct {
 	Edges  []string // host:port, as given
 	TLS    *tls.Config
-	Config func() *tls.Config // when set, each session's TLS configuration instead of TLS
+	Config func() *tls.Config   // when set, each session's TLS configuration instead of TLS
+	Report func() tunnel.Report // what the agent tells an edge of the certificates it holds
 	Handle func(ctx context.Context, h tunnel.Header, stream net.Conn)
 	Log    *slog.Logger
 	// BackoffBase and BackoffMax bound each client's reconnect waits; Window is each
@@ -176,7 +177,7 @@ func (t *Tunnels) heldAddresses(edge string) []string {
 }
 
 func (t *Tunnels) client(edge, addr string) *TunnelClient {
-	return &TunnelClient{Edge: edge, Addr: addr, TLS: t.TLS, Config: t.Config, Handle: t.Handle, Log: t.Log,
+	return &TunnelClient{Edge: edge, Addr: addr, TLS: t.TLS, Config: t.Config, Report: t.Report, Handle: t.Handle, Log: t.Log,
 		BackoffBase: t.BackoffBase, BackoffMax: t.BackoffMax, Window: t.Window}
 }
 

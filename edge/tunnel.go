@@ -30,6 +30,9 @@ type AgentPool struct {
 	// Window is each stream's receive window (0: tunnel.DefaultWindow); set it before
 	// Serve.
 	Window uint32
+	// ReportEvery is how often each session is asked for the certificates its agent
+	// holds (0: DefaultReportEvery); set it before Serve.
+	ReportEvery time.Duration
 
 	mu       sync.Mutex // guards the following fields
 	sessions map[string][]*session
@@ -46,6 +49,8 @@ type session struct {
 	since      time.Time
 	certEnd    time.Time // NotAfter of the client certificate the agent presented
 	mux        *yamux.Session
+	reportMu   sync.Mutex                   // guards report
+	report     []tunnel.ReportedCertificate // what the agent last said it holds
 	streams    atomic.Int64
 	// unanswered counts the streams in a row the agent did not answer; past
 	// unhealthyAfter the session gets streams only when no healthy one is left, or once
@@ -147,6 +152,7 @@ func (p *AgentPool) handshake(c net.Conn, cfg *tls.Config) {
 	mux := s.mux
 	p.logConnected(s)
 	go p.refuseAgentStreams(s)
+	go p.pollReports(s)
 	<-mux.CloseChan()
 	p.remove(s)
 	p.log.Warn("agent disconnected", "agent", name, "address", s.addr, "sessions_left", p.count(name))

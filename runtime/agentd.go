@@ -271,3 +271,17 @@ func (a *Agent) Status() AgentStatus {
 	slices.SortFunc(st.Endpoints, func(x, y EndpointStatus) int { return cmp.Compare(x.Name, y.Name) })
 	return st
 }
+
+// CertificateReport is what the agent tells the edges that ask of the certificates it
+// holds, so that theirs pages and status show them beside the endpoints.
+func (a *Agent) CertificateReport() tunnel.Report {
+	r := tunnel.Report{Certificates: []tunnel.ReportedCertificate{}}
+	for name, br := range a.gen.Load().routes {
+		if c := certificateStatus(br.cert); c != nil {
+			r.Certificates = append(r.Certificates, tunnel.ReportedCertificate{Endpoint: name, NotAfter: c.NotAfter, Serial: c.Serial,
+				Issuer: c.Issuer, Source: c.Source, State: c.State, Error: c.Error, Challenge: c.Challenge})
+		}
+	}
+	slices.SortFunc(r.Certificates, func(x, y tunnel.ReportedCertificate) int { return cmp.Compare(x.Endpoint, y.Endpoint) })
+	return r
+}

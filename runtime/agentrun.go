@@ -50,7 +50,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	}
 	defer w.close()
 	w.arm(initial, false)
-	a.Tunnel = &agent.Tunnels{Edges: o.Edges, TLS: o.TLS, Config: tunnelConfig(o.TunnelPKI), Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
+	a.Tunnel = &agent.Tunnels{Edges: o.Edges, TLS: o.TLS, Config: tunnelConfig(o.TunnelPKI), Report: a.CertificateReport, Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Window: o.Window}
 	tctx, stopTunnel := context.WithCancel(context.Background())
 	tunnelDone := make(chan struct{})

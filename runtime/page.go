@@ -95,6 +95,9 @@ func certCell(c *CertificateStatus) pageCert {
 	if c.Challenge != "" {
 		pc.Text += " by " + c.Challenge
 	}
+	if c.HeldBy != "" {
+		pc.Text += ", at agent " + c.HeldBy
+	}
 	if c.State == "failed" && !c.NextRetry.IsZero() {
 		pc.Class = "crit"
 		pc.Error += "; next try " + clockText(c.NextRetry)

@@ -97,7 +97,8 @@ func startSplitOn(tb testing.TB, config string, wrap func(h func(context.Context
 	if via != nil {
 		dialed = via(s.tunnelAddr)
 	}
-	s.agent.Tunnel = &agent.Tunnels{Edges: []string{dialed}, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS, Window: window}
+	s.agent.Tunnel = &agent.Tunnels{Edges: []string{dialed}, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS, Window: window,
+		Report: s.agent.CertificateReport}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { defer close(done); s.agent.Tunnel.Run(ctx) }()
@@ -163,11 +164,26 @@ func TestTunnelCarriesTLSUntouched(t *testing.T) {
 	if len(st.Agents) != 1 || st.Agents[0].Name != "api-agent" || st.Agents[0].Streams != 3 {
 		t.Errorf("edge status agents = %+v", st.Agents)
 	}
-	// The agent reports the certificate it holds; the edge, holding none, reports none.
+	// The agent reports the certificate it holds, in its own status and to the edge,
+	// which shows it as the agent's (it has no copy).
+	var agentSerial string
 	for _, ep := range s.agent.Status().Endpoints {
 		if ep.Name == "ag" && (ep.Certificate == nil || ep.Certificate.Source != SourceFile) {
 			t.Errorf("the agent's status of ag: %+v", ep)
+		} else if ep.Name == "ag" {
+			agentSerial = ep.Certificate.Serial
 		}
+	}
+	reported := func() *CertificateStatus {
+		for _, ep := range e.d.Status().Endpoints {
+			if ep.Name == "ag" {
+				return ep.Certificate
+			}
+		}
+		return nil
+	}
+	if !eventually(5*time.Second, func() bool { c := reported(); return c != nil && c.Serial == agentSerial && c.HeldBy == "api-agent" }) {
+		t.Errorf("the edge's status of ag: certificate %+v, want the agent's (serial %s) held by api-agent", reported(), agentSerial)
 	}
 	if _, m := get(t, s.agent.AdminHandler(), "/metrics"); !strings.Contains(m, `tlsd_certificate_expiry_timestamp_seconds{endpoint="ag",source="file"}`) {
 		t.Errorf("the agent's metrics lack the expiry of the certificate it holds:\n%s", m)

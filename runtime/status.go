@@ -111,6 +111,9 @@ type CertificateStatus struct {
 	Challenge string `json:"challenge,omitempty"`
 	// Source is where it comes from: file, internal or acme ("" for a tunnel certificate).
 	Source string `json:"source,omitempty"`
+	// HeldBy, on an edge, is the agent that holds the certificate and reported it over
+	// the tunnel (the edge itself has no copy, nor of its key).
+	HeldBy string `json:"held_by,omitempty"`
 }
 
 func newAttempt(ok bool, diags schema.Diagnostics, err error) Attempt {
@@ -212,6 +215,9 @@ func (d *Daemon) Status() Status {
 			if ep := g.routes[e.Name].ep; ep.Agent != "" {
 				ok := live[ep.Agent]
 				e.Agent, e.AgentLive = ep.Agent, &ok
+				if e.Certificate == nil {
+					e.Certificate = reportedCertificate(pool, ep.Agent, e.Name)
+				}
 			}
 		}
 	}
@@ -279,4 +285,15 @@ func (d *Daemon) lastAttemptOK() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.attempt.OK || d.gen.Load().n == 0
+}
+
+// reportedCertificate is what agent said of the certificate it holds for endpoint, nil
+// when it said nothing (yet).
+func reportedCertificate(pool *edge.AgentPool, agent, endpoint string) *CertificateStatus {
+	rc, ok := pool.Reported(agent, endpoint)
+	if !ok {
+		return nil
+	}
+	return &CertificateStatus{NotAfter: rc.NotAfter, Serial: rc.Serial, Issuer: rc.Issuer, State: rc.State, Error: rc.Error,
+		Challenge: rc.Challenge, Source: rc.Source, HeldBy: agent}
 }

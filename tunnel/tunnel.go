@@ -34,6 +34,81 @@ type Header struct {
 	// a new one: the agent opens a session to it, and keeps this one for the streams it
 	// carries until the old process closes it.
 	Drain bool `json:"drain,omitempty"`
+	// Report, on a stream that carries nothing else, asks the agent for its Report: the
+	// certificates it holds, which the edge shows beside the endpoints it routes to it.
+	Report bool `json:"report,omitempty"`
+}
+
+// Report is what an agent says of the certificates it holds, one per endpoint it
+// terminates.
+type Report struct {
+	Certificates []ReportedCertificate `json:"certificates"`
+}
+
+// ReportedCertificate is one endpoint's certificate at the agent.
+type ReportedCertificate struct {
+	Endpoint  string    `json:"endpoint"`
+	NotAfter  time.Time `json:"not_after"`
+	Serial    string    `json:"serial,omitempty"`
+	Issuer    string    `json:"issuer,omitempty"`
+	Source    string    `json:"source,omitempty"` // file, acme
+	State     string    `json:"state,omitempty"`  // ACME: pending, valid, renewing, failed
+	Error     string    `json:"error,omitempty"`
+	Challenge string    `json:"challenge,omitempty"`
+}
+
+// Bounds of a report: what one agent may make the edge hold and show.
+const (
+	maxReport      = 512 << 10
+	MaxReportItems = 1000
+	maxReportText  = 256
+)
+
+// WriteReport writes r as JSON (the stream's end ends it), within the bounds
+// ReadReport keeps.
+func WriteReport(w io.Writer, r Report) error {
+	r.bound()
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false) // six bytes for a '<' would take a bounded report past maxReport
+	return enc.Encode(r)
+}
+
+// bound cuts r to MaxReportItems certificates and each text to maxReportText bytes.
+func (r *Report) bound() {
+	if len(r.Certificates) > MaxReportItems {
+		r.Certificates = r.Certificates[:MaxReportItems]
+	}
+	for i := range r.Certificates {
+		c := &r.Certificates[i]
+		for _, s := range []*string{&c.Endpoint, &c.Serial, &c.Issuer, &c.Source, &c.State, &c.Error, &c.Challenge} {
+			*s = bound(*s)
+		}
+	}
+}
+
+// ReadReport reads what WriteReport wrote, bounded in size and in what each text may
+// hold: the agent is authenticated, but what it says is shown on the edge's pages.
+func ReadReport(r io.Reader) (Report, error) {
+	var rep Report
+	data, err := io.ReadAll(io.LimitReader(r, maxReport+1))
+	if err != nil {
+		return rep, fmt.Errorf("read report: %w", err)
+	}
+	if len(data) > maxReport {
+		return rep, fmt.Errorf("report larger than %d bytes", maxReport)
+	}
+	if err := json.Unmarshal(data, &rep); err != nil {
+		return rep, fmt.Errorf("report: %w", err)
+	}
+	rep.bound()
+	return rep, nil
+}
+
+func bound(s string) string {
+	if len(s) > maxReportText {
+		return s[:maxReportText] + "..."
+	}
+	return s
 }
 
 // TLS is a terminated connection's TLS, as relay.Info records it.
@@ -79,7 +154,7 @@ func ReadHeader(r io.Reader) (Header, error) {
 	if err := json.Unmarshal(data, &h); err != nil {
 		return h, fmt.Errorf("tunnel header: %w", err)
 	}
-	if h.Endpoint == "" && !h.Drain {
+	if h.Endpoint == "" && !h.Drain && !h.Report {
 		return h, errors.New("tunnel header names no endpoint")
 	}
 	return h, nil

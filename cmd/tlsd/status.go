@@ -171,6 +171,9 @@ func certificateText(c *runtime.CertificateStatus) string {
 	if c.Challenge != "" {
 		parts = append(parts, "by "+c.Challenge)
 	}
+	if c.HeldBy != "" {
+		parts = append(parts, "at agent "+c.HeldBy)
+	}
 	switch c.State {
 	case autocertPending:
 		parts = append(parts, "pending: being ordered")
