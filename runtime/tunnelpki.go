@@ -22,6 +22,7 @@ import (
 // rotation drops nothing. A change that does not load keeps the credentials in use.
 type TunnelPKI struct {
 	certFile, keyFile, caFile string
+	agent                     bool // an agent's: its certificate names it, for good
 	cur                       atomic.Pointer[tunnelCreds]
 	mu                        sync.Mutex // serialises Reload
 	lastErr                   atomic.Pointer[string]
@@ -33,9 +34,10 @@ type tunnelCreds struct {
 	sum   [32]byte // of the three files' contents: a reload that changes nothing says nothing
 }
 
-// LoadTunnelPKI reads the files; every later Reload reads them again.
-func LoadTunnelPKI(certFile, keyFile, caFile string) (*TunnelPKI, error) {
-	p := &TunnelPKI{certFile: certFile, keyFile: keyFile, caFile: caFile}
+// LoadTunnelPKI reads the files; every later Reload reads them again. agent says they
+// are an agent's: a new certificate must then name the same agent.
+func LoadTunnelPKI(certFile, keyFile, caFile string, agent bool) (*TunnelPKI, error) {
+	p := &TunnelPKI{certFile: certFile, keyFile: keyFile, caFile: caFile, agent: agent}
 	c, err := p.read()
 	if err != nil {
 		return nil, err
@@ -89,7 +91,7 @@ func (p *TunnelPKI) Reload(log *slog.Logger) {
 	defer p.mu.Unlock()
 	old := p.cur.Load()
 	c, err := p.read()
-	if err == nil && tunnel.Identity(c.cert.Leaf) != tunnel.Identity(old.cert.Leaf) {
+	if err == nil && p.agent && tunnel.Identity(c.cert.Leaf) != tunnel.Identity(old.cert.Leaf) {
 		err = fmt.Errorf("the new certificate %s names %q, this process runs as %q: restart to change the name",
 			p.certFile, tunnel.Identity(c.cert.Leaf), tunnel.Identity(old.cert.Leaf))
 	}

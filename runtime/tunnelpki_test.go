@@ -62,9 +62,9 @@ func TestTunnelPKIReloads(t *testing.T) {
 	must(t, err)
 	ecrt, ekey, cafile := tunnelFiles(t, ca, dir, "edge", false)
 	acrt, akey, _ := tunnelFiles(t, ca, dir, "api-agent", true)
-	edgeSide, err := LoadTunnelPKI(ecrt, ekey, cafile)
+	edgeSide, err := LoadTunnelPKI(ecrt, ekey, cafile, false)
 	must(t, err)
-	agentSide, err := LoadTunnelPKI(acrt, akey, cafile)
+	agentSide, err := LoadTunnelPKI(acrt, akey, cafile, true)
 	must(t, err)
 	var log bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&log, nil))
@@ -96,6 +96,14 @@ func TestTunnelPKIReloads(t *testing.T) {
 	}
 	if _, a3, err := handshake(t, edgeSide, agentSide); err != nil || a3 != a2 {
 		t.Errorf("after refused reloads the agent presented %s (%v), want %s", a3, err, a2)
+	}
+	// The edge's certificate may name other hosts after a renewal (agents dial a new name).
+	tunnelFiles(t, ca, dir, "edge2", false)
+	must(t, os.Rename(filepath.Join(dir, "edge2.crt"), ecrt))
+	must(t, os.Rename(filepath.Join(dir, "edge2.key"), ekey))
+	edgeSide.Reload(logger)
+	if st := edgeSide.Status(); st.Error != "" || edgeSide.Leaf().DNSNames[0] != "edge2" {
+		t.Errorf("an edge certificate for other names: status %+v, names %v; want it taken", st, edgeSide.Leaf().DNSNames)
 	}
 	if !strings.Contains(log.String(), "tunnel credentials reloaded") || !strings.Contains(log.String(), "not reloaded") {
 		t.Errorf("the log does not tell the reloads:\n%s", log.String())

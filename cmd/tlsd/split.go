@@ -40,7 +40,7 @@ same name form a pool. Endpoints without "agent" are served by the edge itself.`
 			if tunnelListen == "" || tunnelCert == "" || tunnelKey == "" || agentCA == "" {
 				return &exitError{exitUsage, fmt.Errorf("--tunnel-listen, --tunnel-cert, --tunnel-key and --agent-ca are required")}
 			}
-			pki, err := runtime.LoadTunnelPKI(tunnelCert, tunnelKey, agentCA)
+			pki, err := runtime.LoadTunnelPKI(tunnelCert, tunnelKey, agentCA, false)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -83,7 +83,7 @@ the configuration like "tlsd run".`,
 			if err := checkEdges(edges); err != nil {
 				return &exitError{exitUsage, err}
 			}
-			pki, err := runtime.LoadTunnelPKI(certFile, keyFile, caFile)
+			pki, err := runtime.LoadTunnelPKI(certFile, keyFile, caFile, true)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
