@@ -208,6 +208,10 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"agent", "--edge", "no-port", "--edge", "b:1", "--cert", "c", "--key", "k", "--ca", "ca", dir},
 		{"agent", "--edge", "b:1", "--edge", "b:1", "--cert", "c", "--key", "k", "--ca", "ca", dir},
 		{"run", "--http-listen", "80", dir},
+		{"tunnel", "--days", "0", "agent-cert", "api-agent"},
+		{"tunnel", "agent-cert", "Bad_Name"},
+		{"tunnel", "edge-cert", "edge.example.com/path"},
+		{"status", "--format", "xml"},
 		{"validate", "--http-listen", "localhost", dir},
 		{"run", "--state-store", "http://127.0.0.1:1", dir},
 		{"run", "--state-store", "redis://" + testport.Unused(t) + "/0", dir}, // nothing listens: refuses to start
