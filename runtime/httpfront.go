@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -35,6 +36,11 @@ type httpRoutes struct {
 	ports    map[string]string // domain (lower case, "*.x" for wildcards) -> https port
 }
 
+// MaxHTTPConnections bounds the HTTP listener's open connections: past it a new one is
+// accepted and closed at once, so slow clients cannot pile up (and the listener never
+// stops accepting). ACME validations and redirects need few.
+const MaxHTTPConnections = 1024
+
 func newHTTPFront(addr string, ln net.Listener, handshake time.Duration, log *slog.Logger) *httpFront {
 	f := &httpFront{addr: addr, ln: ln, log: log}
 	f.routes.Store(&httpRoutes{})
@@ -46,7 +52,7 @@ func newHTTPFront(addr string, ln net.Listener, handshake time.Duration, log *sl
 
 func (f *httpFront) serve() {
 	f.log.Info("listening for HTTP: ACME http-01 and redirects to https", "address", f.ln.Addr().String())
-	if err := f.srv.Serve(f.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := f.srv.Serve(&boundedListener{Listener: f.ln, slots: make(chan struct{}, MaxHTTPConnections)}); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		f.log.Error("HTTP listener stopped", "address", f.addr, "error", err)
 	}
 }
@@ -168,4 +174,38 @@ func (d *Daemon) HTTPAddr() net.Addr {
 		return nil
 	}
 	return d.http.ln.Addr()
+}
+
+// boundedListener accepts at most cap(slots) connections open at once; past that it
+// closes new ones as it accepts them.
+type boundedListener struct {
+	net.Listener
+	slots chan struct{}
+}
+
+func (l *boundedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case l.slots <- struct{}{}:
+			return &slotConn{Conn: c, release: func() { <-l.slots }}, nil
+		default:
+			c.Close()
+		}
+	}
+}
+
+// slotConn gives its slot back once, when closed.
+type slotConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *slotConn) Close() error {
+	c.once.Do(c.release)
+	return c.Conn.Close()
 }
