@@ -186,11 +186,24 @@ func (c *converter) fileOf(v string) file {
 	return file{Path: v}
 }
 
+// deref is the node an alias (*name) stands for; aliases of aliases are followed a few
+// times, never expanded further, so an alias bomb costs nothing.
+func deref(n *yaml.Node) *yaml.Node {
+	for i := 0; n != nil && n.Kind == yaml.AliasNode && i < 8; i++ {
+		n = n.Alias
+	}
+	return n
+}
+
 // lookup is the value of key in mapping n, or nil.
 func lookup(n *yaml.Node, key string) *yaml.Node {
+	n = deref(n)
+	if n == nil || n.Kind != yaml.MappingNode {
+		return nil
+	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		if n.Content[i].Value == key {
-			return n.Content[i+1]
+			return deref(n.Content[i+1])
 		}
 	}
 	return nil
@@ -198,16 +211,18 @@ func lookup(n *yaml.Node, key string) *yaml.Node {
 
 // each calls f for every key and value of mapping n.
 func each(n *yaml.Node, f func(key, value *yaml.Node)) {
+	n = deref(n)
 	if n == nil || n.Kind != yaml.MappingNode {
 		return
 	}
 	for i := 0; i+1 < len(n.Content); i += 2 {
-		f(n.Content[i], n.Content[i+1])
+		f(n.Content[i], deref(n.Content[i+1]))
 	}
 }
 
 // strings of a sequence (or of a single scalar).
 func values(n *yaml.Node) []string {
+	n = deref(n)
 	if n == nil {
 		return nil
 	}
@@ -216,7 +231,7 @@ func values(n *yaml.Node) []string {
 	}
 	var out []string
 	for _, v := range n.Content {
-		out = append(out, v.Value)
+		out = append(out, deref(v).Value)
 	}
 	return out
 }

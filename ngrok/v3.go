@@ -19,7 +19,7 @@ func (c *converter) v3(root *yaml.Node) {
 			each(v, func(k, _ *yaml.Node) { c.agentSetting(k) })
 		case "endpoints":
 			for _, e := range v.Content {
-				c.endpoint(e)
+				c.endpoint(deref(e))
 			}
 		case "tunnels":
 			each(v, c.tunnel)
@@ -138,7 +138,7 @@ func (c *converter) trafficPolicy(ep *Endpoint, n *yaml.Node) bool {
 			return
 		}
 		for _, rule := range v.Content {
-			ok = c.rule(ep, rule) && ok
+			ok = c.rule(ep, deref(rule)) && ok
 		}
 	})
 	return ok
@@ -175,7 +175,11 @@ func (c *converter) rule(ep *Endpoint, rule *yaml.Node) bool {
 
 func lookupSeq(n *yaml.Node, key string) []*yaml.Node {
 	if v := lookup(n, key); v != nil && v.Kind == yaml.SequenceNode {
-		return v.Content
+		out := make([]*yaml.Node, len(v.Content))
+		for i, a := range v.Content {
+			out[i] = deref(a)
+		}
+		return out
 	}
 	return nil
 }
