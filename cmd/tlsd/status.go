@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -42,14 +43,20 @@ down, 1 otherwise: a health check for containers (the image has no curl).`,
 			if format != "text" && format != "json" {
 				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want text or json)", format)}
 			}
-			var st runtime.Status
-			if err := getJSON(admin, "/status", &st); err != nil {
+			var raw json.RawMessage
+			if err := getJSON(admin, "/status", &raw); err != nil {
 				return &exitError{exitUsage, err}
 			}
 			if format == "json" {
-				enc := json.NewEncoder(cmd.OutOrStdout())
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				var b bytes.Buffer
+				json.Indent(&b, raw, "", "  ")
+				b.WriteByte('\n')
+				_, err := b.WriteTo(cmd.OutOrStdout())
+				return err
+			}
+			var st statusView
+			if err := json.Unmarshal(raw, &st); err != nil {
+				return &exitError{exitUsage, fmt.Errorf("read /status from %s: %w", admin, err)}
 			}
 			printStatus(cmd.OutOrStdout(), st)
 			if !st.LastAttempt.OK {
@@ -107,7 +114,23 @@ func fetchRunningConfig(admin string) (*schema.Config, error) {
 	return cfg, nil
 }
 
-func printStatus(w io.Writer, st runtime.Status) {
+// statusView is /status of an edge or tlsd run, or of an agent (which names itself and
+// its sessions to the edges).
+type statusView struct {
+	runtime.Status
+	Agent string `json:"agent"`
+	Edges []struct {
+		Edge, Address       string
+		Connected           bool
+		Since               time.Time
+		Reconnects, Streams int64
+	} `json:"edges"`
+}
+
+func printStatus(w io.Writer, st statusView) {
+	if st.Agent != "" {
+		fmt.Fprintf(w, "agent %s\n", st.Agent)
+	}
 	fmt.Fprintf(w, "generation %d, applied %s\n", st.Generation, st.AppliedAt.Local().Format(time.RFC3339))
 	a := st.LastAttempt
 	if a.OK {
@@ -134,7 +157,26 @@ func printStatus(w io.Writer, st runtime.Status) {
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%s\n", e.Name, e.Domain, e.Listen, e.TerminateAt, e.ActiveConnections, cert)
 	}
 	tw.Flush()
-	printAgents(w, st)
+	printAgents(w, st.Status)
+	printSessions(w, st)
+}
+
+// printSessions lists an agent's sessions to its edges.
+func printSessions(w io.Writer, st statusView) {
+	if len(st.Edges) == 0 {
+		return
+	}
+	fmt.Fprintln(w)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "EDGE\tADDRESS\tCONNECTED\tRECONNECTS\tSTREAMS")
+	for _, e := range st.Edges {
+		since := "DOWN"
+		if e.Connected {
+			since = e.Since.Local().Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%d\n", e.Edge, e.Address, since, e.Reconnects, e.Streams)
+	}
+	tw.Flush()
 }
 
 // printAgents lists, on an edge, the agents with live tunnel sessions and the endpoints

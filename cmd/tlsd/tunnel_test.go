@@ -119,6 +119,14 @@ func TestTunnelCommandsAndRotation(t *testing.T) {
 	if _, out, _ := tlsd(t, "status", "--admin", edgeAdmin); !regexp.MustCompile(`(?m)^api-agent\s+127\.0\.0\.1:\d+\s+\S+\s+\d+\s+true$`).MatchString(out) {
 		t.Errorf("tlsd status does not show the agent's session:\n%s", out)
 	}
+	if _, out, _ := tlsd(t, "status", "--admin", agentAdmin); !strings.HasPrefix(out, "agent api-agent\n") ||
+		!regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(tunnelAddr)+`\s+\S*\s+\d{4}-\S+\s+0\s+\d+$`).MatchString(out) {
+		t.Errorf("tlsd status of the agent does not show its name and its session to the edge:\n%s", out)
+	}
+	if _, out, _ := tlsd(t, "status", "--admin", agentAdmin, "--format", "json"); !strings.Contains(out, `"agent": "api-agent"`) ||
+		!strings.Contains(out, `"edges": [`) {
+		t.Errorf("tlsd status --format json of the agent is not its /status as it is:\n%s", out)
+	}
 	for _, m := range []string{metricsOf(t, edgeAdmin), metricsOf(t, agentAdmin)} {
 		if !strings.Contains(m, "tlsd_tunnel_certificate_expiry_timestamp_seconds ") {
 			t.Errorf("metrics lack the tunnel certificate's expiry")
