@@ -2,6 +2,7 @@ package ngrok
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -27,7 +28,7 @@ func TestGolden(t *testing.T) {
 			const out = "/srv/tlsd/endpoints" // relative certificate paths are written relative to it
 			files, _ := res.Files(out)
 			var got strings.Builder
-			for _, p := range slices.Sorted(mapKeys(files)) {
+			for _, p := range slices.Sorted(maps.Keys(files)) {
 				fmt.Fprintf(&got, "=== %s\n%s", strings.TrimPrefix(p, out+"/"), files[p])
 			}
 			got.WriteString("=== warnings\n")
@@ -68,14 +69,4 @@ func convertCase(t *testing.T, dir string) *Result {
 		t.Fatal(err)
 	}
 	return res
-}
-
-func mapKeys(m map[string][]byte) func(func(string) bool) {
-	return func(yield func(string) bool) {
-		for k := range m {
-			if !yield(k) {
-				return
-			}
-		}
-	}
 }

@@ -144,10 +144,7 @@ func (a *Agent) AdminHandler() http.Handler {
 	}
 	reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_connected", Help: MetricHelp["tlsd_agent_connected"]}, func() float64 {
-			if a.Tunnel != nil && a.Tunnel.Status().Connected {
-				return 1
-			}
-			return 0
+			return boolGauge(a.Tunnel != nil && a.Tunnel.Status().Connected)
 		}),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_sessions", Help: MetricHelp["tlsd_agent_sessions"]}, func() float64 {
 			if a.Tunnel == nil {

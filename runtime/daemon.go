@@ -400,7 +400,9 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 	}
 	d.gen.Store(next)
 	d.acme.commit(next.acme, acmeDomains(next.routes))
-	d.http.set(d.httpRoutesLocked(next))
+	if d.http != nil {
+		d.http.set(d.httpRoutesLocked(next))
+	}
 	d.metrics.generationApplied(next)
 	d.logApplied(next, plan)
 	return nil

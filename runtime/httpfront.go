@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/autocert"
+	"github.com/tlsd/tlsd/relay"
 )
 
 // httpFront is tlsd's HTTP listener (--http-listen). It answers ACME HTTP-01 validations
@@ -77,7 +78,7 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rt := f.routes.Load()
 	for _, m := range rt.managers {
 		if m.ServeHTTPChallenge(w, r) {
-			f.log.Info("answered an ACME http-01 validation", "host", boundText(r.Host), "issuer", m.Config().Name)
+			f.log.Info("answered an ACME http-01 validation", "host", relay.Bound(r.Host, relay.MaxLoggedName), "issuer", m.Config().Name)
 			return
 		}
 	}
@@ -86,7 +87,7 @@ func (f *httpFront) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		w.WriteHeader(http.StatusNotFound)
-		fmt.Fprintf(w, "no endpoint serves %s\n", html.EscapeString(boundText(host)))
+		fmt.Fprintf(w, "no endpoint serves %s\n", html.EscapeString(relay.Bound(host, relay.MaxLoggedName)))
 		return
 	}
 	target := "https://" + host
@@ -115,15 +116,6 @@ func hostOnly(hostport string) string {
 		host = h
 	}
 	return strings.ToLower(strings.TrimSuffix(host, "."))
-}
-
-// boundText keeps at most 253 bytes of a client-given string (a host name's limit) for
-// logs and pages.
-func boundText(s string) string {
-	if len(s) > 253 {
-		return s[:253] + "..."
-	}
-	return s
 }
 
 // httpRoutesLocked are the routes of next for the HTTP listener: its ACME managers, and

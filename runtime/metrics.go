@@ -155,12 +155,7 @@ func newMetrics(d *Daemon) *metrics {
 	}
 	if st := d.opts.StateStore; st != nil {
 		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_state_store_up", Help: MetricHelp["tlsd_state_store_up"]},
-			func() float64 {
-				if st.Health().Up {
-					return 1
-				}
-				return 0
-			}))
+			func() float64 { return boolGauge(st.Health().Up) }))
 	}
 	m.upstreams = counter("tlsd_upstream_connections_total", "endpoint", "upstream", "result")
 	histogram := func(name string, buckets []float64) *prometheus.HistogramVec {

@@ -175,7 +175,7 @@ func TestPatternsAgreeWithExplanations(t *testing.T) {
 			"a:b", "1.2.3.4:123456", "::1:443"}},
 		"upstream": {upstreamProblem, []string{"127.0.0.1:9000", "unix:/run/a.sock", "unix:", "localhost", ":9000",
 			"[::1]:80", "host:port", "a:1:2", "unix:rel/x.sock", "[x]:1"}},
-		"name": {nameProblem, []string{"billing", "a", "a-b", "-a", "a-", "A", "a_b", "", strings.Repeat("a", 64), "a.b"}},
+		"name": {NameProblem, []string{"billing", "a", "a-b", "-a", "a-", "A", "a_b", "", strings.Repeat("a", 64), "a.b"}},
 	}
 	for field, c := range cases {
 		re := pattern(field)

@@ -23,7 +23,7 @@ func explainValue(field string, kw interface{ KeywordPath() []string }, loc []st
 	case "upstream":
 		return "invalid-upstream", fmt.Sprintf("upstream %q is not valid: %s", value, orGeneric(upstreamProblem(value)))
 	case "name", "agent", "issuer":
-		return "invalid-name", fmt.Sprintf("%s %q is not valid: %s", field, value, orGeneric(nameProblem(value)))
+		return "invalid-name", fmt.Sprintf("%s %q is not valid: %s", field, value, orGeneric(NameProblem(value)))
 	case "directory":
 		return "invalid-url", fmt.Sprintf("directory %q must be an https:// URL of an ACME directory", value)
 	case "email":
@@ -60,8 +60,8 @@ func valueAt(v any, loc []string) any {
 	return v
 }
 
-// nameProblem says what is wrong with a document or agent name, or "".
-func nameProblem(s string) string {
+// NameProblem says what is wrong with a document or agent name (a DNS label), or "".
+func NameProblem(s string) string {
 	switch {
 	case s == "":
 		return "it is empty"

@@ -86,6 +86,8 @@ func convertNgrok(cmd *cobra.Command, args []string, o ngrok.Options) (*ngrok.Re
 	return res, nil
 }
 
+// readSource reads a file, or standard input for "-" (named "<stdin>" in diagnostics),
+// at most 16 MiB of it.
 func readSource(stdin io.Reader, arg string) (string, []byte, error) {
 	if arg == "-" {
 		data, err := io.ReadAll(io.LimitReader(stdin, 16<<20))

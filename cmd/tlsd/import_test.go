@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -111,9 +112,15 @@ func TestImportNgrokRefusals(t *testing.T) {
 		{[]string{"import", "ngrok", "--out", dir, "--", "tls", "443"}, 1, "no --domain"},
 		{[]string{"import", "ngrok", "--out", dir}, 2, "give one ngrok configuration file"},
 		{[]string{"import", "ngrok", filepath.Join(dir, "missing.yml")}, 2, "no such file"},
+		{[]string{"import", "ngrok", "--out", filepath.Join(dir, "bad-agent"), "--agent", "Bad_Agent", "--", "tls", "443", "--domain", "a.example.com"}, 1, ""},
 	} {
 		if code, _, stderr := tlsd(t, c.args...); code != c.code || !strings.Contains(stderr, c.err) {
 			t.Errorf("tlsd %v: exit %d, stderr %q; want %d and %q", c.args, code, stderr, c.code, c.err)
 		}
+	}
+	// A bad --agent is what validating the written files finds, at its position.
+	_, out, _ := tlsd(t, "import", "ngrok", "--out", filepath.Join(dir, "bad-agent2"), "--agent", "Bad_Agent", "--", "tls", "443", "--domain", "a.example.com")
+	if !regexp.MustCompile(`a-example-com\.yaml:\d+:8: error: agent "Bad_Agent" is not valid`).MatchString(out) {
+		t.Errorf("an invalid --agent: the validation report does not point at it:\n%s", out)
 	}
 }

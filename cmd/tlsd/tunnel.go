@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsd/tlsd/localca"
+	"github.com/tlsd/tlsd/schema"
 )
 
 // The tunnel's PKI in three commands: a CA kept in the state directory, the edge's
@@ -83,8 +84,8 @@ certificate is both the edge's --agent-ca and every agent's --ca.
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
-			if p := agentNameProblem(name); p != "" {
-				return &exitError{exitUsage, fmt.Errorf("agent name %q: %s", name, p)}
+			if p := schema.NameProblem(name); p != "" {
+				return &exitError{exitUsage, fmt.Errorf("agent name %q: %s (it is what endpoints' agent field names)", name, p)}
 			}
 			return issue(cmd.OutOrStdout(), name, localca.Leaf{CommonName: name, DNSNames: []string{name}, Client: true})
 		},
@@ -106,16 +107,6 @@ func serverLeaf(hosts []string) (localca.Leaf, error) {
 		l.DNSNames = append(l.DNSNames, strings.ToLower(h))
 	}
 	return l, nil
-}
-
-// agentNameProblem: an agent's name is matched against endpoints' agent fields, which are
-// DNS labels.
-func agentNameProblem(name string) string {
-	if name == "" || len(name) > 63 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyz0123456789-") != "" ||
-		strings.HasPrefix(name, "-") || strings.HasSuffix(name, "-") {
-		return "an agent name is a DNS label: lower-case letters, digits and '-', as endpoints' agent field"
-	}
-	return ""
 }
 
 func writeLeaf(w io.Writer, ca *localca.CA, base string, l localca.Leaf) error {

@@ -111,11 +111,11 @@ func loadArgs(stdin io.Reader, opts schema.Options, args []string) (*schema.Resu
 	if len(args) > 1 {
 		return nil, errors.New(`"-" (standard input) cannot be combined with other paths`)
 	}
-	data, err := io.ReadAll(io.LimitReader(stdin, 16<<20))
+	name, data, err := readSource(stdin, "-")
 	if err != nil {
 		return nil, fmt.Errorf("read standard input: %w", err)
 	}
-	return schema.LoadData(opts, "<stdin>", data)
+	return schema.LoadData(opts, name, data)
 }
 
 func addExcludeFlag(f *pflag.FlagSet, exclude *[]string) {
