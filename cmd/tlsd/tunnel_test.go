@@ -120,7 +120,7 @@ func TestTunnelCommandsAndRotation(t *testing.T) {
 		t.Errorf("tlsd status does not show the agent's session:\n%s", out)
 	}
 	if _, out, _ := tlsd(t, "status", "--admin", agentAdmin); !strings.HasPrefix(out, "agent api-agent\n") ||
-		!regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(tunnelAddr)+`\s+\S*\s+\d{4}-\S+\s+0\s+\d+$`).MatchString(out) {
+		!regexp.MustCompile(`(?m)^`+regexp.QuoteMeta(tunnelAddr)+`\s+\S*\s+\d{4}-\S+\s+\d+\s+\d+$`).MatchString(out) {
 		t.Errorf("tlsd status of the agent does not show its name and its session to the edge:\n%s", out)
 	}
 	if _, out, _ := tlsd(t, "status", "--admin", agentAdmin, "--format", "json"); !strings.Contains(out, `"agent": "api-agent"`) ||
