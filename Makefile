@@ -65,12 +65,14 @@ soak: ## 1,000 reloads under load (long-lived and new connections in all modes)
 
 FUZZTIME ?= 30s
 
-fuzz: ## fuzz the config loader and the ClientHello peek, FUZZTIME (30 s) each
+fuzz: ## fuzz the config loader, the address rules and the ClientHello peek, FUZZTIME (30 s) each
 	$(GO) test -run '^$$' -fuzz '^FuzzLoad$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./schema
+	$(GO) test -run '^$$' -fuzz '^FuzzParse$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./iprange
+	$(GO) test -run '^$$' -fuzz '^FuzzSet$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./iprange
 	$(GO) test -run '^$$' -fuzz '^FuzzClientHello$$' -fuzztime $(FUZZTIME) -fuzzminimizetime 5s ./edge
 
 fuzz-corpus: ## keep up to 40 of the inputs fuzzing found, under testdata/fuzz/, for go test to replay
-	@for t in schema:FuzzLoad edge:FuzzClientHello; do \
+	@for t in schema:FuzzLoad iprange:FuzzParse iprange:FuzzSet edge:FuzzClientHello; do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
 		src=$$($(GO) env GOCACHE)/fuzz/github.com/tlsd/tlsd/$$pkg/$$name; \
 		mkdir -p $$pkg/testdata/fuzz/$$name; \

@@ -36,7 +36,10 @@ func TestAccess(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			a := NewAccess(prefixes(t, c.allow...), prefixes(t, c.deny...))
+			a, err := NewAccess(prefixes(t, c.allow...), prefixes(t, c.deny...))
+			if err != nil {
+				t.Fatal(err)
+			}
 			for _, s := range c.admit {
 				if !a.Allows(netip.MustParseAddr(s)) {
 					t.Errorf("%s refused", s)
@@ -55,6 +58,27 @@ func TestAccess(t *testing.T) {
 	}
 }
 
+// TestAccessRefusesUnusablePrefixes: a rule that cannot be used is an error, never a
+// rule left out (an allow list without its only entry would admit everyone).
+func TestAccessRefusesUnusablePrefixes(t *testing.T) {
+	good := prefixes(t, "10.0.0.0/8")
+	for _, bad := range []netip.Prefix{
+		{},
+		netip.PrefixFrom(netip.MustParseAddr("10.0.0.0"), 104),
+		netip.MustParsePrefix("::ffff:10.0.0.0/104"),
+	} {
+		if _, err := NewAccess(append(good, bad), nil); err == nil {
+			t.Errorf("allow %v: no error", bad)
+		}
+		if _, err := NewAccess(nil, append(good, bad)); err == nil {
+			t.Errorf("deny %v: no error", bad)
+		}
+		if _, err := NewProxySources(append(good, bad)); err == nil {
+			t.Errorf("proxy sources %v: no error", bad)
+		}
+	}
+}
+
 // BenchmarkAccess is one lookup among n allowed /24s (and as many /32 holes).
 func BenchmarkAccess(b *testing.B) {
 	for _, n := range []int{10, 1000, 100000} {
@@ -66,7 +90,10 @@ func BenchmarkAccess(b *testing.B) {
 				allow = append(allow, netip.PrefixFrom(a, 24))
 				deny = append(deny, netip.PrefixFrom(a.Next(), 32))
 			}
-			a := NewAccess(allow, deny)
+			a, err := NewAccess(allow, deny)
+			if err != nil {
+				b.Fatal(err)
+			}
 			addrs := make([]netip.Addr, 1024)
 			for i := range addrs {
 				addrs[i] = netip.AddrFrom4([4]byte{byte(r.IntN(224)), byte(r.IntN(256)), byte(r.IntN(256)), byte(r.IntN(256))})

@@ -10,6 +10,8 @@ import (
 	"net"
 	"net/netip"
 
+	"github.com/tlsd/tlsd/iprange"
+
 	proxyproto "github.com/pires/go-proxyproto"
 )
 
@@ -104,19 +106,23 @@ func proxiedAddrs(h *proxyproto.Header) (src, dst *net.TCPAddr, ok bool) {
 
 // ProxySources are the networks whose connections must begin with a PROXY header
 // (--proxy-protocol-from); nil trusts none.
-type ProxySources struct{ r ranges }
+type ProxySources struct{ set iprange.Set }
 
-// NewProxySources trusts the given prefixes.
-func NewProxySources(prefixes []netip.Prefix) *ProxySources {
+// NewProxySources trusts the given prefixes; one that cannot be used is an error.
+func NewProxySources(prefixes []netip.Prefix) (*ProxySources, error) {
 	if len(prefixes) == 0 {
-		return nil
+		return nil, nil
 	}
-	return &ProxySources{r: newRanges(prefixes)}
+	set, err := iprange.NewSet(prefixes)
+	if err != nil {
+		return nil, fmt.Errorf("--proxy-protocol-from: %w", err)
+	}
+	return &ProxySources{set: set}, nil
 }
 
 // Trusts reports whether addr is a trusted PROXY source.
 func (p *ProxySources) Trusts(addr netip.Addr) bool {
-	return p != nil && p.r.contains(addr.Unmap())
+	return p != nil && p.set.Contains(addr)
 }
 
 // proxyFailure explains why a trusted source's connection had no usable PROXY header.

@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"strings"
 
+	"github.com/tlsd/tlsd/iprange"
 	"github.com/tlsd/tlsd/relay"
 )
 
@@ -69,17 +70,17 @@ func NewTable(routes []*Route) (*Table, error) {
 // unionOfAllows is the union of the routes' allow ranges, or nil when some route admits
 // addresses beyond its allow ranges (no restriction, or deny ranges alone).
 func unionOfAllows(routes []*Route) *Access {
-	var all ranges
+	all := make([]iprange.Set, 0, len(routes))
 	for _, r := range routes {
-		if r.Access == nil || len(r.Access.allow) == 0 {
+		if r.Access == nil || r.Access.allow.Len() == 0 {
 			return nil
 		}
-		all = append(all, r.Access.allow...)
+		all = append(all, r.Access.allow)
 	}
 	if len(all) == 0 {
 		return nil
 	}
-	return &Access{allow: mergeRanges(all)}
+	return &Access{allow: iprange.Union(all...)}
 }
 
 // RefusesEveryRoute reports whether no route of the table admits addr.

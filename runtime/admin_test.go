@@ -26,7 +26,8 @@ func get(t *testing.T, h http.Handler, path string) (int, string) {
 
 func TestAdminEndpoints(t *testing.T) {
 	t.Parallel()
-	d := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
+	d, err := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
+	must(t, err)
 	h := d.AdminHandler()
 	if code, _ := get(t, h, "/readyz"); code != http.StatusServiceUnavailable {
 		t.Errorf("/readyz before the first generation = %d", code)
@@ -157,7 +158,8 @@ func TestCheckAdminAddr(t *testing.T) {
 // serves profiles beyond loopback only when asked to.
 func TestAdminExposure(t *testing.T) {
 	t.Parallel()
-	d := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
+	d, err := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
+	must(t, err)
 	req := func(h http.Handler, host, path string) int {
 		r := httptest.NewRequest("GET", path, nil)
 		r.Host = host

@@ -5,10 +5,10 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
+	"github.com/tlsd/tlsd/iprange"
 	"log/slog"
 	"maps"
 	"net"
-	"net/netip"
 	"slices"
 	"strings"
 
@@ -108,7 +108,11 @@ func (b *builder) endpoint(ep *schema.Endpoint) (*builtRoute, error) {
 		br.back = back
 	}
 	if b.role != roleAgent {
-		br.route = b.front(ep, br)
+		route, err := b.front(ep, br)
+		if err != nil {
+			return nil, err
+		}
+		br.route = route
 	}
 	return br, nil
 }
@@ -173,8 +177,12 @@ func upstreamTLS(ep *schema.Endpoint) (*tls.Config, error) {
 // front is the route a listener uses: terminate at the edge or not, then the back here,
 // or the tunnel to the endpoint's agent (which for agent and upstream termination gets
 // the client's TLS bytes untouched: the edge holds no key for them).
-func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
-	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: br.back, Access: access(ep.IPRestriction),
+func (b *builder) front(ep *schema.Endpoint, br *builtRoute) (*edge.Route, error) {
+	acc, err := access(ep.IPRestriction)
+	if err != nil {
+		return nil, fmt.Errorf("endpoint %s: ip_restriction: %w", ep.Name, err)
+	}
+	r := &edge.Route{Endpoint: ep.Name, Mode: ep.TerminateAt, Domain: ep.Domain, Handler: br.back, Access: acc,
 		Timeouts: timeouts(ep.Timeouts), Fallback: ep.Fallback}
 	if l := ep.Limits; l != nil && b.limiter != nil {
 		r.Limiter, r.Limits = b.limiter(ep.Name), edge.LimitSettings{MaxConnections: l.MaxConnections, MaxPerIP: l.MaxConnectionsPerIP}
@@ -190,7 +198,7 @@ func (b *builder) front(ep *schema.Endpoint, br *builtRoute) *edge.Route {
 		r.Handler = &edge.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil,
 			FirstAnswer: b.opts.HandshakeTimeout / 3}
 	}
-	return r
+	return r, nil
 }
 
 // pool is the endpoint's upstream entries, each with the health of its address.
@@ -220,21 +228,20 @@ func timeouts(t *schema.Timeouts) edge.Timeouts {
 }
 
 // access is the endpoint's ip_restriction as the edge checks it: the lists in force,
-// which Load made canonical.
-func access(r *schema.IPRestriction) *edge.Access {
+// which Load checked. An entry that does not read now is an error, never a rule left out.
+func access(r *schema.IPRestriction) (*edge.Access, error) {
 	if r == nil {
-		return nil
+		return nil, nil
 	}
-	parse := func(cidrs []string) []netip.Prefix {
-		out := make([]netip.Prefix, 0, len(cidrs))
-		for _, c := range cidrs {
-			if p, err := schema.ParseCIDR(c); err == nil {
-				out = append(out, p)
-			}
-		}
-		return out
+	allow, err := iprange.ParseList(r.Allow)
+	if err != nil {
+		return nil, fmt.Errorf("allow: %w", err)
 	}
-	return edge.NewAccess(parse(r.Allow), parse(r.Deny))
+	deny, err := iprange.ParseList(r.Deny)
+	if err != nil {
+		return nil, fmt.Errorf("deny: %w", err)
+	}
+	return edge.NewAccess(allow, deny)
 }
 
 // serverTLS turns the endpoint's tls settings into the termination policy. The minimum

@@ -117,8 +117,9 @@ type Daemon struct {
 	closed   bool
 }
 
-// New makes a daemon serving nothing; Apply gives it a configuration.
-func New(opts Options) *Daemon {
+// New makes a daemon serving nothing; Apply gives it a configuration. Options that
+// cannot be used (a --proxy-protocol-from prefix that is not valid) are an error.
+func New(opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
@@ -131,9 +132,13 @@ func New(opts Options) *Daemon {
 	if opts.MaxHandshakes == 0 {
 		opts.MaxHandshakes = DefaultMaxHandshakes
 	}
+	proxies, err := edge.NewProxySources(opts.ProxyProtocolFrom)
+	if err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d := &Daemon{opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, started: time.Now(), hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
-		proxies: edge.NewProxySources(opts.ProxyProtocolFrom), limiters: map[string]*edge.Limiter{}, health: map[string]*agent.Health{},
+	d := &Daemon{proxies: proxies, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, started: time.Now(), hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
+		limiters: map[string]*edge.Limiter{}, health: map[string]*agent.Health{},
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}}
 	if opts.MaxConnections > 0 {
 		d.conns = edge.NewConnectionBudget(opts.MaxConnections)
@@ -145,12 +150,15 @@ func New(opts Options) *Daemon {
 	if len(opts.ProxyProtocolFrom) > 0 {
 		d.log.Info("connections from these sources must begin with a PROXY protocol header naming the client", "proxy_protocol_from", opts.ProxyProtocolFrom)
 	}
-	return d
+	return d, nil
 }
 
 // Start is New followed by a first Apply that must succeed.
 func Start(cfg *schema.Config, opts Options) (*Daemon, error) {
-	d := New(opts)
+	d, err := New(opts)
+	if err != nil {
+		return nil, err
+	}
 	if _, err := d.Apply(cfg); err != nil {
 		d.Shutdown(context.Background())
 		return nil, err

@@ -43,7 +43,7 @@ var Codes = []Code{
 	{"not-executable", SeverityError, "the acme.dns.exec hook is not an executable file"},
 	{"wildcard-needs-dns-01", SeverityError, "a wildcard domain names an ACME issuer that does not offer dns-01"},
 	{"agent-issuer-needs-dns-01", SeverityError, "a terminate_at: agent endpoint names the internal issuer, or an ACME issuer without dns-01"},
-	{"invalid-cidr", SeverityError, "an allow_cidrs or deny_cidrs entry is not a CIDR prefix or an IP address"},
+	{"invalid-cidr", SeverityError, "an allow_cidrs or deny_cidrs entry is not a CIDR prefix or an IP address, is an IPv4-mapped prefix shorter than /96, or has an IPv6 zone"},
 	{"unknown-ip-policy", SeverityError, "ip_restriction.policies names no IPPolicy document"},
 	{"unused-ip-policy", SeverityWarning, "no endpoint uses this IPPolicy"},
 	{"nothing-allowed", SeverityWarning, "the deny list covers every allowed range: the endpoint admits no one"},

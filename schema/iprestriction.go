@@ -3,34 +3,17 @@ package schema
 import (
 	"fmt"
 	"maps"
-	"net/netip"
 	"slices"
-	"strings"
-)
 
-// ParseCIDR reads an allow_cidrs or deny_cidrs entry: a CIDR prefix, or a bare address
-// (a /32 or /128), returned canonical (masked).
-func ParseCIDR(s string) (netip.Prefix, error) {
-	if !strings.Contains(s, "/") {
-		a, err := netip.ParseAddr(s)
-		if err != nil {
-			return netip.Prefix{}, fmt.Errorf("%q is neither a CIDR prefix nor an IP address", s)
-		}
-		return netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()), nil
-	}
-	p, err := netip.ParsePrefix(s)
-	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("%q is not a CIDR prefix: %s", s, strings.TrimPrefix(err.Error(), fmt.Sprintf("netip.ParsePrefix(%q): ", s)))
-	}
-	return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()).Masked(), nil
-}
+	"github.com/tlsd/tlsd/iprange"
+)
 
 // canonicalCIDRs checks a list at path of d and rewrites it in canonical form; entries
 // that do not parse are reported and left out.
 func (l *loader) canonicalCIDRs(d *document, path string, list []string) []string {
 	out := make([]string, 0, len(list))
 	for i, s := range list {
-		p, err := ParseCIDR(s)
+		p, err := iprange.Parse(s)
 		if err != nil {
 			l.add(d, fmt.Sprintf("%s/%d", path, i), SeverityError, "invalid-cidr", "%v", err)
 			continue
@@ -116,14 +99,17 @@ func (l *loader) resolveRestrictions() {
 	}
 }
 
-// allCovered reports whether every prefix of allow lies inside one of deny.
+// allCovered reports whether every prefix of allow lies inside the deny ranges (taken
+// together). Both lists were made canonical, so they read.
 func allCovered(allow, deny []string) bool {
-	for _, a := range allow {
-		ap, _ := netip.ParsePrefix(a)
-		if !slices.ContainsFunc(deny, func(d string) bool {
-			dp, _ := netip.ParsePrefix(d)
-			return dp.Bits() <= ap.Bits() && dp.Contains(ap.Addr())
-		}) {
+	a, _ := iprange.ParseList(allow)
+	d, _ := iprange.ParseList(deny)
+	denied, err := iprange.NewSet(d)
+	if err != nil {
+		return false
+	}
+	for _, p := range a {
+		if !denied.Covers(p) {
 			return false
 		}
 	}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsd/tlsd/iprange"
 	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
@@ -340,7 +341,7 @@ type cidrList []netip.Prefix
 
 func (l *cidrList) Set(v string) error {
 	for _, s := range strings.Split(v, ",") {
-		p, err := schema.ParseCIDR(strings.TrimSpace(s))
+		p, err := iprange.Parse(strings.TrimSpace(s))
 		if err != nil {
 			return err
 		}

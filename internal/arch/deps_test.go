@@ -38,12 +38,12 @@ func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 // configuration; edge and agent are two halves that share relay, termination and the
 // tunnel's wire format but not each other; internal/ serves development only.
 var allowed = map[string][]string{
-	"cmd/tlsd":    {"certs", "localca", "ngrok", "reconcile", "runtime", "schema", "statestore", "tunnel", "version"},
-	"runtime":     {"agent", "autocert", "certs", "edge", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version"},
+	"cmd/tlsd":    {"certs", "iprange", "localca", "ngrok", "reconcile", "runtime", "schema", "statestore", "tunnel", "version"},
+	"runtime":     {"agent", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version"},
 	"reconcile":   {"schema"},
 	"ngrok":       {"schema"},
-	"schema":      {"certs"},
-	"edge":        {"relay", "termination", "tunnel"},
+	"schema":      {"certs", "iprange"},
+	"edge":        {"iprange", "relay", "termination", "tunnel"},
 	"agent":       {"relay", "termination", "tunnel"},
 	"termination": {"relay"},
 	"relay":       {},
@@ -52,6 +52,7 @@ var allowed = map[string][]string{
 	"localca":     {"certs"},
 	"statestore":  {"certs", "termination"},
 	"certs":       {},
+	"iprange":     {},
 	"version":     {},
 
 	"bench":                      {"internal/testpki"},
