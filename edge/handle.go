@@ -164,6 +164,9 @@ func (s *Server) peek(a *accepted) bool {
 	}
 	if err != nil {
 		a.info.Fail(peekFailure(err, len(peeked)))
+		if alert := alertFor(err); alert != 0 {
+			sendAlert(a.raw, alert)
+		}
 		a.raw.Close()
 		return false
 	}

@@ -3,6 +3,7 @@ package edge
 import (
 	"crypto/tls"
 	"errors"
+	"fmt"
 	"strings"
 
 	"golang.org/x/crypto/cryptobyte"
@@ -11,71 +12,144 @@ import (
 // TLS wire constants (RFC 8446) and the limits crypto/tls applies to a first flight.
 const (
 	recordHeaderLen     = 5
+	recordTypeAlert     = 21
 	recordTypeHandshake = 22
+	recordTypeSSLv2     = 0x80 // the first byte of an SSLv2 ClientHello
 	handshakeHeaderLen  = 4
 	typeClientHello     = 1
+	maxPlaintext        = 16384        // crypto/tls's maxPlaintext
 	maxRecordPayload    = 16384 + 2048 // crypto/tls's maxCiphertext
 	maxHandshake        = 65536        // crypto/tls's maxHandshake
+	maxUselessRecords   = 16           // crypto/tls's bound on warning alerts it skips
+
+	alertLevelWarning = 1
+	alertLevelFatal   = 2
+	alertCloseNotify  = 0
 
 	extServerName        = 0
 	extALPN              = 16
 	extSupportedVersions = 43
 )
 
-var errMalformedHello = errors.New("malformed ClientHello")
-
 // parseClientHello reads the ClientHello at the start of b, which holds the first bytes
 // of a connection. It returns the hello once b holds all of it; otherwise the number of
-// bytes it needs to go on (always more than len(b)), or why b is not the start of a TLS
-// connection. It accepts what crypto/tls's server accepts, and finds the same server
-// name (a fuzz test holds it to that), without crypto/tls's allocations: a whole
-// handshake state per peek.
+// bytes it needs to go on (always more than len(b)), or a *helloError saying why b is
+// not a first flight crypto/tls would take and which alert crypto/tls sends for it. It
+// accepts what crypto/tls's server accepts, finds the same server name and refuses with
+// the same alert (a differential fuzz test holds it to that), without crypto/tls's
+// allocations: a whole handshake state per peek.
 func parseClientHello(b []byte) (*tls.ClientHelloInfo, int, error) {
-	var msg []byte // the handshake bytes of the records read so far
-	copied := false
-	off := 0
-	for {
+	var f flight
+	for off := 0; ; {
 		if len(b)-off < recordHeaderLen {
 			return nil, off + recordHeaderLen, nil
 		}
-		h := b[off:]
-		typ, vers, n := h[0], uint16(h[1])<<8|uint16(h[2]), int(h[3])<<8|int(h[4])
-		switch {
-		case typ != recordTypeHandshake || vers >= 0x1000:
-			return nil, 0, errors.New("first record does not look like a TLS handshake")
-		case n == 0:
-			return nil, 0, errors.New("empty handshake record")
-		case n > maxRecordPayload:
-			return nil, 0, errors.New("oversized record")
+		typ, n, err := recordHeader(b[off:], off == 0)
+		if err != nil {
+			return nil, 0, err
 		}
-		if len(h) < recordHeaderLen+n {
+		if len(b)-off < recordHeaderLen+n {
 			return nil, off + recordHeaderLen + n, nil
 		}
-		frag := h[recordHeaderLen : recordHeaderLen+n]
+		frag := b[off+recordHeaderLen : off+recordHeaderLen+n]
 		off += recordHeaderLen + n
-		switch {
-		case msg == nil:
-			msg = frag // the common case: the hello in one record, no copy
-		case !copied:
-			msg, copied = append(append(make([]byte, 0, len(msg)+len(frag)), msg...), frag...), true
-		default:
-			msg = append(msg, frag...)
-		}
-		if len(msg) < handshakeHeaderLen {
-			continue
-		}
-		if msg[0] != typeClientHello {
-			return nil, 0, errors.New("first handshake message is not a ClientHello")
-		}
-		size := handshakeHeaderLen + (int(msg[1])<<16 | int(msg[2])<<8 | int(msg[3]))
-		if size > maxHandshake {
-			return nil, 0, errHelloTooLarge
-		}
-		if len(msg) >= size {
-			hello, err := parseHelloMessage(msg[handshakeHeaderLen:size])
+		if hello, done, err := f.add(typ, frag); done || err != nil {
 			return hello, 0, err
 		}
 	}
+}
+
+// recordHeader checks a record's header as crypto/tls does before it has a version:
+// only handshake and alert records, no version from 16.0 up, no payload over the
+// ciphertext bound. It returns the type and the payload's length.
+func recordHeader(h []byte, first bool) (typ byte, n int, err error) {
+	typ, vers, n := h[0], uint16(h[1])<<8|uint16(h[2]), int(h[3])<<8|int(h[4])
+	switch {
+	case typ == recordTypeSSLv2:
+		return 0, 0, &helloError{code: codeVersion, alert: alertProtocolVersion, msg: "an SSLv2 ClientHello: tlsd speaks TLS 1.2 and 1.3"}
+	case (typ != recordTypeHandshake && typ != recordTypeAlert) || vers >= 0x1000:
+		if first {
+			return 0, 0, &helloError{code: codeNotTLS, msg: "client did not start with a TLS record"}
+		}
+		return 0, 0, &helloError{code: codeMalformedHello, msg: "a record of the ClientHello does not look like TLS"}
+	case n > maxRecordPayload:
+		return 0, 0, malformed(alertRecordOverflow, fmt.Sprintf("oversized record of %d bytes", n))
+	}
+	return typ, n, nil
+}
+
+// flight gathers the handshake bytes of the records read so far.
+type flight struct {
+	msg     []byte // the handshake bytes of the records read so far
+	copied  bool   // msg is a copy (the hello spans records), not a slice of the input
+	useless int    // warning alerts skipped since the last handshake bytes
+}
+
+// add takes one record's payload. It reports the hello once it is whole (done), or why
+// the flight is refused.
+func (f *flight) add(typ byte, frag []byte) (*tls.ClientHelloInfo, bool, error) {
+	if len(frag) > maxPlaintext {
+		return nil, false, malformed(alertRecordOverflow, fmt.Sprintf("record of %d bytes, over the %d a plaintext record may hold", len(frag), maxPlaintext))
+	}
+	if typ == recordTypeAlert {
+		return nil, false, f.alert(frag)
+	}
+	if len(frag) == 0 {
+		return nil, false, malformed(alertUnexpectedMessage, "empty handshake record")
+	}
+	f.useless = 0
+	f.append(frag)
+	if len(f.msg) < handshakeHeaderLen {
+		return nil, false, nil
+	}
+	body := int(f.msg[1])<<16 | int(f.msg[2])<<8 | int(f.msg[3])
+	if body > maxHandshake {
+		return nil, false, malformed(alertInternalError, fmt.Sprintf("handshake message of %d bytes, over the %d crypto/tls takes", body, maxHandshake))
+	}
+	if len(f.msg) < handshakeHeaderLen+body {
+		return nil, false, nil
+	}
+	if f.msg[0] != typeClientHello {
+		return nil, false, malformed(alertUnexpectedMessage, fmt.Sprintf("first handshake message is of type %d, not a ClientHello", f.msg[0]))
+	}
+	hello, err := parseHelloMessage(f.msg[handshakeHeaderLen : handshakeHeaderLen+body])
+	if err != nil {
+		return nil, false, malformed(alertDecodeError, err.Error())
+	}
+	return hello, true, nil
+}
+
+// append adds a record's handshake bytes; the common case, the hello in one record,
+// copies nothing.
+func (f *flight) append(frag []byte) {
+	switch {
+	case f.msg == nil:
+		f.msg = frag
+	case !f.copied:
+		f.msg, f.copied = append(append(make([]byte, 0, len(f.msg)+len(frag)), f.msg...), frag...), true
+	default:
+		f.msg = append(f.msg, frag...)
+	}
+}
+
+// alert is an alert record among the hello's, taken as crypto/tls takes it: a warning is
+// skipped (up to its bound), close_notify and fatal alerts end the connection without a
+// word back, anything else is an unexpected message.
+func (f *flight) alert(frag []byte) error {
+	switch {
+	case len(frag) != 2:
+		return malformed(alertUnexpectedMessage, fmt.Sprintf("alert record of %d bytes", len(frag)))
+	case frag[1] == alertCloseNotify:
+		return &helloError{code: "client_closed", msg: "client sent close_notify before its ClientHello"}
+	case frag[0] == alertLevelWarning:
+		if f.useless++; f.useless > maxUselessRecords {
+			return malformed(alertUnexpectedMessage, "too many warning alerts before the ClientHello")
+		}
+		return nil
+	case frag[0] == alertLevelFatal:
+		return &helloError{code: codeClientAlert, msg: fmt.Sprintf("client sent fatal alert %d instead of a ClientHello", frag[1])}
+	}
+	return malformed(alertUnexpectedMessage, fmt.Sprintf("alert of unknown level %d", frag[0]))
 }
 
 // parseHelloMessage parses a ClientHello's body as crypto/tls's clientHelloMsg.unmarshal
@@ -87,13 +161,13 @@ func parseHelloMessage(body []byte) (*tls.ClientHelloInfo, error) {
 	if !s.ReadUint16(&vers) || !s.Skip(32) || !s.ReadUint8LengthPrefixed(&sessionID) ||
 		!s.ReadUint16LengthPrefixed(&suites) || len(suites)%2 != 0 ||
 		!s.ReadUint8LengthPrefixed(&compression) {
-		return nil, errMalformedHello
+		return nil, errors.New("malformed ClientHello: its session id, cipher suites or compression methods run past the message")
 	}
 	hello := &tls.ClientHelloInfo{}
 	if !s.Empty() {
 		var exts cryptobyte.String
 		if !s.ReadUint16LengthPrefixed(&exts) || !s.Empty() {
-			return nil, errMalformedHello
+			return nil, errors.New("malformed ClientHello: its extensions do not fill the message exactly")
 		}
 		if err := parseExtensions(exts, hello); err != nil {
 			return nil, err
@@ -111,7 +185,7 @@ func parseExtensions(exts cryptobyte.String, hello *tls.ClientHelloInfo) error {
 		var typ uint16
 		var data cryptobyte.String
 		if !exts.ReadUint16(&typ) || !exts.ReadUint16LengthPrefixed(&data) {
-			return errMalformedHello
+			return errors.New("malformed ClientHello: an extension runs past the extensions")
 		}
 		if !seen.add(typ) {
 			// Two server names could route one way and be served another.
@@ -129,10 +203,20 @@ func parseExtensions(exts cryptobyte.String, hello *tls.ClientHelloInfo) error {
 			ok = true
 		}
 		if !ok {
-			return errMalformedHello
+			return fmt.Errorf("malformed %s extension in ClientHello", extensionName(typ))
 		}
 	}
 	return nil
+}
+
+func extensionName(typ uint16) string {
+	switch typ {
+	case extServerName:
+		return "server_name"
+	case extALPN:
+		return "ALPN"
+	}
+	return "supported_versions"
 }
 
 // parseServerName follows RFC 6066 §3 as crypto/tls does: one host_name at most, other

@@ -15,9 +15,10 @@ import (
 const MaxClientHello = 64 << 10
 
 var (
-	errHelloTooLarge   = fmt.Errorf("ClientHello larger than %d bytes", MaxClientHello)
-	errNotAClientHello = errors.New("not a TLS ClientHello")
-	errBusy            = errors.New("too many large ClientHellos in flight: the memory for them is spent")
+	// errHelloTooLarge is tlsd's own bound, not a protocol violation: internal_error is
+	// what crypto/tls sends at its own size limit.
+	errHelloTooLarge = &helloError{code: codeHelloTooLarge, alert: alertInternalError, msg: fmt.Sprintf("ClientHello larger than %d bytes", MaxClientHello)}
+	errBusy          = errors.New("too many large ClientHellos in flight: the memory for them is spent")
 )
 
 // HelloBudget bounds, across listeners, the memory held by ClientHellos larger than the
@@ -86,7 +87,7 @@ func peekWithin(conn net.Conn, budget *HelloBudget, start []byte) (*tls.ClientHe
 			return hello, clone(buf), nil
 		}
 		if perr != nil {
-			return nil, clone(buf), fmt.Errorf("%w: %v", errNotAClientHello, perr)
+			return nil, clone(buf), perr
 		}
 		if need > MaxClientHello {
 			return nil, clone(buf), errHelloTooLarge

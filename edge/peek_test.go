@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tlsd/tlsd/internal/badhello"
 )
 
 var updateHellos = flag.Bool("update-hellos", false, "capture OpenSSL's and curl's ClientHellos into testdata/clienthello")
@@ -279,7 +281,8 @@ func referenceSNI(rec []byte) string {
 }
 
 // FuzzClientHello: the peek never panics, never reads past its bound or invents bytes,
-// and when it and the reference parser both find a server name, they agree.
+// and when it and the reference parser both find a server name, they agree; when both
+// it and crypto/tls refuse the bytes, they send the same alert.
 func FuzzClientHello(f *testing.F) {
 	hellos := goHellos(f)
 	hellos["go-grease"] = withGREASE(f, hellos["go-tls12"])
@@ -291,6 +294,17 @@ func FuzzClientHello(f *testing.F) {
 	}
 	f.Add([]byte("GET / HTTP/1.0\r\n\r\n"))
 	f.Add(fragmented(hellos["go-default-pq"], 300))
+	alpn, err := badhello.GoHello(&tls.Config{ServerName: "zk.test", NextProtos: []string{"h2"}, InsecureSkipVerify: true})
+	if err != nil {
+		f.Fatal(err)
+	}
+	cases, err := badhello.Corpus(alpn)
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, c := range cases {
+		f.Add(c.Data)
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		hello, peeked, err := PeekClientHello(&bytesConn{r: bytes.NewReader(data)})
 		if len(peeked) > MaxClientHello || !bytes.HasPrefix(data, peeked) {
@@ -313,6 +327,15 @@ func FuzzClientHello(f *testing.F) {
 				!slices.Equal(hello.SupportedProtos, ref.SupportedProtos) {
 				t.Fatalf("peek %q %x %q, crypto/tls %q %x %q", hello.ServerName, hello.SupportedVersions, hello.SupportedProtos,
 					ref.ServerName, ref.SupportedVersions, ref.SupportedProtos)
+			}
+		}
+		if hello == nil {
+			got, ref := badhello.None, cryptoTLSAnswer(data)
+			if a := alertFor(err); a != 0 {
+				got = int(a)
+			}
+			if got != ref && !otherMessage(got, ref, err) && !(ref == badhello.Served && len(data) > MaxClientHello) {
+				t.Fatalf("peek refuses with alert %d (%v), crypto/tls answers %d", got, err, ref)
 			}
 		}
 	})

@@ -347,31 +347,20 @@ func unknownSNI(name string) (code, reason string) {
 
 func peekFailure(err error, n int) (code, reason string) {
 	var ne net.Error
+	var he *helloError
 	switch {
+	case errors.As(err, &he):
+		return he.code, he.msg
 	case errors.As(err, &ne) && ne.Timeout():
 		return "hello_timeout", "no complete ClientHello before the handshake timeout"
 	case errors.Is(err, io.EOF) && n == 0:
 		return "client_closed", "client closed the connection without sending anything"
 	case errors.Is(err, io.EOF):
 		return "client_closed", "client closed the connection in the middle of its ClientHello"
-	case errors.Is(err, errHelloTooLarge):
-		return "not_tls", err.Error()
 	case errors.Is(err, errBusy):
 		return "handshakes_full", err.Error()
 	}
-	return "not_tls", "client did not start with a TLS ClientHello (" + err.Error() + ")"
-}
-
-// TLS alerts tlsd sends before any handshake (RFC 8446 §6).
-const (
-	alertAccessDenied     = 49
-	alertUnrecognizedName = 112
-)
-
-// sendAlert writes a fatal TLS alert record. Before any handshake, the record is in the
-// clear, so this works whatever version the client wanted.
-func sendAlert(c net.Conn, desc byte) {
-	c.Write([]byte{21, 3, 3, 0, 2, 2, desc}) // alert, TLS 1.2 record version, length 2, fatal
+	return "client_closed", "reading the ClientHello: " + err.Error()
 }
 
 func (s *Server) end(info *relay.Info) {

@@ -59,6 +59,7 @@ var allowed = map[string][]string{
 	"bench/cmd/benchrun":         {"bench"},
 	"bench/cmd/tlsload":          {"bench", "certs"},
 	"internal/arch":              {},
+	"internal/badhello":          {},
 	"internal/cmd/demo-upstream": {"internal/testpki"},
 	"internal/doctest":           {},
 	"internal/golden":            {},
