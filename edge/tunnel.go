@@ -2,7 +2,6 @@ package edge
 
 import (
 	"cmp"
-	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -18,7 +17,6 @@ import (
 
 	"github.com/hashicorp/yamux"
 
-	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/tunnel"
 )
 
@@ -52,16 +50,21 @@ type session struct {
 	reportMu   sync.Mutex                   // guards report
 	report     []tunnel.ReportedCertificate // what the agent last said it holds
 	streams    atomic.Int64
-	// unanswered counts the streams in a row the agent did not answer; past
-	// unhealthyAfter the session gets streams only when no healthy one is left, or once
-	// a probation has passed since the last one it left unanswered (lastUnanswered).
+	// unanswered counts the streams in a row the agent did not answer (or answered more
+	// slowly than a session tried after it). One makes the session a suspect: it gets
+	// streams only after every better session, and only once a probe (a ping) answers.
+	// Past unhealthyAfter /status calls it unhealthy, until a probation has passed since
+	// the last stream it left unanswered (lastUnanswered).
 	unanswered     atomic.Int32
 	lastUnanswered atomic.Int64 // unix nanoseconds
+	answered       atomic.Bool  // it has answered a stream since it connected
+	probing        atomic.Bool  // a probe is in flight
 	goneAway       atomic.Bool  // the agent asked for no more streams (it is draining)
 }
 
 // unhealthyAfter is how many unanswered streams in a row make a session unhealthy;
-// probation is how long after its last failure an unhealthy session is tried again.
+// probation is how long after its last failure an unhealthy session counts as healthy
+// again in /status.
 const (
 	unhealthyAfter = 3
 	probation      = 30 * time.Second
@@ -69,6 +72,23 @@ const (
 
 func (s *session) healthy() bool {
 	return s.unanswered.Load() < unhealthyAfter || time.Since(time.Unix(0, s.lastUnanswered.Load())) > probation
+}
+
+// Ranks of sessions for a new stream, best first.
+const (
+	rankAnswering = iota // answered its last stream
+	rankUntried          // has not carried a stream yet
+	rankSuspect          // left its last stream unanswered: probed first
+)
+
+func (s *session) rank() int {
+	switch {
+	case s.unanswered.Load() > 0:
+		return rankSuspect
+	case s.answered.Load():
+		return rankAnswering
+	}
+	return rankUntried
 }
 
 // AgentStatus describes one connected agent session.
@@ -245,36 +265,47 @@ func (p *AgentPool) count(name string) int {
 	return len(p.sessions[name])
 }
 
-// pick returns the next live session of agent not in skip, round-robin, a healthy one
-// if there is one.
+// pick returns a live session of agent not in skip: of the best rank there is, the next
+// in turn.
 func (p *AgentPool) pick(agent string, skip map[*session]bool) *session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	live := p.sessions[agent]
-	var fallback *session
-	for range live {
-		i := p.next[agent] % len(live)
-		p.next[agent] = i + 1
-		s := live[i]
-		switch {
-		case s.mux.IsClosed() || s.goneAway.Load() || skip[s]:
-		case s.healthy():
-			return s
-		case fallback == nil:
-			fallback = s
+	var best []*session
+	bestRank := rankSuspect + 1
+	for _, s := range p.sessions[agent] {
+		if s.mux.IsClosed() || s.goneAway.Load() || skip[s] {
+			continue
+		}
+		switch r := s.rank(); {
+		case r < bestRank:
+			best, bestRank = append(best[:0], s), r
+		case r == bestRank:
+			best = append(best, s)
 		}
 	}
-	return fallback
+	if len(best) == 0 {
+		return nil
+	}
+	i := p.next[agent] % len(best)
+	p.next[agent] = i + 1
+	return best[i]
 }
 
 // ErrNoAgent means no session of the agent is live.
 var ErrNoAgent = errors.New("no live agent")
 
+// probeTimeout bounds the ping a suspect session must answer before it gets a stream.
+const probeTimeout = 250 * time.Millisecond
+
 // open starts a stream carrying h on a session of agent not in skip, and adds the
-// sessions it tried to skip.
+// sessions it tried to skip. A suspect session is probed first; one that does not
+// answer the probe in time is passed over.
 func (p *AgentPool) open(agent string, h tunnel.Header, skip map[*session]bool) (*agentStream, *session, error) {
 	for s := p.pick(agent, skip); s != nil; s = p.pick(agent, skip) {
 		skip[s] = true
+		if s.rank() == rankSuspect && !s.probe(probeTimeout) {
+			continue
+		}
 		st, err := s.mux.OpenStream()
 		if errors.Is(err, yamux.ErrRemoteGoAway) {
 			s.goneAway.Store(true) // its agent drains: streams go to its other sessions
@@ -292,6 +323,30 @@ func (p *AgentPool) open(agent string, h tunnel.Header, skip map[*session]bool) 
 		return &agentStream{Stream: st, agent: s.name}, s, nil
 	}
 	return nil, nil, fmt.Errorf("%w %q", ErrNoAgent, agent)
+}
+
+// probe pings the session and reports whether it answered within timeout. One probe
+// runs at a time per session; a stream that finds one in flight passes the session
+// over. The ping goroutine ends with the ping (yamux bounds it by its write timeout)
+// or the session.
+func (s *session) probe(timeout time.Duration) bool {
+	if !s.probing.CompareAndSwap(false, true) {
+		return false
+	}
+	done := make(chan error, 1)
+	go func() {
+		defer s.probing.Store(false)
+		_, err := s.mux.Ping()
+		done <- err
+	}()
+	t := time.NewTimer(timeout)
+	defer t.Stop()
+	select {
+	case err := <-done:
+		return err == nil
+	case <-t.C:
+		return false
+	}
 }
 
 // agentStream tells a stream the agent ended from one whose session died: yamux reports
@@ -406,110 +461,3 @@ func (p *AgentPool) Close() {
 	}
 	p.wg.Wait()
 }
-
-// AgentForwarder is the edge's handler for an endpoint served by an agent: it sends the
-// connection, TLS bytes or plaintext, through a stream.
-type AgentForwarder struct {
-	Pool     *AgentPool
-	Agent    string
-	Endpoint string
-	Plain    bool // the edge terminated TLS
-	// FirstAnswer bounds, for each session tried, the wait for the agent's answer to the
-	// client's ClientHello (where TLS goes through the tunnel); zero means the rest of
-	// the handshake deadline.
-	FirstAnswer time.Duration
-}
-
-// Serve opens a stream to the agent and copies both ways. An agent that does not answer
-// the ClientHello in time is passed over for another session of its pool, and a session
-// that keeps not answering gets streams only when no other is left.
-func (f *AgentForwarder) Serve(_ context.Context, c *relay.Conn) {
-	c.Info.Upstream = "agent " + f.Agent
-	h := tunnel.Header{Endpoint: f.Endpoint, Client: c.ClientAddr().String(), Local: c.LocalAddr().String(), SNI: c.Info.SNI, Plain: f.Plain}
-	if c.Info.Local != nil {
-		h.Local = c.Info.Local.String()
-	}
-	if f.Plain {
-		i := c.Info
-		h.TLS = &tunnel.TLS{Version: i.TLSVersion, ALPN: i.ALPN, Resumed: i.Resumed, ClientCert: i.ClientCert, ClientCN: i.ClientCN}
-	}
-	tried := map[*session]bool{}
-	for {
-		st, s, err := f.Pool.open(f.Agent, h, tried)
-		if err != nil {
-			f.noAgent(c, len(tried))
-			return
-		}
-		if err := f.start(st, c); err != nil {
-			st.Close()
-			var gone *clientGone
-			if errors.As(err, &gone) {
-				c.Info.Fail("client_closed", err.Error())
-				c.Conn.Close()
-				return
-			}
-			f.unanswered(s, err)
-			continue
-		}
-		s.unanswered.Store(0)
-		c.Conn.SetDeadline(time.Time{})
-		c.Forward(st)
-		if c.Info.Reason != "" && st.Session().IsClosed() {
-			// Whichever direction broke first, the cause is the session's end.
-			c.Info.Code, c.Info.Reason = "tunnel_broken", sessionDied(st.agent).Error()+" ("+c.Info.Reason+")"
-		}
-		return
-	}
-}
-
-func (f *AgentForwarder) unanswered(s *session, err error) {
-	s.lastUnanswered.Store(time.Now().UnixNano())
-	if n := s.unanswered.Add(1); n == unhealthyAfter {
-		f.Pool.log.Warn("agent session unhealthy: it left streams unanswered", "agent", s.name, "address", s.addr, "in_a_row", n)
-	}
-	f.Pool.log.Info("agent did not answer; trying another session", "agent", s.name, "address", s.addr,
-		"endpoint", f.Endpoint, "error", err.Error())
-}
-
-func (f *AgentForwarder) noAgent(c *relay.Conn, tried int) {
-	if tried == 0 {
-		c.Info.Fail("no_agent", fmt.Sprintf("no live agent %q serves endpoint %s", f.Agent, f.Endpoint))
-	} else {
-		c.Info.Fail("agent_silent", fmt.Sprintf("no session of agent %q answered for endpoint %s (%d tried)", f.Agent, f.Endpoint, tried))
-	}
-	c.Conn.Close()
-}
-
-// start sends the peeked bytes, if any (the client's TLS goes through the tunnel), and
-// waits for the agent's first answer to pass it on. Plaintext (edge termination) has
-// nothing peeked: its upstream may rightly wait for the client to speak first.
-func (f *AgentForwarder) start(st *agentStream, c *relay.Conn) error {
-	if len(c.Peeked) == 0 {
-		return nil
-	}
-	if _, err := st.Write(c.Peeked); err != nil {
-		return fmt.Errorf("writing to the tunnel: %w", err)
-	}
-	deadline := c.Deadline
-	if limit := time.Now().Add(f.FirstAnswer); f.FirstAnswer > 0 && limit.Before(deadline) {
-		deadline = limit
-	}
-	st.SetReadDeadline(deadline)
-	buf := make([]byte, 4<<10)
-	n, err := st.Read(buf)
-	st.SetReadDeadline(time.Time{})
-	if n == 0 {
-		return fmt.Errorf("no answer to the ClientHello: %w", err)
-	}
-	c.Info.BytesIn += int64(len(c.Peeked))
-	if _, err := c.Conn.Write(buf[:n]); err != nil {
-		return &clientGone{err}
-	}
-	c.Info.BytesOut += int64(n)
-	return nil
-}
-
-// clientGone is the client leaving while the agent answered: no fault of the agent's.
-type clientGone struct{ err error }
-
-func (e *clientGone) Error() string { return "client went away: " + e.err.Error() }

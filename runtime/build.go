@@ -194,9 +194,7 @@ func (b *builder) front(ep *schema.Endpoint, br *builtRoute) (*edge.Route, error
 		r.TLS = br.tls
 	}
 	if b.role == roleEdge && ep.Agent != "" {
-		// A third of the handshake timeout for each agent tried leaves time to fail over.
-		r.Handler = &edge.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil,
-			FirstAnswer: b.opts.HandshakeTimeout / 3}
+		r.Handler = &edge.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil}
 	}
 	return r, nil
 }
