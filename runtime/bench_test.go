@@ -432,3 +432,45 @@ func BenchmarkPassthroughSetupPool(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkShrinkGivesMemoryBack adds 100,000 endpoints to a running daemon, then
+// removes them all, and reports the process's RSS at each step: what a configuration
+// that shrank leaves held.
+func BenchmarkShrinkGivesMemoryBack(b *testing.B) {
+	e := newEnv(b)
+	big, small := e.path("big"), e.path("small")
+	must(b, os.MkdirAll(big, 0o755))
+	must(b, os.MkdirAll(small, 0o755))
+	for f := range 100 {
+		var sb strings.Builder
+		for i := range 1000 {
+			n := f*1000 + i
+			sb.WriteString(yamlEndpoint(fmt.Sprintf("ep-%d", n), fmt.Sprintf("ep-%d.example.com", n), "127.0.0.1:9000", "", ""))
+		}
+		writeFile(b, filepath.Join(big, fmt.Sprintf("f%03d.yaml", f)), sb.String())
+	}
+	writeFile(b, filepath.Join(small, "one.yaml"), yamlEndpoint("ep-0", "ep-0.example.com", "127.0.0.1:9000", "", ""))
+	d, err := Start(loadConfig(b, small), Options{Listen: "127.0.0.1:0", StateDir: e.stateDir, Logger: slogTo(io.Discard)})
+	must(b, err)
+	defer d.Shutdown(context.Background())
+	apply := func(dir string) {
+		_, err := d.Apply(loadConfig(b, dir))
+		must(b, err)
+	}
+	start := rssKB(b)
+	var peak, after int
+	var shrink time.Duration
+	for b.Loop() {
+		apply(big)
+		peak = max(peak, rssKB(b))
+		t0 := time.Now()
+		apply(small)
+		shrink += time.Since(t0)
+		after = rssKB(b)
+	}
+	b.ReportMetric(float64(shrink.Milliseconds())/float64(b.N), "ms-shrink-apply")
+	b.ReportMetric(float64(heapInUse())/(1<<20), "MB-heap-after")
+	b.ReportMetric(float64(start)/1024, "MB-RSS-start")
+	b.ReportMetric(float64(peak)/1024, "MB-RSS-peak")
+	b.ReportMetric(float64(after)/1024, "MB-RSS-after")
+}

@@ -1,6 +1,7 @@
 package runtime
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -47,4 +48,29 @@ func TestReloadLogsEachThingOnce(t *testing.T) {
 	e.log.waitFor(t, "reload failed: the configuration has errors")
 	must(t, os.Remove(filepath.Join(dir, "broken.yaml")))
 	e.log.waitFor(t, "reload succeeded: the configuration is valid again")
+}
+
+// TestShrinkReturnsMemory: a reload that leaves less than half of a large configuration
+// returns the freed memory at once (BenchmarkShrinkGivesMemoryBack measures how much),
+// and one that keeps most of it does not force a collection.
+func TestShrinkReturnsMemory(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t)
+	endpoints := func(n int) string {
+		var b strings.Builder
+		for i := range n {
+			b.WriteString(yamlEndpoint(fmt.Sprintf("ep-%d", i), fmt.Sprintf("ep-%d.test", i), "127.0.0.1:9000", "", ""))
+		}
+		return b.String()
+	}
+	e.start(endpoints(300))
+	for _, n := range []int{200, 1} {
+		writeFile(t, e.path("endpoints.yaml"), endpoints(n))
+		_, err := e.d.Apply(loadConfig(t, e.path("endpoints.yaml")))
+		must(t, err)
+	}
+	line := e.log.waitFor(t, "configuration shrank; freed memory returned to the OS")
+	if !strings.Contains(line, "endpoints_before=200 endpoints_after=1") || strings.Count(e.log.String(), "configuration shrank") != 1 {
+		t.Errorf("want one collection, for 200 -> 1 endpoints (not for 300 -> 200):\n%s", e.log)
+	}
 }
