@@ -32,8 +32,9 @@ func pipeSession(t *testing.T, name string, answer bool) *session {
 	return &session{name: name, addr: name, mux: mux}
 }
 
-// TestPickPrefersAnsweringSessions: a session that answered comes before an untried
-// one, which comes before a suspect; within a rank, sessions take turns.
+// TestPickPrefersAnsweringSessions: a first attempt takes answering and untried
+// sessions in turn, a suspect last; a later attempt of a stream wants an answering one
+// before an untried one.
 func TestPickPrefersAnsweringSessions(t *testing.T) {
 	p := NewAgentPool(slog.New(slog.NewTextHandler(io.Discard, nil)))
 	suspect, untried, a1, a2 := pipeSession(t, "suspect", true), pipeSession(t, "untried", true), pipeSession(t, "a1", true), pipeSession(t, "a2", true)
@@ -41,20 +42,24 @@ func TestPickPrefersAnsweringSessions(t *testing.T) {
 	a1.answered.Store(true)
 	a2.answered.Store(true)
 	p.sessions["agent"] = []*session{suspect, untried, a1, a2}
-	seen := map[string]int{}
-	for range 4 {
-		seen[p.pick("agent", nil).name]++
+	picks := func(proven bool, skip map[*session]bool) map[string]int {
+		seen := map[string]int{}
+		for range 6 {
+			seen[p.pick("agent", skip, proven).name]++
+		}
+		return seen
 	}
-	if seen["a1"] != 2 || seen["a2"] != 2 {
-		t.Errorf("picks %v: want the two answering sessions in turn", seen)
+	if seen := picks(false, nil); seen["a1"] != 2 || seen["a2"] != 2 || seen["untried"] != 2 {
+		t.Errorf("first attempts %v: want answering and untried sessions in turn", seen)
 	}
-	skip := map[*session]bool{a1: true, a2: true}
-	if got := p.pick("agent", skip); got != untried {
-		t.Errorf("without the answering ones: %s, want the untried one", got.name)
+	if seen := picks(true, map[*session]bool{a2: true}); seen["a1"] != 6 {
+		t.Errorf("later attempts %v: want the answering session", seen)
 	}
-	skip[untried] = true
-	if got := p.pick("agent", skip); got != suspect {
-		t.Errorf("last: %s, want the suspect", got.name)
+	if seen := picks(true, map[*session]bool{a1: true, a2: true}); seen["untried"] != 6 {
+		t.Errorf("later attempts without answering sessions %v: want the untried one", seen)
+	}
+	if seen := picks(false, map[*session]bool{a1: true, a2: true, untried: true}); seen["suspect"] != 6 {
+		t.Errorf("only a suspect left %v: want it", seen)
 	}
 }
 

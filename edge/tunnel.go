@@ -81,11 +81,15 @@ const (
 	rankSuspect          // left its last stream unanswered: probed first
 )
 
-func (s *session) rank() int {
+// rank is the session's rank for a stream's first attempt (proven says whether it is
+// a later one, sent beside a session that has not answered): a first attempt takes
+// answering and untried sessions in turn, so a pool shares the load from its start; a
+// later one wants a session known to answer.
+func (s *session) rank(proven bool) int {
 	switch {
 	case s.unanswered.Load() > 0:
 		return rankSuspect
-	case s.answered.Load():
+	case s.answered.Load() || !proven:
 		return rankAnswering
 	}
 	return rankUntried
@@ -266,8 +270,8 @@ func (p *AgentPool) count(name string) int {
 }
 
 // pick returns a live session of agent not in skip: of the best rank there is, the next
-// in turn.
-func (p *AgentPool) pick(agent string, skip map[*session]bool) *session {
+// in turn. proven: see rank.
+func (p *AgentPool) pick(agent string, skip map[*session]bool, proven bool) *session {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	var best []*session
@@ -276,7 +280,7 @@ func (p *AgentPool) pick(agent string, skip map[*session]bool) *session {
 		if s.mux.IsClosed() || s.goneAway.Load() || skip[s] {
 			continue
 		}
-		switch r := s.rank(); {
+		switch r := s.rank(proven); {
 		case r < bestRank:
 			best, bestRank = append(best[:0], s), r
 		case r == bestRank:
@@ -301,9 +305,10 @@ const probeTimeout = 250 * time.Millisecond
 // sessions it tried to skip. A suspect session is probed first; one that does not
 // answer the probe in time is passed over.
 func (p *AgentPool) open(agent string, h tunnel.Header, skip map[*session]bool) (*agentStream, *session, error) {
-	for s := p.pick(agent, skip); s != nil; s = p.pick(agent, skip) {
+	proven := len(skip) > 0 // a later attempt of the stream
+	for s := p.pick(agent, skip, proven); s != nil; s = p.pick(agent, skip, proven) {
 		skip[s] = true
-		if s.rank() == rankSuspect && !s.probe(probeTimeout) {
+		if s.rank(proven) == rankSuspect && !s.probe(probeTimeout) {
 			continue
 		}
 		st, err := s.mux.OpenStream()

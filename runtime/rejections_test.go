@@ -112,7 +112,7 @@ func TestGarbageInsteadOfClientHello(t *testing.T) {
 	if _, err := io.ReadAll(c); err != nil && !errors.Is(err, io.EOF) && !strings.Contains(err.Error(), "reset") {
 		t.Errorf("read after garbage: %v (want a prompt close)", err)
 	}
-	w.log.waitFor(t, "connection failed", "did not start with a TLS ClientHello")
+	w.log.waitFor(t, "connection failed", "did not start with a TLS record")
 }
 
 // TestHugeSNI: a server name longer than a DNS name can be is refused with
