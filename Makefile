@@ -3,6 +3,8 @@ GO       ?= go
 BIN      ?= bin/tlsd
 PKGS     := ./...
 PEBBLE_VERSION := v2.10.3
+STATICCHECK_VERSION := v0.8.2
+STATICCHECK := $(shell $(GO) env GOPATH)/bin/staticcheck
 # What `tlsd version`, /status and tlsd_build_info say: the nearest tag (or the commit),
 # the commit and its time.
 VERSION  ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo devel)
@@ -18,16 +20,20 @@ help: ## list the targets
 build: ## build bin/tlsd, stamped with VERSION (git describe), the commit and its time
 	$(GO) build -ldflags "$(LDFLAGS)" -o $(BIN) ./cmd/tlsd
 
-test: lint tools ## gofmt check, go vet, and every test with the race detector
+test: tools lint ## gofmt check, go vet, staticcheck, and every test with the race detector
 	$(GO) test -race -count=1 $(PKGS)
 
 tools: ## install Pebble, the ACME test server the ACME tests run
 	$(GO) install github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE_VERSION) github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$(PEBBLE_VERSION)
 
-lint: ## gofmt check and go vet
+lint: $(STATICCHECK) ## gofmt check, go vet and staticcheck
 	@unformatted=$$(gofmt -l .); \
 	if [ -n "$$unformatted" ]; then echo "gofmt needed on:"; echo "$$unformatted"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(STATICCHECK) $(PKGS)
+
+$(STATICCHECK):
+	$(GO) install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION)
 
 fmt: ## format the code
 	gofmt -w .

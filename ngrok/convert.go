@@ -30,7 +30,7 @@ func FromConfig(name string, data []byte, o Options) (*Result, error) {
 		return nil, fmt.Errorf("%s: not YAML: %w", name, err)
 	}
 	if len(doc.Content) == 0 || doc.Content[0].Kind != yaml.MappingNode {
-		return nil, fmt.Errorf("%s: an ngrok configuration is a mapping with version: and tunnels: or endpoints:", name)
+		return nil, fmt.Errorf("%s: an ngrok configuration is a mapping with the keys version and tunnels or endpoints", name)
 	}
 	c := &converter{file: name, o: o, r: &Result{}, names: map[string]bool{}}
 	root := doc.Content[0]

@@ -30,8 +30,6 @@ func (p *pebble) roots() *x509.CertPool { return p.Roots() }
 func (p *pebble) start()                { p.Restart() }
 func (p *pebble) stop()                 { p.Stop() }
 
-func freeTCPPort(t *testing.T) int { return portOf(t, freePort(t)) }
-
 func portOf(t *testing.T, addr string) int {
 	_, p, err := net.SplitHostPort(addr)
 	must(t, err)

@@ -271,13 +271,11 @@ func TestPoolPolicies(t *testing.T) {
 	}
 
 	// Two long connections take two entries; every short one then goes to the third.
-	var long []*tls.Conn
 	for range 2 {
 		tc, err := e.dialTLS(&tls.Config{ServerName: "least.test", RootCAs: e.internalRoots()})
 		must(t, err)
 		defer tc.Close()
-		echoOnce(t, tc, "long")
-		long = append(long, tc)
+		echoOnce(t, tc, "long") // held open until the test ends
 	}
 	free := []*stoppable{c, x, y}[0]
 	for _, s := range []*stoppable{c, x, y} {

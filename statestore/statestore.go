@@ -87,7 +87,7 @@ func Open(ctx context.Context, o Options) (*Store, error) {
 func clientOptions(o Options) (*redis.Options, string, error) {
 	u, err := url.Parse(o.URL)
 	if err != nil || (u.Scheme != "redis" && u.Scheme != "rediss") || u.Host == "" {
-		return nil, "", fmt.Errorf("state store %q: want redis://[user:pass@]host:port/db or rediss://...", redact(o.URL))
+		return nil, "", fmt.Errorf("state store %q: want redis://[user:pass@]host:port/db or rediss://[user:pass@]host:port/db", redact(o.URL))
 	}
 	opts, err := redis.ParseURL(o.URL)
 	if err != nil {

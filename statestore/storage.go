@@ -81,7 +81,7 @@ func (s *Store) Delete(ctx context.Context, key string) error {
 // below lists the keys under the directory dir.
 func (s *Store) below(ctx context.Context, dir string) ([]string, error) {
 	dir = strings.TrimSuffix(dir, "/") + "/"
-	keys, err := s.rdb.ZRangeByLex(ctx, s.indexKey(), &redis.ZRangeBy{Min: "[" + dir, Max: "[" + dir + "\xff"}).Result()
+	keys, err := s.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{Key: s.indexKey(), Start: "[" + dir, Stop: "[" + dir + "\xff", ByLex: true}).Result()
 	return keys, s.note(err)
 }
 
