@@ -15,6 +15,7 @@ import (
 
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/watch"
 )
 
 // AgentRunOptions configure RunAgent.
@@ -43,13 +44,13 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 		closeIf(adminLn)
 		return err
 	}
-	w, err := newWatcher(o.Paths, o.StateDir, a.log, o.TunnelPKI.Files()...)
+	w, err := watch.New(o.watchOptions(a.log, func() (int, bool) { return upgradeAgent(a, o.RunOptions, adminLn) }))
 	if err != nil {
 		closeIf(adminLn)
 		return fmt.Errorf("watch configuration: %w", err)
 	}
-	defer w.close()
-	w.arm(initial, false)
+	defer w.Close()
+	w.Arm(initial)
 	a.Tunnel = &agent.Tunnels{Edges: o.Edges, TLS: o.TLS, Config: tunnelConfig(o.TunnelPKI), Report: a.CertificateReport, Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Window: o.Window}
 	tctx, stopTunnel := context.WithCancel(context.Background())
@@ -63,9 +64,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	o.Inherited.closeUnused(a.log)
 	awaitTunnel(a.Tunnel, o.Inherited, a.log)
 	o.Inherited.Ready()
-	r := newReloader(a, a.log, w, o.RunOptions)
-	r.handOver = func() (int, bool) { return upgradeAgent(a, o.RunOptions, adminLn) }
-	if successor := r.loop(ctx); successor != 0 {
+	if successor := w.Run(ctx, a); successor != 0 {
 		stopAdmin() // the new process's now
 		ictx, stopIgnoring := context.WithCancel(context.Background())
 		defer stopIgnoring()

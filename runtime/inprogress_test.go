@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tlsd/tlsd/watch"
 )
 
 // prober connects to each of its names every 20 ms, as a monitoring system would, and
@@ -140,7 +142,7 @@ func TestFilesBeingWritten(t *testing.T) {
 }
 
 // TestEmptyFileRemovesAfterHold: a file left empty does remove its endpoints, once it has
-// stayed empty for EmptyHold.
+// stayed empty for watch.EmptyHold.
 func TestEmptyFileRemovesAfterHold(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
@@ -151,11 +153,11 @@ func TestEmptyFileRemovesAfterHold(t *testing.T) {
 	e.runDir(dir)
 	emptied := time.Now()
 	must(t, os.WriteFile(filepath.Join(dir, "ab.yaml"), nil, 0o644))
-	if !eventually(EmptyHold+2*time.Second, func() bool { return !e.serves("a.test") }) {
+	if !eventually(watch.EmptyHold+2*time.Second, func() bool { return !e.serves("a.test") }) {
 		t.Fatalf("a.test still served %s after its file was emptied", time.Since(emptied))
 	}
-	if took := time.Since(emptied); took < EmptyHold {
-		t.Errorf("endpoints of an emptied file went after %s, before the %s hold", took, EmptyHold)
+	if took := time.Since(emptied); took < watch.EmptyHold {
+		t.Errorf("endpoints of an emptied file went after %s, before the %s hold", took, watch.EmptyHold)
 	}
 	if e.serves("b.test") || !e.serves("keep.test") {
 		t.Error("want b.test gone with a.test, keep.test served")

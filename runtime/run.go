@@ -14,18 +14,9 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/edge"
-	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/watch"
 )
-
-// Debounce defaults: a `git pull` touching many files becomes one reload of one
-// consistent snapshot.
-const (
-	DefaultDebounce    = 100 * time.Millisecond
-	DefaultDebounceCap = time.Second
-)
-
-const whyRequested = "reload requested"
 
 // TunnelListen makes tlsd an edge: agents connect to Addr with client certificates the
 // TLS config verifies.
@@ -48,8 +39,8 @@ type RunOptions struct {
 	AdminHosts      []string
 	AdminPprof      bool
 	ShutdownTimeout time.Duration
-	Debounce        time.Duration   // quiet period after the last file event; 0: DefaultDebounce
-	DebounceCap     time.Duration   // longest wait after the first event; 0: DefaultDebounceCap
+	Debounce        time.Duration   // quiet period after the last file event; 0: watch.DefaultDebounce
+	DebounceCap     time.Duration   // longest wait after the first event; 0: watch.DefaultDebounceCap
 	Reload          <-chan struct{} // e.g. SIGHUP: reload now, re-arming every watch
 	// InitialWarnings are the warnings of the initial configuration, already logged: a
 	// reload logs a warning only when it is new.
@@ -87,15 +78,15 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if pool != nil {
 		pool.SetServes(d.EndpointsOf)
 	}
-	w, err := newWatcher(o.Paths, o.StateDir, d.log, o.TunnelPKI.Files()...)
+	w, err := watch.New(o.watchOptions(d.log, func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn, pool) }))
 	if err != nil {
 		d.Shutdown(context.Background())
 		closeIf(adminLn)
 		pool.Close()
 		return fmt.Errorf("watch configuration: %w", err)
 	}
-	defer w.close()
-	w.arm(initial, false)
+	defer w.Close()
+	w.Arm(initial)
 	actx, stopAdmin := context.WithCancel(context.Background())
 	adminDone := serveAdminOn(actx, adminLn, guardAdmin(d.AdminHandler(), o), d.log)
 	if o.Started != nil {
@@ -106,9 +97,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	// After an upgrade the new process is the service's main one; systemd must be told
 	// (and allow it: NotifyAccess=all).
 	notifySystemd("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
-	r := newReloader(d, d.log, w, o)
-	r.handOver = func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn, pool) }
-	if successor := r.loop(ctx); successor != 0 {
+	if successor := w.Run(ctx, d); successor != 0 {
 		stopAdmin() // the admin API is the new process's now; this one only drains
 		ictx, stopIgnoring := context.WithCancel(context.Background())
 		defer stopIgnoring()
@@ -293,11 +282,9 @@ func serveAdminOn(ctx context.Context, ln net.Listener, h http.Handler, log *slo
 	return done
 }
 
-// target is what the reload loop applies configurations to: the daemon of tlsd run and
-// tlsd edge, or the agent's.
-type target interface {
-	Apply(*schema.Config) (reconcile.Plan, error)
-	RecordFailedLoad(schema.Diagnostics, error)
-	Generation() uint64
-	Config() *schema.Config
+// watchOptions are the watcher's settings of o; handOver runs on an upgrade request.
+func (o RunOptions) watchOptions(log *slog.Logger, handOver func() (int, bool)) watch.Options {
+	return watch.Options{Paths: o.Paths, Load: o.Load, StateDir: o.StateDir, Extra: o.TunnelPKI.Files(),
+		Debounce: o.Debounce, DebounceCap: o.DebounceCap, Reload: o.Reload, Upgrade: o.Upgrade, HandOver: handOver,
+		InitialWarnings: o.InitialWarnings, BeforeReload: func() { o.TunnelPKI.Reload(log) }, Notify: notifySystemd, Logger: log}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/watch"
 )
 
 // runDir runs the whole daemon (load, watch, reload) on dir until the test ends.
@@ -65,7 +66,7 @@ func (e *env) waitGeneration(want uint64) {
 // settle waits well past the debounce cap and checks the generation did not move.
 func (e *env) settle(want uint64) {
 	e.t.Helper()
-	time.Sleep(DefaultDebounceCap + 300*time.Millisecond)
+	time.Sleep(watch.DefaultDebounceCap + 300*time.Millisecond)
 	if got := e.d.Generation(); got != want {
 		e.t.Fatalf("generation %d after settling, want exactly %d", got, want)
 	}

@@ -39,7 +39,7 @@ func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 // tunnel's wire format but not each other; internal/ serves development only.
 var allowed = map[string][]string{
 	"cmd/tlsd":    {"certs", "iprange", "localca", "ngrok", "reconcile", "runtime", "schema", "statestore", "tunnel", "version"},
-	"runtime":     {"agent", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version"},
+	"runtime":     {"agent", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version", "watch"},
 	"reconcile":   {"schema"},
 	"ngrok":       {"schema"},
 	"schema":      {"certs", "iprange"},
@@ -54,6 +54,7 @@ var allowed = map[string][]string{
 	"certs":       {},
 	"iprange":     {},
 	"version":     {},
+	"watch":       {"reconcile", "schema"},
 
 	"bench":                      {"internal/testpki"},
 	"bench/cmd/benchrun":         {"bench"},

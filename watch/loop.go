@@ -1,4 +1,10 @@
-package runtime
+// Package watch turns a configuration on disk into reloads: it watches the directories
+// the loader reads (new subdirectories included), the roots' parents and the directories
+// of referenced files; follows symlinked roots; holds a reload while a file is being
+// written; debounces a burst of events into one snapshot; re-arms every watch on a
+// reload request (SIGHUP); and hands each valid snapshot to a Target, reporting invalid
+// ones to it. It knows nothing of sockets: tlsd run, edge and agent are its Targets.
+package watch
 
 import (
 	"context"
@@ -8,34 +14,111 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
+
+// Debounce defaults: a `git pull` touching many files becomes one reload of one
+// consistent snapshot.
+const (
+	DefaultDebounce    = 100 * time.Millisecond
+	DefaultDebounceCap = time.Second
+)
+
+const whyRequested = "reload requested"
+
+// Target is what the loop applies configurations to: the daemon of tlsd run and tlsd
+// edge, or the agent's.
+type Target interface {
+	Apply(*schema.Config) (reconcile.Plan, error)
+	RecordFailedLoad(schema.Diagnostics, error)
+	Generation() uint64
+	Config() *schema.Config
+}
+
+// Options configure a Watcher.
+type Options struct {
+	Paths []string       // what to load and watch
+	Load  schema.Options // how to load it
+	// StateDir is tlsd's own (--state-dir): its writes there never reload anything.
+	StateDir string
+	// Extra are files watched whatever the configuration says (the tunnel's
+	// credentials): a change to them reloads.
+	Extra       []string
+	Debounce    time.Duration   // quiet period after the last file event; 0: DefaultDebounce
+	DebounceCap time.Duration   // longest wait after the first event; 0: DefaultDebounceCap
+	Reload      <-chan struct{} // e.g. SIGHUP: reload now, re-arming every watch
+	// Upgrade (SIGUSR2) calls HandOver, which returns the new process's PID and true
+	// when this process should stop serving; Run then returns that PID.
+	Upgrade  <-chan struct{}
+	HandOver func() (int, bool)
+	// InitialWarnings are the warnings of the initial configuration, already logged: a
+	// reload logs a warning only when it is new.
+	InitialWarnings schema.Diagnostics
+	// BeforeReload runs at the start of every reload attempt (the tunnel's credentials
+	// are read again there); Notify tells the service manager of a requested reload
+	// ("RELOADING=1", then "READY=1"). Both may be nil.
+	BeforeReload func()
+	Notify       func(state string)
+	Logger       *slog.Logger
+}
+
+// Watcher watches the configuration and reloads it into a Target.
+type Watcher struct {
+	w *watcher
+	o Options
+}
+
+// New starts watching nothing yet: Arm sets the watches.
+func New(o Options) (*Watcher, error) {
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	w, err := newWatcher(o.Paths, o.StateDir, o.Logger, o.Extra...)
+	if err != nil {
+		return nil, err
+	}
+	return &Watcher{w: w, o: o}, nil
+}
+
+// Arm brings the watches up to date with the directories and cfg's references: call it
+// with the initial configuration before Run.
+func (x *Watcher) Arm(cfg *schema.Config) { x.w.arm(cfg, false) }
+
+// Run reloads t on every change until ctx ends (it returns 0) or an upgrade handed this
+// process's sockets over (it returns the new process's PID).
+func (x *Watcher) Run(ctx context.Context, t Target) int { return newReloader(t, x.w, x.o).loop(ctx) }
+
+// Close stops watching.
+func (x *Watcher) Close() error { return x.w.close() }
 
 // reloader turns file events and reload requests into reloads: debounced, held while a
 // file is being written, and logged so an operator reads each thing once.
 type reloader struct {
-	d   target
+	d   Target
 	log *slog.Logger
 	w   *watcher
-	o   RunOptions
-
-	// handOver, when set, runs on an upgrade request; it returns the new process's PID
-	// and true when this process should stop serving.
-	handOver func() (int, bool)
+	o   Options
 
 	failing bool            // the last attempt failed
 	warned  map[string]bool // the warnings of the last load, already logged
 	waiting string          // the files the last held reload waited for, as logged
 }
 
-func newReloader(d target, log *slog.Logger, w *watcher, o RunOptions) *reloader {
+func newReloader(d Target, w *watcher, o Options) *reloader {
 	if o.Debounce <= 0 {
 		o.Debounce = DefaultDebounce
 	}
 	if o.DebounceCap <= 0 {
 		o.DebounceCap = DefaultDebounceCap
 	}
-	r := &reloader{d: d, log: log, w: w, o: o, warned: map[string]bool{}}
+	if o.BeforeReload == nil {
+		o.BeforeReload = func() {}
+	}
+	if o.Notify == nil {
+		o.Notify = func(string) {}
+	}
+	r := &reloader{d: d, log: o.Logger, w: w, o: o, warned: map[string]bool{}}
 	for _, diag := range o.InitialWarnings {
 		r.warned[warningKey(diag)] = true
 	}
@@ -69,13 +152,13 @@ func (r *reloader) loop(ctx context.Context) int {
 		case <-ctx.Done():
 			return 0
 		case <-r.o.Reload:
-			notifySystemd("RELOADING=1")
+			r.o.Notify("RELOADING=1")
 			fire(whyRequested, true)
-			notifySystemd("READY=1")
+			r.o.Notify("READY=1")
 		case <-r.o.Upgrade:
-			if r.handOver == nil {
+			if r.o.HandOver == nil {
 				r.log.Warn("upgrade requested: this command does not hand over its sockets yet")
-			} else if pid, done := r.handOver(); done {
+			} else if pid, done := r.o.HandOver(); done {
 				return pid
 			}
 		case ev, ok := <-r.w.fsw.Events:
@@ -132,7 +215,7 @@ func stoppedTimer() *time.Timer {
 // written nothing is loaded: it returns how long to wait at most before trying again.
 func (r *reloader) reload(why string, force bool) time.Duration {
 	start := time.Now()
-	r.o.TunnelPKI.Reload(r.log) // new sessions use new tunnel credentials; no generation needed
+	r.o.BeforeReload()
 	// Watch new directories before reading them, so a file written into a new
 	// subdirectory right after this load still raises an event.
 	r.w.arm(r.d.Config(), force)
