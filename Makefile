@@ -67,7 +67,7 @@ gobench: ## Go benchmarks of the hot paths
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)
 
 soak: ## 1,000 reloads under load (long-lived and new connections in all modes)
-	$(GO) test -count=1 -run 'TestReloadUnderLoad|TestReloadNegativeControl' -v -timeout 30m ./runtime -args -soak
+	$(GO) test -count=1 -run 'TestReloadUnderLoad|TestReloadNegativeControl' -v -timeout 30m ./daemon -args -soak
 
 FUZZTIME ?= 30s
 

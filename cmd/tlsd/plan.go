@@ -8,8 +8,8 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsd/tlsd/daemon"
 	"github.com/tlsd/tlsd/reconcile"
-	"github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -113,7 +113,7 @@ func loadForPlan(cmd *cobra.Command, load schema.Options, paths ...string) (*sch
 
 // openConnections asks a running tlsd how many connections each endpoint has open.
 func openConnections(admin string) (map[string]int, error) {
-	var st runtime.Status
+	var st daemon.Status
 	if err := getJSON(admin, "/status", &st); err != nil {
 		return nil, err
 	}

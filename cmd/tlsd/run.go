@@ -19,9 +19,9 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsd/tlsd/daemon"
 	"github.com/tlsd/tlsd/iprange"
 	"github.com/tlsd/tlsd/localca"
-	"github.com/tlsd/tlsd/runtime"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -93,7 +93,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl := cmd.Flags()
 	if cmd.Name() != "agent" {
 		fl.StringVar(&f.listen, "listen", ":8443", "`ADDR` of the listener for endpoints that name none (their listen field)")
-		fl.IntVar(&f.maxHandshakes, "max-handshakes", runtime.DefaultMaxHandshakes, "connections per listener in their handshake phase at once (ClientHello, TLS handshake); past it new ones are closed at once (0: no bound)")
+		fl.IntVar(&f.maxHandshakes, "max-handshakes", daemon.DefaultMaxHandshakes, "connections per listener in their handshake phase at once (ClientHello, TLS handshake); past it new ones are closed at once (0: no bound)")
 		fl.IntVar(&f.maxConnections, "max-connections", 0, "connections of all endpoints together; past it new ones are accepted and closed at once, so the listener never stops (0: no bound)")
 		fl.Var(&f.proxyFrom, "proxy-protocol-from", "`CIDR`s of load balancers that send a PROXY protocol header (v1 or v2) first (comma-separated or repeated); its client address then counts everywhere. Their connections must have one; other sources must not send one")
 		fl.StringVar(&f.httpListen, "http-listen", "", "`ADDR` of an HTTP listener (e.g. :80) answering ACME http-01 validations and redirecting every other request to https:// (none when empty)")
@@ -121,7 +121,7 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 	if err != nil {
 		return nil, nil, &exitError{exitUsage, err}
 	}
-	if _, _, err := runtime.CheckAdminAddr(f.admin); err != nil {
+	if _, _, err := daemon.CheckAdminAddr(f.admin); err != nil {
 		return nil, nil, &exitError{exitUsage, err}
 	}
 	if err := checkExcludes(f.exclude); err != nil {
@@ -180,8 +180,8 @@ func signalChannel(ctx context.Context, sig os.Signal) <-chan struct{} {
 // upgradeOptions wire SIGUSR2 to the hand-over upgrade: the binary at the path this one
 // was started from (a replaced binary is what starts), with the same arguments, and the
 // sockets this process inherited, if any.
-func upgradeOptions(ctx context.Context, o *runtime.RunOptions) error {
-	in, err := runtime.InheritedFromEnv()
+func upgradeOptions(ctx context.Context, o *daemon.RunOptions) error {
+	in, err := daemon.InheritedFromEnv()
 	if err != nil {
 		return &exitError{exitUsage, err}
 	}
@@ -192,7 +192,7 @@ func upgradeOptions(ctx context.Context, o *runtime.RunOptions) error {
 	return nil
 }
 
-func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *runtime.TunnelListen) error {
+func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *daemon.TunnelListen) error {
 	if err := checkHTTPListen(f.httpListen); err != nil {
 		return err
 	}
@@ -210,8 +210,8 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 	if store != nil {
 		defer store.Close()
 	}
-	opts := runtime.RunOptions{
-		Options: runtime.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
+	opts := daemon.RunOptions{
+		Options: daemon.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom,
 			MaxConnections: max(f.maxConnections, 0), StateStore: store, HTTPListen: f.httpListen, TunnelPKI: tunnelPKI(t)},
 		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
@@ -221,10 +221,10 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *ru
 		return err
 	}
 	if f.pidFile != "" {
-		opts.Started = func(*runtime.Daemon) { writePIDFile(f.pidFile, logger) }
+		opts.Started = func(*daemon.Daemon) { writePIDFile(f.pidFile, logger) }
 		defer removePIDFile(f.pidFile)
 	}
-	if err := runtime.Run(ctx, res.Config, opts); err != nil {
+	if err := daemon.Run(ctx, res.Config, opts); err != nil {
 		return failed(logger, f.logFormat, err)
 	}
 	return nil
@@ -371,7 +371,7 @@ func checkHTTPListen(addr string) error {
 	return nil
 }
 
-func tunnelPKI(t *runtime.TunnelListen) *runtime.TunnelPKI {
+func tunnelPKI(t *daemon.TunnelListen) *daemon.TunnelPKI {
 	if t == nil {
 		return nil
 	}

@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsd/tlsd/runtime"
+	"github.com/tlsd/tlsd/daemon"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel"
 )
@@ -40,11 +40,11 @@ same name form a pool. Endpoints without "agent" are served by the edge itself.`
 			if tunnelListen == "" || tunnelCert == "" || tunnelKey == "" || agentCA == "" {
 				return &exitError{exitUsage, fmt.Errorf("--tunnel-listen, --tunnel-cert, --tunnel-key and --agent-ca are required")}
 			}
-			pki, err := runtime.LoadTunnelPKI(tunnelCert, tunnelKey, agentCA, false)
+			pki, err := daemon.LoadTunnelPKI(tunnelCert, tunnelKey, agentCA, false)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			t := &runtime.TunnelListen{Addr: tunnelListen, Window: uint32(window), TLS: pki.ServerTLS(), PKI: pki}
+			t := &daemon.TunnelListen{Addr: tunnelListen, Window: uint32(window), TLS: pki.ServerTLS(), PKI: pki}
 			return runDaemon(cmd, f, args, schema.RoleEdge, t)
 		},
 	}
@@ -83,7 +83,7 @@ the configuration like "tlsd run".`,
 			if err := checkEdges(edges); err != nil {
 				return &exitError{exitUsage, err}
 			}
-			pki, err := runtime.LoadTunnelPKI(certFile, keyFile, caFile, true)
+			pki, err := daemon.LoadTunnelPKI(certFile, keyFile, caFile, true)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -118,7 +118,7 @@ func checkEdges(edges []string) error {
 }
 
 // runAgent loads the agent's view of the configuration and serves it until a signal.
-func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, pki *runtime.TunnelPKI, window uint32) error {
+func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, pki *daemon.TunnelPKI, window uint32) error {
 	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude})
 	if err != nil {
 		return err
@@ -133,9 +133,9 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges 
 	if store != nil {
 		defer store.Close()
 	}
-	o := runtime.AgentRunOptions{
-		RunOptions: runtime.RunOptions{
-			Options: runtime.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger, StateStore: store, TunnelPKI: pki},
+	o := daemon.AgentRunOptions{
+		RunOptions: daemon.RunOptions{
+			Options: daemon.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger, StateStore: store, TunnelPKI: pki},
 			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
@@ -146,10 +146,10 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges 
 		return err
 	}
 	if f.pidFile != "" {
-		o.StartedAgent = func(*runtime.Agent) { writePIDFile(f.pidFile, logger) }
+		o.StartedAgent = func(*daemon.Agent) { writePIDFile(f.pidFile, logger) }
 		defer removePIDFile(f.pidFile)
 	}
-	if err := runtime.RunAgent(ctx, res.Config, o); err != nil {
+	if err := daemon.RunAgent(ctx, res.Config, o); err != nil {
 		return failed(logger, f.logFormat, err)
 	}
 	return nil

@@ -1,0 +1,296 @@
+package daemon
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/edge"
+	"github.com/tlsd/tlsd/reconcile"
+	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel"
+	"github.com/tlsd/tlsd/version"
+)
+
+// Agent is tlsd agent: it serves, through the tunnel streams its edge opens, the
+// endpoints whose `agent` is its name, and applies configuration changes as whole
+// generations like the daemon does.
+type Agent struct {
+	name    string
+	opts    Options
+	started time.Time
+	log     *slog.Logger
+	gen     atomic.Pointer[agentGeneration]
+	Tunnel  *agent.Tunnels
+	// stopping is set when a shutdown begins: /readyz says 503 from then on.
+	stopping atomic.Bool
+
+	mu      sync.Mutex // serialises Apply; guards attempt, health and acme
+	attempt Attempt
+	health  map[string]*agent.Health // by upstream address, kept across generations
+	checks  agent.Checks             // active health checks of the generation served
+	// acme orders the certificates of endpoints naming an issuer, by DNS-01 (the agent
+	// may have no inbound port); orders counts them for /metrics.
+	acme   accounts
+	orders *prometheus.CounterVec
+}
+
+type agentGeneration struct {
+	n         uint64
+	config    *schema.Config
+	appliedAt time.Time
+	routes    map[string]*builtRoute // by endpoint name: those naming this agent
+}
+
+// NewAgent makes the agent called name.
+func NewAgent(name string, opts Options) *Agent {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.HandshakeTimeout <= 0 {
+		opts.HandshakeTimeout = 10 * time.Second
+	}
+	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*agent.Health{}, started: time.Now(),
+		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsd_acme_orders_total", Help: MetricHelp["tlsd_acme_orders_total"]},
+			[]string{"issuer", "challenge", "result"})}
+	a.acme.options = acmeOptions(opts, func(issuer, challenge string, ok bool) {
+		a.orders.WithLabelValues(issuer, challenge, map[bool]string{true: "ok", false: "failed"}[ok]).Inc()
+	})
+	a.gen.Store(&agentGeneration{routes: map[string]*builtRoute{}})
+	return a
+}
+
+// Close stops the agent's background work: its upstreams' active health checks and
+// its certificate orders.
+func (a *Agent) Close() {
+	a.checks.Stop()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.acme.stop()
+}
+
+// Generation is the number of the configuration being served.
+func (a *Agent) Generation() uint64 { return a.gen.Load().n }
+
+// Config is the configuration being served.
+func (a *Agent) Config() *schema.Config { return a.gen.Load().config }
+
+// Apply builds handlers for this agent's endpoints and switches to them; a failure
+// leaves the running generation. Open streams keep the handler they started with.
+func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
+	before := endpoints(a.gen.Load().config)
+	plan, err := a.apply(cfg)
+	if err == nil {
+		giveBackIfShrunk(a.log, before, endpoints(cfg))
+	}
+	return plan, err
+}
+
+func (a *Agent) apply(cfg *schema.Config) (reconcile.Plan, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cur := a.gen.Load()
+	plan := reconcile.Diff(cur.config, cfg)
+	if cur.n > 0 && !plan.Changed() {
+		a.recordLocked(true, nil, nil)
+		return plan, nil
+	}
+	here := func(ep *schema.Endpoint) bool { return ep.Agent == a.name && ep.TerminateAt == schema.TerminateAgent }
+	managers, fresh, err := a.acme.prepare(cfg, here, agentIssuer)
+	var routes map[string]*builtRoute
+	if err == nil {
+		b := &builder{role: roleAgent, agent: a.name, opts: a.opts, log: a.log, acme: managers,
+			health: func(addr string) *agent.Health { return healthOf(a.health, addr) }}
+		routes, err = b.build(cur.routes, cfg, plan, sameIssuers(a.acme.running, managers))
+	}
+	if err != nil {
+		stopAll(fresh)
+		a.recordLocked(false, nil, err)
+		return plan, err
+	}
+	next := &agentGeneration{n: cur.n + 1, config: cfg, appliedAt: time.Now(), routes: routes}
+	a.gen.Store(next)
+	a.acme.commit(managers, acmeDomains(routes))
+	pruneHealth(a.health, cfg)
+	a.checks.Set(healthChecks(routes), func(addr string) *agent.Health { return healthOf(a.health, addr) })
+	a.recordLocked(true, nil, nil)
+	a.log.Info("generation applied", "generation", next.n, "agent", a.name, "endpoints", len(next.routes))
+	if len(next.routes) == 0 {
+		a.log.Warn("no endpoint names this agent; every stream will be refused", "agent", a.name)
+	}
+	return plan, nil
+}
+
+func (a *Agent) recordLocked(ok bool, diags schema.Diagnostics, err error) {
+	a.attempt = newAttempt(ok, diags, err)
+}
+
+// RecordFailedLoad notes an invalid configuration; the running generation stays.
+func (a *Agent) RecordFailedLoad(diags schema.Diagnostics, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		err = fmt.Errorf("configuration invalid: %d errors", countErrors(diags))
+	}
+	a.recordLocked(false, diags, err)
+}
+
+// Handle serves one stream from the edge: the tunnel's Agent calls it.
+func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
+	info := &relay.Info{Endpoint: h.Endpoint, Client: addr(h.Client), Local: addr(h.Local), SNI: h.SNI, Start: time.Now()}
+	if t := h.TLS; t != nil && h.Plain {
+		info.TLSVersion, info.ALPN, info.Resumed, info.ClientCert, info.ClientCN = t.Version, t.ALPN, t.Resumed, t.ClientCert, t.ClientCN
+	}
+	defer relay.LogEnd(a.log, info)
+	r := a.gen.Load().routes[h.Endpoint]
+	switch {
+	case r == nil:
+		info.Fail("unknown_endpoint", fmt.Sprintf("the edge sent a connection for endpoint %s, which agent %s does not serve", h.Endpoint, a.name))
+		st.Close()
+		return
+	case h.Plain != (r.ep.TerminateAt == schema.TerminateEdge):
+		info.Fail("config_mismatch", fmt.Sprintf("edge and agent disagree on endpoint %s (the edge sent %s, this agent serves terminate_at: %s); deploy the same configuration to both",
+			h.Endpoint, map[bool]string{true: "plaintext", false: "TLS"}[h.Plain], r.ep.TerminateAt))
+		st.Close()
+		return
+	}
+	info.Mode = r.ep.TerminateAt
+	conn := &addrConn{Conn: st, remote: addr(h.Client), local: addr(h.Local)}
+	w := watchTimeouts(timeouts(r.ep.Timeouts), info.Start, st)
+	defer w.stop(info)
+	r.back.Serve(ctx, &relay.Conn{Conn: conn, Deadline: time.Now().Add(a.opts.HandshakeTimeout), Info: info, Dialed: w.dialed})
+}
+
+// streamWatch enforces an endpoint's timeouts on the agent's side of a stream, judged on
+// the upstream's socket (a stream is no socket): the edge does the same on the client's,
+// and whichever sees a timeout first ends the connection. A stream already holds the
+// goroutines of its copy, so one timer more is a small part of it.
+type streamWatch struct {
+	t       edge.Timeouts
+	since   time.Time
+	st      net.Conn
+	up      atomic.Pointer[net.Conn]
+	timer   *time.Timer
+	stopped atomic.Bool               // the stream is over: no more looks
+	why     atomic.Pointer[[2]string] // code and reason of the timeout that closed st
+}
+
+func watchTimeouts(t edge.Timeouts, since time.Time, st net.Conn) *streamWatch {
+	w := &streamWatch{t: t, since: since, st: st}
+	if t.Any() {
+		w.timer = time.AfterFunc(edge.SweepEvery, w.check)
+	}
+	return w
+}
+
+func (w *streamWatch) dialed(up net.Conn) { w.up.Store(&up) }
+
+// check closes the stream once a timeout has passed, else looks again when one may.
+func (w *streamWatch) check() {
+	if w.stopped.Load() {
+		return
+	}
+	var idle time.Duration
+	var half, known bool
+	if up := w.up.Load(); up != nil {
+		var err error
+		idle, half, err = relay.SocketActivity(*up)
+		known = err == nil
+	}
+	code, reason, wait := w.t.Verdict(time.Since(w.since), idle, half, known)
+	if code == "" {
+		w.timer.Reset(wait)
+		return
+	}
+	w.why.Store(&[2]string{code, reason})
+	w.st.Close()
+}
+
+// stop ends the watch; a timeout that closed the stream is what info says happened.
+func (w *streamWatch) stop(info *relay.Info) {
+	w.stopped.Store(true)
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	if why := w.why.Load(); why != nil {
+		info.Code, info.Reason = why[0], why[1]
+	}
+}
+
+// addrConn gives a tunnel stream the addresses of the client connection it carries, so
+// that PROXY headers and logs name the real client.
+type addrConn struct {
+	net.Conn
+	remote, local net.Addr
+}
+
+func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
+func (c *addrConn) LocalAddr() net.Addr  { return c.local }
+
+type textAddr string
+
+func (a textAddr) Network() string { return "tcp" }
+func (a textAddr) String() string  { return string(a) }
+
+func addr(s string) net.Addr {
+	if ta, err := net.ResolveTCPAddr("tcp", s); err == nil {
+		return ta
+	}
+	return textAddr(s)
+}
+
+// AgentStatus is what the agent's /status reports.
+type AgentStatus struct {
+	Build       version.Info       `json:"build"`
+	Agent       string             `json:"agent"`
+	Generation  uint64             `json:"generation"`
+	AppliedAt   time.Time          `json:"applied_at"`
+	LastAttempt Attempt            `json:"last_attempt"`
+	Tunnel      agent.TunnelStatus `json:"tunnel"` // every session summed up: connected while any is
+	// Edges are the sessions, one per edge address.
+	Edges     []agent.TunnelStatus `json:"edges"`
+	Endpoints []EndpointStatus     `json:"endpoints"`
+	// TunnelCertificate is the client certificate the agent dials its edges with.
+	TunnelCertificate *CertificateStatus `json:"tunnel_certificate,omitempty"`
+}
+
+// Status reports the agent.
+func (a *Agent) Status() AgentStatus {
+	g := a.gen.Load()
+	a.mu.Lock()
+	st := AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{},
+		TunnelCertificate: a.opts.TunnelPKI.Status()}
+	a.mu.Unlock()
+	if a.Tunnel != nil {
+		st.Tunnel, st.Edges = a.Tunnel.Status(), a.Tunnel.Sessions()
+	}
+	for name, r := range g.routes {
+		st.Endpoints = append(st.Endpoints, EndpointStatus{Name: name, Domain: r.ep.Domain, TerminateAt: r.ep.TerminateAt,
+			Upstream: r.ep.Upstream, Certificate: certificateStatus(r.cert)})
+	}
+	slices.SortFunc(st.Endpoints, func(x, y EndpointStatus) int { return cmp.Compare(x.Name, y.Name) })
+	return st
+}
+
+// CertificateReport is what the agent tells the edges that ask of the certificates it
+// holds, so that theirs pages and status show them beside the endpoints.
+func (a *Agent) CertificateReport() tunnel.Report {
+	r := tunnel.Report{Certificates: []tunnel.ReportedCertificate{}}
+	for name, br := range a.gen.Load().routes {
+		if c := certificateStatus(br.cert); c != nil {
+			r.Certificates = append(r.Certificates, tunnel.ReportedCertificate{Endpoint: name, NotAfter: c.NotAfter, Serial: c.Serial,
+				Issuer: c.Issuer, Source: c.Source, State: c.State, Error: c.Error, Challenge: c.Challenge})
+		}
+	}
+	slices.SortFunc(r.Certificates, func(x, y tunnel.ReportedCertificate) int { return cmp.Compare(x.Endpoint, y.Endpoint) })
+	return r
+}

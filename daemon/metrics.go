@@ -1,0 +1,336 @@
+package daemon
+
+import (
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/tlsd/tlsd/edge"
+	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/version"
+)
+
+// metrics are the daemon's Prometheus metrics, in a registry of its own.
+type metrics struct {
+	reg         *prometheus.Registry
+	connections *prometheus.CounterVec
+	handshakes  *prometheus.CounterVec
+	failures    *prometheus.CounterVec
+	bytes       *prometheus.CounterVec
+	active      *prometheus.GaugeVec
+	reloads     *prometheus.CounterVec
+	acmeOrders  *prometheus.CounterVec
+	generation  prometheus.Gauge
+	lastReload  prometheus.Gauge
+	upstreams   *prometheus.CounterVec
+	dial        *prometheus.HistogramVec
+	upstreamTLS *prometheus.HistogramVec
+	handshake   *prometheus.HistogramVec
+	duration    *prometheus.HistogramVec
+	totals      totals
+}
+
+// totals count each endpoint's connections since the process started, for /status; the
+// names are those of the configuration (and "none"), so the map stays small. Counting is
+// two atomic adds on the connection's end, no lock shared between listeners.
+type totals struct {
+	by sync.Map // endpoint name -> *endpointCounts
+}
+
+type endpointCounts struct{ connections, failed atomic.Int64 }
+
+// EndpointTotals are an endpoint's connections since tlsd started, every generation's.
+type EndpointTotals struct {
+	Connections int64 `json:"connections"`
+	Failed      int64 `json:"failed"`
+}
+
+func (t *totals) add(endpoint string, failed bool) {
+	v, ok := t.by.Load(endpoint)
+	if !ok {
+		v, _ = t.by.LoadOrStore(endpoint, &endpointCounts{})
+	}
+	c := v.(*endpointCounts)
+	c.connections.Add(1)
+	if failed {
+		c.failed.Add(1)
+	}
+}
+
+func (t *totals) of(endpoint string) EndpointTotals {
+	v, ok := t.by.Load(endpoint)
+	if !ok {
+		return EndpointTotals{}
+	}
+	c := v.(*endpointCounts)
+	return EndpointTotals{Connections: c.connections.Load(), Failed: c.failed.Load()}
+}
+
+// MetricHelp documents every metric; the README lists the same names.
+var MetricHelp = map[string]string{
+	"tlsd_connections_total":                                 "Connections that ended, by endpoint, mode, result (ok or failed) and reason (empty when ok).",
+	"tlsd_handshakes_total":                                  "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
+	"tlsd_connection_failures_total":                         "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
+	"tlsd_bytes_total":                                       "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
+	"tlsd_active_connections":                                "Open connections by endpoint, including those of previous generations still draining.",
+	"tlsd_reloads_total":                                     "Configuration applies by result: applied, unchanged (no-op) or failed.",
+	"tlsd_generation":                                        "The number of the configuration generation being served.",
+	"tlsd_last_reload_success_timestamp_seconds":             "When the last configuration was applied (Unix time).",
+	"tlsd_last_reload_successful":                            "1 when the last configuration load and apply worked (or changed nothing), 0 while the running generation serves on after a failed one.",
+	"tlsd_tunnel_sessions":                                   "Edge: live tunnel sessions of agents.",
+	"tlsd_tunnel_streams_total":                              "Edge: streams opened to agents, one per client connection.",
+	"tlsd_tunnel_certificate_expiry_timestamp_seconds":       "NotAfter of this process's own tunnel certificate (edge: the one agents verify; agent: its client certificate), Unix time.",
+	"tlsd_tunnel_agent_certificate_expiry_timestamp_seconds": "Edge: NotAfter of the client certificate each agent's sessions were opened with (the earliest of its sessions), Unix time.",
+	"tlsd_endpoint_agent_up":                                 "Edge: 1 while the agent an endpoint names has a live tunnel session, else 0 (its clients are refused).",
+	"tlsd_agent_connected":                                   "Agent: 1 while a tunnel session to an edge is up.",
+	"tlsd_agent_sessions":                                    "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
+	"tlsd_agent_reconnects_total":                            "Agent: connection attempts to the edge after the first.",
+	"tlsd_agent_streams_total":                               "Agent: streams received from the edge.",
+	"tlsd_acme_orders_total":                                 "ACME certificate orders by issuer, challenge type (the one that validated; the last tried for a failed order) and result (ok or failed).",
+	"tlsd_certificate_expiry_timestamp_seconds":              "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
+	"tlsd_upstream_up":                                       "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
+	"tlsd_upstream_connections_total":                        "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
+	"tlsd_upstream_dial_duration_seconds":                    "Time to connect to an upstream, by endpoint and mode.",
+	"tlsd_upstream_tls_handshake_duration_seconds":           "Time of the TLS handshake with a tls:// upstream, by endpoint and mode.",
+	"tlsd_handshake_duration_seconds":                        "Time of the TLS handshakes tlsd ran with clients (edge termination), by endpoint and mode, failed ones included.",
+	"tlsd_connection_duration_seconds":                       "How long connections lasted, from accept to close, by endpoint and mode (endpoint \"none\", mode \"none\": no endpoint took it).",
+	"tlsd_state_store_up":                                    "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
+	"tlsd_build_info":                                        "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
+}
+
+// newRegistry is a registry with the Go runtime's and the process's standard metrics
+// (go_goroutines, go_memstats_*, process_resident_memory_bytes, process_open_fds, ...)
+// and tlsd_build_info.
+func newRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	v := version.Get()
+	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tlsd_build_info", Help: MetricHelp["tlsd_build_info"],
+		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "go_version": v.GoVersion}})
+	build.Set(1)
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build)
+	return reg
+}
+
+func newMetrics(d *Daemon) *metrics {
+	m := &metrics{reg: newRegistry()}
+	counter := func(name string, labels ...string) *prometheus.CounterVec {
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: MetricHelp[name]}, labels)
+		m.reg.MustRegister(c)
+		return c
+	}
+	gauge := func(name string) prometheus.Gauge {
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: MetricHelp[name]})
+		m.reg.MustRegister(g)
+		return g
+	}
+	m.connections = counter("tlsd_connections_total", "endpoint", "mode", "result", "reason")
+	m.handshakes = counter("tlsd_handshakes_total", "endpoint", "result")
+	m.failures = counter("tlsd_connection_failures_total", "endpoint", "reason")
+	m.bytes = counter("tlsd_bytes_total", "endpoint", "direction")
+	m.reloads = counter("tlsd_reloads_total", "result")
+	m.acmeOrders = counter("tlsd_acme_orders_total", "issuer", "challenge", "result")
+	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsd_active_connections", Help: MetricHelp["tlsd_active_connections"]}, []string{"endpoint"})
+	m.reg.MustRegister(m.active)
+	m.generation = gauge("tlsd_generation")
+	m.lastReload = gauge("tlsd_last_reload_success_timestamp_seconds")
+	if pool := d.opts.Tunnel; pool != nil {
+		m.reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_sessions", Help: MetricHelp["tlsd_tunnel_sessions"]},
+				func() float64 { return float64(len(pool.Agents())) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_tunnel_streams_total", Help: MetricHelp["tlsd_tunnel_streams_total"]},
+				func() float64 { return float64(pool.Streams()) }))
+	}
+	if p := d.opts.TunnelPKI; p != nil {
+		m.reg.MustRegister(tunnelCertExpiry(p))
+	}
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_last_reload_successful", Help: MetricHelp["tlsd_last_reload_successful"]},
+		func() float64 { return boolGauge(d.lastAttemptOK()) }))
+	if pool := d.opts.Tunnel; pool != nil {
+		m.reg.MustRegister(&endpointAgentUp{d: d, desc: prometheus.NewDesc("tlsd_endpoint_agent_up", MetricHelp["tlsd_endpoint_agent_up"], []string{"endpoint", "agent"}, nil)})
+		m.reg.MustRegister(&agentCertExpiry{pool: pool, desc: prometheus.NewDesc("tlsd_tunnel_agent_certificate_expiry_timestamp_seconds",
+			MetricHelp["tlsd_tunnel_agent_certificate_expiry_timestamp_seconds"], []string{"agent"}, nil)})
+	}
+	if st := d.opts.StateStore; st != nil {
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_state_store_up", Help: MetricHelp["tlsd_state_store_up"]},
+			func() float64 { return boolGauge(st.Health().Up) }))
+	}
+	m.upstreams = counter("tlsd_upstream_connections_total", "endpoint", "upstream", "result")
+	histogram := func(name string, buckets []float64) *prometheus.HistogramVec {
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: MetricHelp[name], Buckets: buckets}, []string{"endpoint", "mode"})
+		m.reg.MustRegister(h)
+		return h
+	}
+	m.dial = histogram("tlsd_upstream_dial_duration_seconds", latencyBuckets)
+	m.upstreamTLS = histogram("tlsd_upstream_tls_handshake_duration_seconds", latencyBuckets)
+	m.handshake = histogram("tlsd_handshake_duration_seconds", latencyBuckets)
+	m.duration = histogram("tlsd_connection_duration_seconds", lifetimeBuckets)
+	m.reg.MustRegister(&upstreamUp{d: d, desc: prometheus.NewDesc("tlsd_upstream_up", MetricHelp["tlsd_upstream_up"], []string{"endpoint", "upstream"}, nil)})
+	m.reg.MustRegister(newCertExpiry(func() map[string]*builtRoute { return d.gen.Load().routes }))
+	return m
+}
+
+func (m *metrics) routed(i *relay.Info) { m.active.WithLabelValues(i.Endpoint).Inc() }
+
+// Buckets: latencies from 100 µs (loopback) to 5 s (a handshake timing out); lifetimes
+// from a refused connection to a day-long one.
+var (
+	latencyBuckets  = []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5}
+	lifetimeBuckets = []float64{.001, .01, .1, 1, 10, 60, 300, 1800, 3600, 21600, 86400}
+)
+
+func (m *metrics) ended(i *relay.Info) {
+	endpoint, mode := i.Endpoint, i.Mode
+	if endpoint != "" {
+		m.active.WithLabelValues(endpoint).Dec()
+	} else {
+		endpoint, mode = relay.ModeNone, relay.ModeNone // never routed: unknown SNI, not TLS, silent
+	}
+	result := "ok"
+	if i.Reason != "" {
+		result = "failed"
+		m.failures.WithLabelValues(endpoint, i.Code).Inc()
+	}
+	m.connections.WithLabelValues(endpoint, mode, result, i.Code).Inc()
+	m.totals.add(endpoint, i.Reason != "")
+	m.duration.WithLabelValues(endpoint, mode).Observe(time.Since(i.Start).Seconds())
+	if i.Handshake != "" {
+		m.handshakes.WithLabelValues(endpoint, i.Handshake).Inc()
+		m.handshake.WithLabelValues(endpoint, mode).Observe(i.HandshakeTime.Seconds())
+	}
+	m.upstreamEnded(endpoint, mode, i)
+	if i.BytesIn > 0 {
+		m.bytes.WithLabelValues(endpoint, "in").Add(float64(i.BytesIn))
+	}
+	if i.BytesOut > 0 {
+		m.bytes.WithLabelValues(endpoint, "out").Add(float64(i.BytesOut))
+	}
+}
+
+func (m *metrics) acmeOrder(issuer, challenge string, ok bool) {
+	result := "ok"
+	if !ok {
+		result = "failed"
+	}
+	m.acmeOrders.WithLabelValues(issuer, challenge, result).Inc()
+}
+
+func (m *metrics) generationApplied(g *generation) {
+	m.generation.Set(float64(g.n))
+	m.lastReload.Set(float64(g.appliedAt.UnixNano()) / 1e9)
+}
+
+// certExpiry reports, at scrape time, the certificates of the current generation (the
+// internal issuer renews its leaves on its own).
+type certExpiry struct {
+	routes func() map[string]*builtRoute
+	desc   *prometheus.Desc
+}
+
+func newCertExpiry(routes func() map[string]*builtRoute) *certExpiry {
+	return &certExpiry{routes: routes, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
+		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint", "source"}, nil)}
+}
+
+func (c *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *certExpiry) Collect(ch chan<- prometheus.Metric) {
+	for name, br := range c.routes() {
+		if br.cert.leaf == nil {
+			continue
+		}
+		if leaf := br.cert.leaf(); leaf != nil {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(leaf.NotAfter.Unix()), name, br.cert.kind)
+		}
+	}
+}
+
+// upstreamEnded counts what a connection's upstream dial did.
+func (m *metrics) upstreamEnded(endpoint, mode string, i *relay.Info) {
+	if i.UpstreamResult == "" {
+		return // it never got as far, or an agent dialed
+	}
+	m.upstreams.WithLabelValues(endpoint, i.Upstream, i.UpstreamResult).Inc()
+	if i.UpstreamDial > 0 {
+		m.dial.WithLabelValues(endpoint, mode).Observe(i.UpstreamDial.Seconds())
+	}
+	if i.UpstreamTLS > 0 {
+		m.upstreamTLS.WithLabelValues(endpoint, mode).Observe(i.UpstreamTLS.Seconds())
+	}
+}
+
+// upstreamUp reports, at each scrape, the health of every upstream entry dialed here.
+type upstreamUp struct {
+	d    *Daemon
+	desc *prometheus.Desc
+}
+
+func (u *upstreamUp) Describe(ch chan<- *prometheus.Desc) { ch <- u.desc }
+
+func (u *upstreamUp) Collect(ch chan<- prometheus.Metric) {
+	for name, br := range u.d.gen.Load().routes {
+		for _, st := range upstreamStatus(br.back) {
+			v := 0.0
+			if st.Up {
+				v = 1
+			}
+			ch <- prometheus.MustNewConstMetric(u.desc, prometheus.GaugeValue, v, name, st.Address)
+		}
+	}
+}
+
+func tunnelCertExpiry(p *TunnelPKI) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_certificate_expiry_timestamp_seconds",
+		Help: MetricHelp["tlsd_tunnel_certificate_expiry_timestamp_seconds"]}, func() float64 { return float64(p.Leaf().NotAfter.Unix()) })
+}
+
+// agentCertExpiry reports, at scrape time, each connected agent's earliest client
+// certificate expiry.
+type agentCertExpiry struct {
+	pool *edge.AgentPool
+	desc *prometheus.Desc
+}
+
+func (c *agentCertExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *agentCertExpiry) Collect(ch chan<- prometheus.Metric) {
+	earliest := map[string]time.Time{}
+	for _, a := range c.pool.Agents() {
+		if t, ok := earliest[a.Name]; !ok || a.CertificateNotAfter.Before(t) {
+			earliest[a.Name] = a.CertificateNotAfter
+		}
+	}
+	for name, t := range earliest {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(t.Unix()), name)
+	}
+}
+
+func boolGauge(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// endpointAgentUp reports, at scrape time, whether each endpoint served through an agent
+// has one.
+type endpointAgentUp struct {
+	d    *Daemon
+	desc *prometheus.Desc
+}
+
+func (c *endpointAgentUp) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *endpointAgentUp) Collect(ch chan<- prometheus.Metric) {
+	live := map[string]bool{}
+	for _, a := range c.d.opts.Tunnel.Agents() {
+		live[a.Name] = true
+	}
+	for name, br := range c.d.gen.Load().routes {
+		if a := br.ep.Agent; a != "" {
+			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, boolGauge(live[a]), name, a)
+		}
+	}
+}
