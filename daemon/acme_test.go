@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/internal/testpebble"
 )
 
@@ -55,7 +56,7 @@ func TestACMEWithPebble(t *testing.T) {
 	start := time.Now()
 	e.start(config, func(o *Options) { o.Listen = listen; o.ACMERetryBase = 300 * time.Millisecond })
 
-	acmeStatus := func() *CertificateStatus {
+	acmeStatus := func() *admin.CertificateStatus {
 		for _, ep := range e.d.Status().Endpoints {
 			if ep.Name == "acme" {
 				return ep.Certificate
@@ -63,7 +64,7 @@ func TestACMEWithPebble(t *testing.T) {
 		}
 		return nil
 	}
-	waitState := func(what string, ok func(*CertificateStatus) bool) *CertificateStatus {
+	waitState := func(what string, ok func(*admin.CertificateStatus) bool) *admin.CertificateStatus {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for time.Now().Before(deadline) {
@@ -80,7 +81,7 @@ func TestACMEWithPebble(t *testing.T) {
 	}
 
 	// First issuance: the endpoint serves as soon as the certificate exists, no reload.
-	first := waitState("valid", func(s *CertificateStatus) bool { return s.State == "valid" })
+	first := waitState("valid", func(s *admin.CertificateStatus) bool { return s.State == "valid" })
 	roots := pb.roots()
 	conn, err := dial(roots)
 	must(t, err)
@@ -93,7 +94,7 @@ func TestACMEWithPebble(t *testing.T) {
 
 	// Renewal at two thirds of the 9 s lifetime: new handshakes get the new certificate,
 	// the open connection carries on.
-	second := waitState("renewed", func(s *CertificateStatus) bool { return s.State == "valid" && s.Serial != first.Serial })
+	second := waitState("renewed", func(s *admin.CertificateStatus) bool { return s.State == "valid" && s.Serial != first.Serial })
 	echoOnce(t, conn, "after renewal")
 	c2, err := dial(roots)
 	must(t, err)
@@ -105,7 +106,7 @@ func TestACMEWithPebble(t *testing.T) {
 	// The issuer goes down: the next renewal fails, status says why and when it retries,
 	// the other endpoint is untouched.
 	pb.stop()
-	failed := waitState("failed", func(s *CertificateStatus) bool { return s.State == "failed" })
+	failed := waitState("failed", func(s *admin.CertificateStatus) bool { return s.State == "failed" })
 	if failed.Error == "" || failed.NextRetry.IsZero() {
 		t.Errorf("failed status without reason or retry time: %+v", failed)
 	}
@@ -116,7 +117,7 @@ func TestACMEWithPebble(t *testing.T) {
 
 	// The issuer is back: the retry succeeds.
 	pb.start()
-	back := waitState("recovered", func(s *CertificateStatus) bool { return s.State == "valid" && s.Serial != second.Serial })
+	back := waitState("recovered", func(s *admin.CertificateStatus) bool { return s.State == "valid" && s.Serial != second.Serial })
 	c3, err := dial(pb.roots())
 	must(t, err)
 	if sn := c3.ConnectionState().PeerCertificates[0].SerialNumber.Text(16); sn != back.Serial {
@@ -143,7 +144,7 @@ func TestACMEIssuerDownIsContained(t *testing.T) {
 	}
 	e.log.waitFor(t, "connection failed", "sni=acme.test", "certificate not issued yet")
 	deadline := time.Now().Add(5 * time.Second)
-	var st *CertificateStatus
+	var st *admin.CertificateStatus
 	for time.Now().Before(deadline) {
 		for _, ep := range e.d.Status().Endpoints {
 			if ep.Name == "acme" {
@@ -244,7 +245,7 @@ func TestACMEStoredCertificateOutlivesRestart(t *testing.T) {
 	config := fmt.Sprintf("apiVersion: tlsd/v1\nkind: Issuer\nname: pebble\nacme:\n  directory: %s\n  ca_roots: [%s]\n", pb.directory, pb.minica) +
 		yamlEndpoint("site", "site.test", up.addr(), "edge", "  issuer: pebble\n")
 	e.start(config, func(o *Options) { o.Listen = listen; o.ACMERetryBase = 200 * time.Millisecond })
-	var leaf *CertificateStatus
+	var leaf *admin.CertificateStatus
 	if !eventually(20*time.Second, func() bool {
 		st := e.d.Status().Endpoints[0].Certificate
 		leaf = st

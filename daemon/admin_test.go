@@ -14,6 +14,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/tlsd/tlsd/admin"
 )
 
 func get(t *testing.T, h http.Handler, path string) (int, string) {
@@ -62,19 +64,19 @@ func TestAdminEndpoints(t *testing.T) {
 	echoOnce(t, open, "open")
 
 	_, body := get(t, h, "/status")
-	var st Status
+	var st admin.Status
 	if err := json.Unmarshal([]byte(body), &st); err != nil {
 		t.Fatalf("/status is not JSON: %v\n%s", err, body)
 	}
 	if st.Generation != 1 || !st.LastAttempt.OK || len(st.Endpoints) != 6 || st.StartedAt.IsZero() || st.UptimeSeconds <= 0 ||
-		st.Unrouted != (EndpointTotals{Connections: 1, Failed: 1}) {
+		st.Unrouted != (admin.EndpointTotals{Connections: 1, Failed: 1}) {
 		t.Errorf("status = %+v", st)
 	}
 	for _, e := range st.Endpoints {
 		switch e.Name {
 		case "edge":
 			if e.ActiveConnections != 1 || e.Certificate == nil || !strings.HasPrefix(e.Certificate.Issuer, "tlsd local CA") || e.Certificate.Serial == "" ||
-				e.Totals != (EndpointTotals{Connections: 1}) {
+				e.Totals != (admin.EndpointTotals{Connections: 1}) {
 				t.Errorf("edge status = %+v, cert %+v", e, e.Certificate)
 			}
 		case "zk":
@@ -127,76 +129,6 @@ func TestAdminEndpoints(t *testing.T) {
 	}
 	if !strings.Contains(cfg, `"crt": "agent.crt"`) {
 		t.Errorf("/config paths are not relative to the configuration root:\n%s", cfg)
-	}
-}
-
-func TestCheckAdminAddr(t *testing.T) {
-	t.Parallel()
-	cases := []struct {
-		addr              string
-		enabled, loopback bool
-		err               bool
-	}{
-		{"off", false, false, false},
-		{"127.0.0.1:9180", true, true, false},
-		{"[::1]:9180", true, true, false},
-		{"localhost:9180", true, true, false},
-		{"0.0.0.0:9180", true, false, false},
-		{":9180", false, false, true},
-		{"9180", false, false, true},
-	}
-	for _, c := range cases {
-		en, lo, err := CheckAdminAddr(c.addr)
-		if en != c.enabled || lo != c.loopback || (err != nil) != c.err {
-			t.Errorf("CheckAdminAddr(%q) = %v %v %v", c.addr, en, lo, err)
-		}
-	}
-}
-
-// TestAdminExposure: the admin API answers only to Host headers that name it (an IP
-// address, localhost, or a configured name), so a DNS-rebinding page cannot read it, and
-// serves profiles beyond loopback only when asked to.
-func TestAdminExposure(t *testing.T) {
-	t.Parallel()
-	d, err := New(Options{Listen: "127.0.0.1:0", StateDir: t.TempDir(), Logger: slogTo(io.Discard)})
-	must(t, err)
-	req := func(h http.Handler, host, path string) int {
-		r := httptest.NewRequest("GET", path, nil)
-		r.Host = host
-		rec := httptest.NewRecorder()
-		h.ServeHTTP(rec, r)
-		return rec.Code
-	}
-	loopback := guardAdmin(d.AdminHandler(), RunOptions{Admin: "127.0.0.1:9180", AdminHosts: []string{"tlsd.internal"}})
-	for _, c := range []struct {
-		host string
-		want int
-	}{
-		{"127.0.0.1:9180", http.StatusOK},
-		{"[::1]:9180", http.StatusOK},
-		{"localhost:9180", http.StatusOK},
-		{"LOCALHOST", http.StatusOK},
-		{"tlsd.internal:9180", http.StatusOK},
-		{"attacker.example:9180", http.StatusMisdirectedRequest}, // rebinding: the name resolves to 127.0.0.1
-		{"localhost.attacker.example", http.StatusMisdirectedRequest},
-	} {
-		if got := req(loopback, c.host, "/healthz"); got != c.want {
-			t.Errorf("Host %q: %d, want %d", c.host, got, c.want)
-		}
-	}
-	if got := req(loopback, "127.0.0.1:9180", "/debug/pprof/cmdline"); got != http.StatusOK {
-		t.Errorf("pprof on a loopback admin address: %d", got)
-	}
-	exposed := guardAdmin(d.AdminHandler(), RunOptions{Admin: "0.0.0.0:9180"})
-	if got := req(exposed, "192.0.2.7:9180", "/debug/pprof/cmdline"); got != http.StatusNotFound {
-		t.Errorf("pprof on 0.0.0.0 without --admin-pprof: %d, want 404", got)
-	}
-	if got := req(exposed, "192.0.2.7:9180", "/status"); got != http.StatusOK {
-		t.Errorf("/status on 0.0.0.0: %d", got)
-	}
-	asked := guardAdmin(d.AdminHandler(), RunOptions{Admin: "0.0.0.0:9180", AdminPprof: true})
-	if got := req(asked, "192.0.2.7:9180", "/debug/pprof/cmdline"); got != http.StatusOK {
-		t.Errorf("pprof on 0.0.0.0 with --admin-pprof: %d", got)
 	}
 }
 

@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/reconcile"
@@ -35,7 +37,7 @@ type Agent struct {
 	stopping atomic.Bool
 
 	mu      sync.Mutex // serialises Apply; guards attempt, health and acme
-	attempt Attempt
+	attempt admin.Attempt
 	health  map[string]*agent.Health // by upstream address, kept across generations
 	checks  agent.Checks             // active health checks of the generation served
 	// acme orders the certificates of endpoints naming an issuer, by DNS-01 (the agent
@@ -131,7 +133,7 @@ func (a *Agent) apply(cfg *schema.Config) (reconcile.Plan, error) {
 }
 
 func (a *Agent) recordLocked(ok bool, diags schema.Diagnostics, err error) {
-	a.attempt = newAttempt(ok, diags, err)
+	a.attempt = admin.NewAttempt(ok, diags, err)
 }
 
 // RecordFailedLoad notes an invalid configuration; the running generation stays.
@@ -248,36 +250,21 @@ func addr(s string) net.Addr {
 	return textAddr(s)
 }
 
-// AgentStatus is what the agent's /status reports.
-type AgentStatus struct {
-	Build       version.Info       `json:"build"`
-	Agent       string             `json:"agent"`
-	Generation  uint64             `json:"generation"`
-	AppliedAt   time.Time          `json:"applied_at"`
-	LastAttempt Attempt            `json:"last_attempt"`
-	Tunnel      agent.TunnelStatus `json:"tunnel"` // every session summed up: connected while any is
-	// Edges are the sessions, one per edge address.
-	Edges     []agent.TunnelStatus `json:"edges"`
-	Endpoints []EndpointStatus     `json:"endpoints"`
-	// TunnelCertificate is the client certificate the agent dials its edges with.
-	TunnelCertificate *CertificateStatus `json:"tunnel_certificate,omitempty"`
-}
-
-// Status reports the agent.
-func (a *Agent) Status() AgentStatus {
+// admin.Status reports the agent.
+func (a *Agent) Status() admin.AgentStatus {
 	g := a.gen.Load()
 	a.mu.Lock()
-	st := AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []EndpointStatus{},
+	st := admin.AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []admin.EndpointStatus{},
 		TunnelCertificate: a.opts.TunnelPKI.Status()}
 	a.mu.Unlock()
 	if a.Tunnel != nil {
 		st.Tunnel, st.Edges = a.Tunnel.Status(), a.Tunnel.Sessions()
 	}
 	for name, r := range g.routes {
-		st.Endpoints = append(st.Endpoints, EndpointStatus{Name: name, Domain: r.ep.Domain, TerminateAt: r.ep.TerminateAt,
+		st.Endpoints = append(st.Endpoints, admin.EndpointStatus{Name: name, Domain: r.ep.Domain, TerminateAt: r.ep.TerminateAt,
 			Upstream: r.ep.Upstream, Certificate: certificateStatus(r.cert)})
 	}
-	slices.SortFunc(st.Endpoints, func(x, y EndpointStatus) int { return cmp.Compare(x.Name, y.Name) })
+	slices.SortFunc(st.Endpoints, func(x, y admin.EndpointStatus) int { return cmp.Compare(x.Name, y.Name) })
 	return st
 }
 

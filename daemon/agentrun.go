@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
@@ -11,8 +12,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/watch"
@@ -57,7 +58,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	tunnelDone := make(chan struct{})
 	go func() { defer close(tunnelDone); a.Tunnel.Run(tctx) }()
 	actx, stopAdmin := context.WithCancel(context.Background())
-	adminDone := serveAdminOn(actx, adminLn, guardAdmin(a.AdminHandler(), o.RunOptions), a.log)
+	adminDone := serveAdminOn(actx, adminLn, o.guard(a.AdminHandler()), a.log)
 	if o.StartedAgent != nil {
 		o.StartedAgent(a)
 	}
@@ -164,25 +165,25 @@ func (a *Agent) AdminHandler() http.Handler {
 			return float64(a.Tunnel.Status().Streams)
 		}),
 	)
-	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { servePage(w, r, a.agentPage()) })
-	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		if a.stopping.Load() {
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-			return
-		}
-		if a.Generation() == 0 || a.Tunnel == nil || !a.Tunnel.Status().Connected {
-			http.Error(w, "not connected to the edge", http.StatusServiceUnavailable)
-			return
-		}
-		fmt.Fprintln(w, "ready")
+	return admin.Handler(admin.View{
+		Page:    func() admin.Page { return admin.AgentPage(a.Status(), a.started) },
+		Ready:   a.ready,
+		Status:  func() any { return a.Status() },
+		Config:  func() any { return a.Config().Portable() },
+		Metrics: reg,
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, a.Status()) })
-	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, a.Config().Portable()) })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	handleProfiling(mux)
-	return mux
+}
+
+// ready is nil while the agent has a configuration and a session to its edge, until a
+// shutdown begins.
+func (a *Agent) ready() error {
+	switch {
+	case a.stopping.Load():
+		return errors.New("shutting down")
+	case a.Generation() == 0 || a.Tunnel == nil || !a.Tunnel.Status().Connected:
+		return errors.New("not connected to the edge")
+	}
+	return nil
 }
 
 func closeIf(ln net.Listener) {

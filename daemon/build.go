@@ -5,12 +5,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"fmt"
-	"github.com/tlsd/tlsd/iprange"
 	"log/slog"
 	"maps"
 	"net"
 	"slices"
 	"strings"
+
+	"github.com/tlsd/tlsd/iprange"
 
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/autocert"

@@ -5,28 +5,20 @@ import (
 	"crypto/x509"
 	"fmt"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/schema"
 )
 
-// Where a certificate comes from: files the operator renews, or an issuer tlsd renews on
-// its own (the internal one's leaves live seven days, so "expires within 14 days" is
-// their normal state and not worth an alert).
-const (
-	SourceFile     = "file"
-	SourceInternal = "internal"
-	SourceACME     = "acme"
-)
-
 // certSource gives an endpoint's certificate: how to get it during a handshake, the
 // leaf being served now (for status), and for ACME the config answering TLS-ALPN-01.
 type certSource struct {
-	kind      string // SourceFile, SourceInternal or SourceACME
+	kind      string // admin.SourceFile, admin.SourceInternal or admin.SourceACME
 	get       func(*tls.ClientHelloInfo) (*tls.Certificate, error)
 	leaf      func() *x509.Certificate
 	challenge *tls.Config
-	state     func() *CertificateStatus // optional: issuance state (ACME)
+	state     func() *admin.CertificateStatus // optional: issuance state (ACME)
 }
 
 // staticCert loads a certificate and key from files.
@@ -36,7 +28,7 @@ func staticCert(ep *schema.Endpoint) (certSource, error) {
 		return certSource{}, fmt.Errorf("endpoint %s: load certificate %s and key %s: %w", ep.Name, ep.TLS.Certificate.Crt, ep.TLS.Certificate.Key, err)
 	}
 	return certSource{
-		kind: SourceFile,
+		kind: admin.SourceFile,
 		get:  func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return &pair, nil },
 		leaf: func() *x509.Certificate { return pair.Leaf },
 	}, nil
@@ -49,7 +41,7 @@ func internalCert(ep *schema.Endpoint, ca *localca.CA) (certSource, error) {
 	}
 	domain := ep.Domain
 	return certSource{
-		kind: SourceInternal,
+		kind: admin.SourceInternal,
 		get:  func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return ca.Certificate(domain) },
 		leaf: func() *x509.Certificate {
 			if c, err := ca.Certificate(domain); err == nil {
@@ -64,14 +56,14 @@ func internalCert(ep *schema.Endpoint, ca *localca.CA) (certSource, error) {
 func acmeCert(m *autocert.Manager, domain string) certSource {
 	d := m.Domain(domain)
 	return certSource{
-		kind:      SourceACME,
+		kind:      admin.SourceACME,
 		get:       d.GetCertificate,
 		leaf:      d.Leaf,
 		challenge: m.ChallengeConfig(),
-		state: func() *CertificateStatus {
+		state: func() *admin.CertificateStatus {
 			st := d.Status()
-			cs := &CertificateStatus{State: st.State, Error: st.Error, NextRetry: st.NextRetry,
-				NotAfter: st.NotAfter, Serial: st.Serial, Issuer: st.Issuer, RenewAt: st.RenewAt, Challenge: st.Challenge, Source: SourceACME}
+			cs := &admin.CertificateStatus{State: st.State, Error: st.Error, NextRetry: st.NextRetry,
+				NotAfter: st.NotAfter, Serial: st.Serial, Issuer: st.Issuer, RenewAt: st.RenewAt, Challenge: st.Challenge, Source: admin.SourceACME}
 			return cs
 		},
 	}

@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/internal/testknot"
 	"github.com/tlsd/tlsd/internal/testpebble"
 	"github.com/tlsd/tlsd/internal/testport"
@@ -36,9 +37,9 @@ func rfc2136YAML(knot *testknot.Server, secretFile string) string {
 }
 
 // waitCertificate waits until the certificate of endpoint, as status reports it, is ok.
-func waitCertificate(t *testing.T, status func() []EndpointStatus, endpoint, what string, ok func(*CertificateStatus) bool, log fmt.Stringer) *CertificateStatus {
+func waitCertificate(t *testing.T, status func() []admin.EndpointStatus, endpoint, what string, ok func(*admin.CertificateStatus) bool, log fmt.Stringer) *admin.CertificateStatus {
 	t.Helper()
-	var last *CertificateStatus
+	var last *admin.CertificateStatus
 	deadline := time.Now().Add(45 * time.Second)
 	for time.Now().Before(deadline) {
 		for _, ep := range status() {
@@ -56,7 +57,7 @@ func waitCertificate(t *testing.T, status func() []EndpointStatus, endpoint, wha
 
 // issuedBy waits until endpoint's certificate is valid and validated by challenge, then
 // checks that a client trusting roots gets it for sni and is served.
-func issuedBy(t *testing.T, e *env, status func() []EndpointStatus, endpoint, challenge, sni string, roots *x509.CertPool) *CertificateStatus {
+func issuedBy(t *testing.T, e *env, status func() []admin.EndpointStatus, endpoint, challenge, sni string, roots *x509.CertPool) *admin.CertificateStatus {
 	t.Helper()
 	st := waitCertificate(t, status, endpoint, "valid", isValid, e.log)
 	if st.Challenge != challenge || st.RenewAt.IsZero() {
@@ -72,8 +73,8 @@ func issuedBy(t *testing.T, e *env, status func() []EndpointStatus, endpoint, ch
 	return st
 }
 
-func isValid(s *CertificateStatus) bool  { return s.State == "valid" }
-func isFailed(s *CertificateStatus) bool { return s.State == "failed" }
+func isValid(s *admin.CertificateStatus) bool  { return s.State == "valid" }
+func isFailed(s *admin.CertificateStatus) bool { return s.State == "failed" }
 
 func writeSecret(t *testing.T, path string) {
 	key := make([]byte, 32)
@@ -97,7 +98,7 @@ func TestACMEDNS01OverRFC2136(t *testing.T) {
 		yamlEndpoint("wild", "*.dns.test", up.addr(), "edge", "  issuer: knot\n")+
 		yamlEndpoint("refused", "refused.dns.test", up.addr(), "edge", "  issuer: wrongkey\n"),
 		func(o *Options) { o.ACMERetryBase = time.Minute })
-	status := func() []EndpointStatus { return e.d.Status().Endpoints }
+	status := func() []admin.EndpointStatus { return e.d.Status().Endpoints }
 
 	issuedBy(t, e, status, "wild", "dns-01", "anything.dns.test", pb.Roots())
 	conn, err := e.dialTLS(&tls.Config{ServerName: "other.dns.test", RootCAs: pb.Roots()})
@@ -135,7 +136,7 @@ func TestACMEDNS01ExecHook(t *testing.T) {
 		yamlEndpoint("wild", "*.hook.test", up.addr(), "edge", "  issuer: hook\n")+
 		yamlEndpoint("broken", "*.broken.test", up.addr(), "edge", "  issuer: broken\n"),
 		func(o *Options) { o.ACMERetryBase = time.Minute })
-	status := func() []EndpointStatus { return e.d.Status().Endpoints }
+	status := func() []admin.EndpointStatus { return e.d.Status().Endpoints }
 
 	issuedBy(t, e, status, "wild", "dns-01", "www.hook.test", pb.Roots())
 	e.log.waitFor(t, "dns hook ran", "action=cleanup", "fqdn=_acme-challenge.hook.test.")
@@ -166,7 +167,7 @@ func TestACMEHTTP01(t *testing.T) {
 	up := newEchoServer(t, nil)
 	config := issuerYAML("web", pb, "  challenges: [http-01]\n") + yamlEndpoint("www", "www.http.test", up.addr(), "edge", "  issuer: web\n")
 	e.start(config, func(o *Options) { o.HTTPListen = httpAddr })
-	status := func() []EndpointStatus { return e.d.Status().Endpoints }
+	status := func() []admin.EndpointStatus { return e.d.Status().Endpoints }
 
 	issuedBy(t, e, status, "www", "http-01", "www.http.test", pb.Roots())
 	if got := e.d.Status().HTTPListen; got != httpAddr {
@@ -212,7 +213,7 @@ func TestACMEExternalAccountBinding(t *testing.T) {
 	up := newEchoServer(t, nil)
 	endpoint := yamlEndpoint("eab", "eab.test", up.addr(), "edge", "  issuer: ca\n")
 	e.start(issuerYAML("ca", pb, "")+endpoint, func(o *Options) { o.Listen = listen; o.ACMERetryBase = time.Minute })
-	status := func() []EndpointStatus { return e.d.Status().Endpoints }
+	status := func() []admin.EndpointStatus { return e.d.Status().Endpoints }
 
 	failed := waitCertificate(t, status, "eab", "failed", isFailed, e.log)
 	if !strings.Contains(failed.Error, "externalAccountRequired") {
@@ -247,7 +248,7 @@ func TestAgentOrdersByDNS01(t *testing.T) {
 			mu.Unlock()
 		}
 	}, func(o *Options) { o.StateDir = agentState })
-	issuedBy(t, s.env, func() []EndpointStatus { return s.agent.Status().Endpoints }, "home", "dns-01", "home.nat.test", pb.Roots())
+	issuedBy(t, s.env, func() []admin.EndpointStatus { return s.agent.Status().Endpoints }, "home", "dns-01", "home.nat.test", pb.Roots())
 	mu.Lock()
 	got := first
 	mu.Unlock()

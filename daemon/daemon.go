@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/edge"
@@ -113,7 +114,7 @@ type Daemon struct {
 	ca       *localca.CA
 	acme     accounts
 	http     *httpFront // --http-listen, nil without
-	attempt  Attempt
+	attempt  admin.Attempt
 	closed   bool
 }
 

@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/version"
@@ -42,12 +43,6 @@ type totals struct {
 
 type endpointCounts struct{ connections, failed atomic.Int64 }
 
-// EndpointTotals are an endpoint's connections since tlsd started, every generation's.
-type EndpointTotals struct {
-	Connections int64 `json:"connections"`
-	Failed      int64 `json:"failed"`
-}
-
 func (t *totals) add(endpoint string, failed bool) {
 	v, ok := t.by.Load(endpoint)
 	if !ok {
@@ -60,13 +55,13 @@ func (t *totals) add(endpoint string, failed bool) {
 	}
 }
 
-func (t *totals) of(endpoint string) EndpointTotals {
+func (t *totals) of(endpoint string) admin.EndpointTotals {
 	v, ok := t.by.Load(endpoint)
 	if !ok {
-		return EndpointTotals{}
+		return admin.EndpointTotals{}
 	}
 	c := v.(*endpointCounts)
-	return EndpointTotals{Connections: c.connections.Load(), Failed: c.failed.Load()}
+	return admin.EndpointTotals{Connections: c.connections.Load(), Failed: c.failed.Load()}
 }
 
 // MetricHelp documents every metric; the README lists the same names.

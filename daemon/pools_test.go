@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/internal/testpki"
 )
 
@@ -221,7 +222,7 @@ func TestPoolFailover(t *testing.T) {
 		t.Errorf("the stopped entry counted %d connections", b.hits.Load())
 	}
 	e.log.waitFor(t, "connection closed", "sni=shop.test") // served throughout
-	var st []UpstreamStatus
+	var st []admin.UpstreamStatus
 	for _, ep := range e.d.Status().Endpoints {
 		st = ep.Upstreams
 	}
@@ -345,7 +346,7 @@ func TestPoolReloadUnderLoad(t *testing.T) {
 }
 
 // upstreamsOf is /status's view of an endpoint's upstreams.
-func upstreamsOf(e *env, endpoint string) []UpstreamStatus {
+func upstreamsOf(e *env, endpoint string) []admin.UpstreamStatus {
 	for _, ep := range e.d.Status().Endpoints {
 		if ep.Name == endpoint {
 			return ep.Upstreams

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -234,8 +235,8 @@ func TestDrainTimeoutPerConnection(t *testing.T) {
 	time.Sleep(drain / 2)             // the second reload comes within the first one's drain
 	must(t, e.apply(ep("c")))
 	stale := time.Now()
-	var st Status
-	want := []DrainingStatus{{Name: "a", ActiveConnections: 1}, {Name: "b", ActiveConnections: 1}}
+	var st admin.Status
+	want := []admin.DrainingStatus{{Name: "a", ActiveConnections: 1}, {Name: "b", ActiveConnections: 1}}
 	if !eventually(time.Second, func() bool { st = e.d.Status(); return slices.Equal(st.Draining, want) }) {
 		t.Errorf("/status draining = %+v, want %+v", st.Draining, want)
 	}

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/watch"
@@ -34,7 +35,7 @@ type RunOptions struct {
 	Paths []string       // what to load and watch
 	Load  schema.Options // how to load it
 	Admin string         // admin API address, or "off"
-	// AdminHosts are further host names the admin API answers to (see guardAdmin);
+	// AdminHosts are further host names the admin API answers to (see admin.Guard);
 	// AdminPprof serves /debug/pprof/ on an admin address beyond loopback too.
 	AdminHosts      []string
 	AdminPprof      bool
@@ -88,7 +89,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	defer w.Close()
 	w.Arm(initial)
 	actx, stopAdmin := context.WithCancel(context.Background())
-	adminDone := serveAdminOn(actx, adminLn, guardAdmin(d.AdminHandler(), o), d.log)
+	adminDone := serveAdminOn(actx, adminLn, o.guard(d.AdminHandler()), d.log)
 	if o.Started != nil {
 		o.Started(d)
 	}
@@ -256,7 +257,7 @@ func (o RunOptions) inheritedOr(name, addr string) (net.Listener, error) {
 
 // listenAdmin binds the admin API (or takes it over), or returns nil when it is off.
 func listenAdmin(o RunOptions) (net.Listener, error) {
-	enabled, loopback, err := CheckAdminAddr(o.Admin)
+	enabled, loopback, err := admin.CheckAddr(o.Admin)
 	if err != nil || !enabled {
 		return nil, err
 	}
@@ -278,7 +279,7 @@ func serveAdminOn(ctx context.Context, ln net.Listener, h http.Handler, log *slo
 		return done
 	}
 	log.Info("admin API", "address", ln.Addr().String())
-	go func() { done <- serveHTTP(ctx, ln, h) }()
+	go func() { done <- admin.Serve(ctx, ln, h) }()
 	return done
 }
 
@@ -287,4 +288,9 @@ func (o RunOptions) watchOptions(log *slog.Logger, handOver func() (int, bool)) 
 	return watch.Options{Paths: o.Paths, Load: o.Load, StateDir: o.StateDir, Extra: o.TunnelPKI.Files(),
 		Debounce: o.Debounce, DebounceCap: o.DebounceCap, Reload: o.Reload, Upgrade: o.Upgrade, HandOver: handOver,
 		InitialWarnings: o.InitialWarnings, BeforeReload: func() { o.TunnelPKI.Reload(log) }, Notify: notifySystemd, Logger: log}
+}
+
+// guard puts the admin API's exposure policy, as o configures it, in front of h.
+func (o RunOptions) guard(h http.Handler) http.Handler {
+	return admin.Guard(h, o.Admin, o.AdminHosts, o.AdminPprof)
 }

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/testpki"
@@ -168,13 +169,13 @@ func TestTunnelCarriesTLSUntouched(t *testing.T) {
 	// which shows it as the agent's (it has no copy).
 	var agentSerial string
 	for _, ep := range s.agent.Status().Endpoints {
-		if ep.Name == "ag" && (ep.Certificate == nil || ep.Certificate.Source != SourceFile) {
+		if ep.Name == "ag" && (ep.Certificate == nil || ep.Certificate.Source != admin.SourceFile) {
 			t.Errorf("the agent's status of ag: %+v", ep)
 		} else if ep.Name == "ag" {
 			agentSerial = ep.Certificate.Serial
 		}
 	}
-	reported := func() *CertificateStatus {
+	reported := func() *admin.CertificateStatus {
 		for _, ep := range e.d.Status().Endpoints {
 			if ep.Name == "ag" {
 				return ep.Certificate

@@ -2,11 +2,13 @@ package daemon
 
 import (
 	"cmp"
+	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"time"
 
-	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
@@ -14,121 +16,16 @@ import (
 	"github.com/tlsd/tlsd/version"
 )
 
-// Attempt is the outcome of the last load-and-apply.
-type Attempt struct {
-	OK          bool               `json:"ok"`
-	At          time.Time          `json:"at"`
-	Error       string             `json:"error,omitempty"`
-	Diagnostics schema.Diagnostics `json:"diagnostics"`
-}
-
-// Status is what /status reports.
-type Status struct {
-	Build         version.Info `json:"build"`
-	StartedAt     time.Time    `json:"started_at"`
-	UptimeSeconds float64      `json:"uptime_seconds"`
-	// Unrouted counts the connections no endpoint took (no or unknown SNI, not TLS,
-	// silent, refused at accept), since the start.
-	Unrouted    EndpointTotals   `json:"unrouted"`
-	Generation  uint64           `json:"generation"`
-	AppliedAt   time.Time        `json:"applied_at"`
-	LastAttempt Attempt          `json:"last_attempt"`
-	Endpoints   []EndpointStatus `json:"endpoints"`
-	// Draining are endpoints no longer configured whose connections are still open.
-	Draining []DrainingStatus `json:"draining,omitempty"`
-	// Agents are the tunnel sessions of an edge.
-	Agents []edge.AgentStatus `json:"agents,omitempty"`
-	// StateStore is the fleet's shared store, when there is one.
-	StateStore *StateStoreStatus `json:"state_store,omitempty"`
-	// HTTPListen is the bound address of --http-listen, when given.
-	HTTPListen string `json:"http_listen,omitempty"`
-	// Tunnel is an edge's own tunnel certificate (each agent's is in Agents).
-	Tunnel *CertificateStatus `json:"tunnel_certificate,omitempty"`
-}
-
-// StateStoreStatus is whether the last call to the shared state store reached it.
-type StateStoreStatus struct {
-	URL   string    `json:"url"` // without its password
-	Up    bool      `json:"up"`
-	Since time.Time `json:"since"`
-	Error string    `json:"error,omitempty"`
-}
-
-func storeStatus(st *statestore.Store) *StateStoreStatus {
+func storeStatus(st *statestore.Store) *admin.StateStoreStatus {
 	if st == nil {
 		return nil
 	}
 	h := st.Health()
-	return &StateStoreStatus{URL: st.Where(), Up: h.Up, Since: h.Since, Error: h.LastError}
-}
-
-// DrainingStatus is an endpoint that is gone but still has open connections.
-type DrainingStatus struct {
-	Name              string `json:"name"`
-	ActiveConnections int    `json:"active_connections"`
-}
-
-// EndpointStatus is one endpoint of the running generation.
-type EndpointStatus struct {
-	Name              string `json:"name"`
-	Domain            string `json:"domain"`
-	Listen            string `json:"listen"` // the bound address
-	TerminateAt       string `json:"terminate_at"`
-	Upstream          string `json:"upstream"`
-	ActiveConnections int    `json:"active_connections"`
-	// Totals are the endpoint's connections since tlsd started, and how many failed.
-	Totals EndpointTotals `json:"totals"`
-	// DrainingConnections are those of ActiveConnections still on the endpoint's settings
-	// from before its last change.
-	DrainingConnections int                `json:"draining_connections,omitempty"`
-	Certificate         *CertificateStatus `json:"certificate,omitempty"`
-	// Agent serves the endpoint in a split deployment; AgentLive says whether the edge
-	// has a session of it right now.
-	Agent     string `json:"agent,omitempty"`
-	AgentLive *bool  `json:"agent_live,omitempty"`
-	// Limits and Timeouts are the endpoint's; LimitedConnections are the connections that
-	// hold a place under its limits, every generation's together.
-	// Upstreams are the entries of the endpoint's pool (one for a single upstream) where
-	// this process dials them.
-	Upstreams          []UpstreamStatus `json:"upstreams,omitempty"`
-	Limits             *schema.Limits   `json:"limits,omitempty"`
-	LimitedConnections *int             `json:"limited_connections,omitempty"`
-	Timeouts           *schema.Timeouts `json:"timeouts,omitempty"`
-}
-
-// CertificateStatus describes the certificate tlsd presents for an endpoint. State and
-// the fields after it are for ACME certificates: pending, valid, renewing or failed.
-type CertificateStatus struct {
-	NotAfter  time.Time `json:"not_after,omitzero"`
-	Serial    string    `json:"serial,omitempty"`
-	Issuer    string    `json:"issuer,omitempty"`
-	State     string    `json:"state,omitempty"`
-	Error     string    `json:"error,omitempty"`
-	NextRetry time.Time `json:"next_retry,omitzero"`
-	RenewAt   time.Time `json:"renew_at,omitzero"`
-	// Challenge is the ACME challenge type that validated the certificate served (empty
-	// when it was loaded from storage).
-	Challenge string `json:"challenge,omitempty"`
-	// Source is where it comes from: file, internal or acme ("" for a tunnel certificate).
-	Source string `json:"source,omitempty"`
-	// HeldBy, on an edge, is the agent that holds the certificate and reported it over
-	// the tunnel (the edge itself has no copy, nor of its key).
-	HeldBy string `json:"held_by,omitempty"`
-}
-
-func newAttempt(ok bool, diags schema.Diagnostics, err error) Attempt {
-	a := Attempt{OK: ok, At: time.Now(), Diagnostics: diags}
-	if a.Diagnostics == nil {
-		a.Diagnostics = schema.Diagnostics{}
-	}
-	if err != nil {
-		a.Error = err.Error()
-	}
-	return a
+	return &admin.StateStoreStatus{URL: st.Where(), Up: h.Up, Since: h.Since, Error: h.LastError}
 }
 
 func (d *Daemon) recordLocked(ok bool, diags schema.Diagnostics, err error) {
-	d.attempt = newAttempt(ok, diags, err)
+	d.attempt = admin.NewAttempt(ok, diags, err)
 }
 
 // RecordFailedLoad notes a configuration that could not be loaded or was invalid: the
@@ -174,11 +71,11 @@ func countErrors(ds schema.Diagnostics) int {
 // Config is the configuration being served (nil before the first).
 func (d *Daemon) Config() *schema.Config { return d.gen.Load().config }
 
-// Status reports the running generation.
-func (d *Daemon) Status() Status {
+// admin.Status reports the running generation.
+func (d *Daemon) Status() admin.Status {
 	g := d.gen.Load()
 	d.mu.Lock()
-	st := Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt, StateStore: storeStatus(d.opts.StateStore)}
+	st := admin.Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt, StateStore: storeStatus(d.opts.StateStore)}
 	if d.http != nil {
 		st.HTTPListen = d.http.ln.Addr().String()
 	}
@@ -193,7 +90,7 @@ func (d *Daemon) Status() Status {
 	d.mu.Unlock()
 	for name, br := range g.routes {
 		key := g.listeners[br.ep.Listen]
-		es := EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: cmp.Or(bound[key], key),
+		es := admin.EndpointStatus{Name: name, Domain: br.ep.Domain, Listen: cmp.Or(bound[key], key),
 			TerminateAt: br.ep.TerminateAt, Upstream: br.ep.Upstream, ActiveConnections: active[name], Totals: d.metrics.totals.of(name),
 			DrainingConnections: draining[name], Limits: br.ep.Limits, Timeouts: br.ep.Timeouts}
 		es.Upstreams = upstreamStatus(br.back)
@@ -223,34 +120,27 @@ func (d *Daemon) Status() Status {
 	}
 	for name, n := range active {
 		if g.routes[name] == nil {
-			st.Draining = append(st.Draining, DrainingStatus{Name: name, ActiveConnections: n})
+			st.Draining = append(st.Draining, admin.DrainingStatus{Name: name, ActiveConnections: n})
 		}
 	}
-	slices.SortFunc(st.Draining, func(a, b DrainingStatus) int { return cmp.Compare(a.Name, b.Name) })
-	slices.SortFunc(st.Endpoints, func(a, b EndpointStatus) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(st.Draining, func(a, b admin.DrainingStatus) int { return cmp.Compare(a.Name, b.Name) })
+	slices.SortFunc(st.Endpoints, func(a, b admin.EndpointStatus) int { return cmp.Compare(a.Name, b.Name) })
 	if st.Endpoints == nil {
-		st.Endpoints = []EndpointStatus{}
+		st.Endpoints = []admin.EndpointStatus{}
 	}
 	return st
 }
 
-// UpstreamStatus is one upstream entry of an endpoint.
-type UpstreamStatus struct {
-	Address           string `json:"address"`
-	ActiveConnections int64  `json:"active_connections"`
-	agent.HealthStatus
-}
-
 // upstreamStatus lists the entries of the pool behind back, if it dials here.
-func upstreamStatus(back relay.Handler) []UpstreamStatus {
+func upstreamStatus(back relay.Handler) []admin.UpstreamStatus {
 	up := dialerOf(back)
 	if up == nil {
 		return nil
 	}
 	now := time.Now()
-	out := make([]UpstreamStatus, 0, len(up.Pool.Entries))
+	out := make([]admin.UpstreamStatus, 0, len(up.Pool.Entries))
 	for _, e := range up.Pool.Entries {
-		out = append(out, UpstreamStatus{Address: e.Addr, ActiveConnections: e.Active.Load(), HealthStatus: e.Health.Status(now)})
+		out = append(out, admin.UpstreamStatus{Address: e.Addr, ActiveConnections: e.Active.Load(), HealthStatus: e.Health.Status(now)})
 	}
 	return out
 }
@@ -269,13 +159,13 @@ func (d *Daemon) EndpointsOf(agent string) []string {
 
 // certificateStatus is what /status says of the certificate an endpoint presents here,
 // nil when it presents none.
-func certificateStatus(src certSource) *CertificateStatus {
+func certificateStatus(src certSource) *admin.CertificateStatus {
 	switch {
 	case src.state != nil:
 		return src.state()
 	case src.leaf != nil:
 		if leaf := src.leaf(); leaf != nil {
-			return &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName, Source: src.kind}
+			return &admin.CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName, Source: src.kind}
 		}
 	}
 	return nil
@@ -289,11 +179,37 @@ func (d *Daemon) lastAttemptOK() bool {
 
 // reportedCertificate is what agent said of the certificate it holds for endpoint, nil
 // when it said nothing (yet).
-func reportedCertificate(pool *edge.AgentPool, agent, endpoint string) *CertificateStatus {
+func reportedCertificate(pool *edge.AgentPool, agent, endpoint string) *admin.CertificateStatus {
 	rc, ok := pool.Reported(agent, endpoint)
 	if !ok {
 		return nil
 	}
-	return &CertificateStatus{NotAfter: rc.NotAfter, Serial: rc.Serial, Issuer: rc.Issuer, State: rc.State, Error: rc.Error,
+	return &admin.CertificateStatus{NotAfter: rc.NotAfter, Serial: rc.Serial, Issuer: rc.Issuer, State: rc.State, Error: rc.Error,
 		Challenge: rc.Challenge, Source: rc.Source, HeldBy: agent}
+}
+
+// AdminHandler serves the daemon's admin API (see admin.Handler).
+func (d *Daemon) AdminHandler() http.Handler {
+	title := "tlsd run"
+	if d.opts.Tunnel != nil {
+		title = "tlsd edge"
+	}
+	return admin.Handler(admin.View{
+		Page:    func() admin.Page { return admin.DaemonPage(d.Status(), title) },
+		Ready:   d.ready,
+		Status:  func() any { return d.Status() },
+		Config:  func() any { return d.Config().Portable() },
+		Metrics: d.metrics.reg,
+	})
+}
+
+// ready is nil once a generation serves, until a shutdown begins.
+func (d *Daemon) ready() error {
+	switch {
+	case d.stopping.Load():
+		return errors.New("shutting down")
+	case d.Generation() == 0:
+		return errors.New("no configuration applied yet")
+	}
+	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/certs"
 	"github.com/tlsd/tlsd/tunnel"
 )
@@ -111,14 +112,14 @@ func (p *TunnelPKI) Reload(log *slog.Logger) {
 		"not_after", c.cert.Leaf.NotAfter, "serial", c.cert.Leaf.SerialNumber.Text(16))
 }
 
-// Status is the certificate in use, with the error of the last reload that failed; nil
+// admin.Status is the certificate in use, with the error of the last reload that failed; nil
 // for a nil p (no tunnel).
-func (p *TunnelPKI) Status() *CertificateStatus {
+func (p *TunnelPKI) Status() *admin.CertificateStatus {
 	if p == nil {
 		return nil
 	}
 	leaf := p.Leaf()
-	st := &CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
+	st := &admin.CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
 	if e := p.lastErr.Load(); e != nil {
 		st.Error = *e
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsd/tlsd/daemon"
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
@@ -112,9 +112,9 @@ func loadForPlan(cmd *cobra.Command, load schema.Options, paths ...string) (*sch
 }
 
 // openConnections asks a running tlsd how many connections each endpoint has open.
-func openConnections(admin string) (map[string]int, error) {
-	var st daemon.Status
-	if err := getJSON(admin, "/status", &st); err != nil {
+func openConnections(addr string) (map[string]int, error) {
+	var st admin.Status
+	if err := getJSON(addr, "/status", &st); err != nil {
 		return nil, err
 	}
 	open := map[string]int{}

@@ -19,6 +19,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/daemon"
 	"github.com/tlsd/tlsd/iprange"
 	"github.com/tlsd/tlsd/localca"
@@ -121,7 +122,7 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 	if err != nil {
 		return nil, nil, &exitError{exitUsage, err}
 	}
-	if _, _, err := daemon.CheckAdminAddr(f.admin); err != nil {
+	if _, _, err := admin.CheckAddr(f.admin); err != nil {
 		return nil, nil, &exitError{exitUsage, err}
 	}
 	if err := checkExcludes(f.exclude); err != nil {

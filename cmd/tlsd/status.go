@@ -12,7 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/tlsd/tlsd/daemon"
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -117,7 +117,7 @@ func fetchRunningConfig(admin string) (*schema.Config, error) {
 // statusView is /status of an edge or tlsd run, or of an agent (which names itself and
 // its sessions to the edges).
 type statusView struct {
-	daemon.Status
+	admin.Status
 	Agent string `json:"agent"`
 	Edges []struct {
 		Edge, Address       string
@@ -181,7 +181,7 @@ func printSessions(w io.Writer, st statusView) {
 
 // printAgents lists, on an edge, the agents with live tunnel sessions and the endpoints
 // whose agent has none.
-func printAgents(w io.Writer, st daemon.Status) {
+func printAgents(w io.Writer, st admin.Status) {
 	var dead []string
 	for _, e := range st.Endpoints {
 		if e.AgentLive != nil && !*e.AgentLive {
@@ -205,7 +205,7 @@ func printAgents(w io.Writer, st daemon.Status) {
 
 // certificateText is one line on a certificate: whose, until when, how it was validated,
 // and for ACME what is wrong when something is.
-func certificateText(c *daemon.CertificateStatus) string {
+func certificateText(c *admin.CertificateStatus) string {
 	var parts []string
 	if !c.NotAfter.IsZero() {
 		parts = append(parts, fmt.Sprintf("%s, expires %s (%s)", c.Issuer, c.NotAfter.Local().Format(time.DateOnly), untilDays(c.NotAfter)))

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsd/tlsd/daemon"
+	"github.com/tlsd/tlsd/admin"
 )
 
 // TestCertificateText: the status table's certificate column says whose it is, how long
@@ -13,13 +13,13 @@ import (
 func TestCertificateText(t *testing.T) {
 	expiry := time.Now().Add(50 * time.Hour)
 	for _, c := range []struct {
-		cert daemon.CertificateStatus
+		cert admin.CertificateStatus
 		want []string
 	}{
-		{daemon.CertificateStatus{Issuer: "tlsd internal CA", NotAfter: expiry}, []string{"tlsd internal CA, expires", "(in 2 days)"}},
-		{daemon.CertificateStatus{Issuer: "R11", NotAfter: expiry, State: "valid", Challenge: "dns-01"}, []string{"R11, expires", "by dns-01"}},
-		{daemon.CertificateStatus{State: "pending"}, []string{"pending: being ordered"}},
-		{daemon.CertificateStatus{State: "failed", Error: strings.Repeat("x", 500), NextRetry: expiry}, []string{"FAILED, next try", strings.Repeat("x", 160) + "..."}},
+		{admin.CertificateStatus{Issuer: "tlsd internal CA", NotAfter: expiry}, []string{"tlsd internal CA, expires", "(in 2 days)"}},
+		{admin.CertificateStatus{Issuer: "R11", NotAfter: expiry, State: "valid", Challenge: "dns-01"}, []string{"R11, expires", "by dns-01"}},
+		{admin.CertificateStatus{State: "pending"}, []string{"pending: being ordered"}},
+		{admin.CertificateStatus{State: "failed", Error: strings.Repeat("x", 500), NextRetry: expiry}, []string{"FAILED, next try", strings.Repeat("x", 160) + "..."}},
 	} {
 		got := certificateText(&c.cert)
 		for _, w := range c.want {

@@ -38,8 +38,8 @@ func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 // configuration; edge and agent are two halves that share relay, termination and the
 // tunnel's wire format but not each other; internal/ serves development only.
 var allowed = map[string][]string{
-	"cmd/tlsd":    {"certs", "daemon", "iprange", "localca", "ngrok", "reconcile", "schema", "statestore", "tunnel", "version"},
-	"daemon":      {"agent", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version", "watch"},
+	"cmd/tlsd":    {"admin", "certs", "daemon", "iprange", "localca", "ngrok", "reconcile", "schema", "statestore", "tunnel", "version"},
+	"daemon":      {"admin", "agent", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version", "watch"},
 	"reconcile":   {"schema"},
 	"ngrok":       {"schema"},
 	"schema":      {"certs", "iprange"},
@@ -55,6 +55,7 @@ var allowed = map[string][]string{
 	"iprange":     {},
 	"version":     {},
 	"watch":       {"reconcile", "schema"},
+	"admin":       {"agent", "edge", "schema", "version"},
 
 	"bench":                      {"internal/testpki"},
 	"bench/cmd/benchrun":         {"bench"},

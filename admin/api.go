@@ -1,4 +1,8 @@
-package daemon
+// Package admin is tlsd's admin API over a read-only view of a daemon: /healthz,
+// /readyz, /status (the status model, whose types are here), /config, /metrics, the
+// status page at / (HTML, no script, everything escaped) and /debug/pprof/; and the
+// exposure policy in front of them (Host names, profiling off loopback).
+package admin
 
 import (
 	"context"
@@ -13,27 +17,35 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// AdminHandler serves /healthz, /readyz, /status, /config, /metrics and /debug/pprof/.
-func (d *Daemon) AdminHandler() http.Handler {
+// View is what an admin API shows of a daemon; every function is called per request.
+type View struct {
+	Page    func() Page
+	Ready   func() error // nil when ready; the error says why not
+	Status  func() any   // /status
+	Config  func() any   // /config
+	Metrics prometheus.Gatherer
+}
+
+// Handler serves /healthz, /readyz, /status, /config, /metrics, the page at / and
+// /debug/pprof/.
+func Handler(v View) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { servePage(w, r, d.daemonPage()) })
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, r *http.Request) { ServePage(w, r, v.Page()) })
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
-		switch {
-		case d.stopping.Load():
-			http.Error(w, "shutting down", http.StatusServiceUnavailable)
-		case d.Generation() == 0:
-			http.Error(w, "no configuration applied yet", http.StatusServiceUnavailable)
-		default:
-			fmt.Fprintln(w, "ready")
+		if err := v.Ready(); err != nil {
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
 		}
+		fmt.Fprintln(w, "ready")
 	})
-	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Status()) })
-	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, d.Config().Portable()) })
-	mux.Handle("GET /metrics", promhttp.HandlerFor(d.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /status", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, v.Status()) })
+	mux.HandleFunc("GET /config", func(w http.ResponseWriter, _ *http.Request) { writeJSON(w, v.Config()) })
+	mux.Handle("GET /metrics", promhttp.HandlerFor(v.Metrics, promhttp.HandlerOpts{}))
 	handleProfiling(mux)
 	return mux
 }
@@ -49,17 +61,17 @@ func handleProfiling(mux *http.ServeMux) {
 	mux.HandleFunc("GET /debug/pprof/trace", pprof.Trace)
 }
 
-// guardAdmin puts the exposure policy in front of an admin handler:
+// Guard puts the exposure policy in front of an admin handler:
 //   - a request must name the admin API in its Host header: an IP address, localhost, or
-//     one of AdminHosts. A DNS-rebinding page (a name of the attacker's resolving to
+//     one of hosts (--admin-host). A DNS-rebinding page (a name of the attacker's resolving to
 //     127.0.0.1) in an operator's browser would otherwise read /status and /config.
 //   - /debug/pprof/ (CPU profiles, traces, the command line) is served on a loopback
-//     admin address, elsewhere only with AdminPprof.
-func guardAdmin(h http.Handler, o RunOptions) http.Handler {
-	_, loopback, _ := CheckAdminAddr(o.Admin)
-	profiling := loopback || o.AdminPprof
+//     admin address (addr), elsewhere only with pprof.
+func Guard(h http.Handler, addr string, hosts []string, pprof bool) http.Handler {
+	_, loopback, _ := CheckAddr(addr)
+	profiling := loopback || pprof
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !adminHostAllowed(r.Host, o.AdminHosts) {
+		if !hostAllowed(r.Host, hosts) {
 			http.Error(w, "unknown Host header: the admin API answers to an IP address, localhost or an --admin-host name", http.StatusMisdirectedRequest)
 			return
 		}
@@ -71,7 +83,7 @@ func guardAdmin(h http.Handler, o RunOptions) http.Handler {
 	})
 }
 
-func adminHostAllowed(hostport string, names []string) bool {
+func hostAllowed(hostport string, names []string) bool {
 	host := hostport
 	if h, _, err := net.SplitHostPort(hostport); err == nil {
 		host = h
@@ -90,9 +102,9 @@ func writeJSON(w http.ResponseWriter, v any) {
 	enc.Encode(v)
 }
 
-// CheckAdminAddr validates --admin: "off", or host:port with an explicit host, so that
+// CheckAddr validates --admin: "off", or host:port with an explicit host, so that
 // the admin API is exposed beyond this machine only by an address that says so.
-func CheckAdminAddr(addr string) (enabled, loopback bool, err error) {
+func CheckAddr(addr string) (enabled, loopback bool, err error) {
 	if addr == "off" {
 		return false, false, nil
 	}
@@ -110,8 +122,8 @@ func CheckAdminAddr(addr string) (enabled, loopback bool, err error) {
 	return true, err == nil && ip.IsLoopback(), nil
 }
 
-// serveHTTP serves h on ln until ctx ends.
-func serveHTTP(ctx context.Context, ln net.Listener, h http.Handler) error {
+// Serve serves h on ln until ctx ends.
+func Serve(ctx context.Context, ln net.Listener, h http.Handler) error {
 	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()

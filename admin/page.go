@@ -1,4 +1,4 @@
-package daemon
+package admin
 
 import (
 	_ "embed"
@@ -31,8 +31,8 @@ var pageTemplate = template.Must(template.New("page").Funcs(template.FuncMap{
 // PageRefresh is how often the page reloads itself.
 const PageRefresh = 10 * time.Second
 
-// page is what the template shows.
-type page struct {
+// Page is what the status page shows.
+type Page struct {
 	Title      string
 	Build      version.Info
 	Refresh    int
@@ -142,15 +142,11 @@ func pageEndpoints(eps []EndpointStatus) []pageEndpoint {
 	return out
 }
 
-// daemonPage is the page of tlsd run and tlsd edge.
-func (d *Daemon) daemonPage() page {
-	st := d.Status()
-	p := page{Title: "tlsd run", Build: st.Build, Uptime: ago(time.Since(st.StartedAt)), Generation: st.Generation,
+// DaemonPage is the page of tlsd run (title "tlsd run") and tlsd edge.
+func DaemonPage(st Status, title string) Page {
+	p := Page{Title: title, Build: st.Build, Uptime: ago(time.Since(st.StartedAt)), Generation: st.Generation,
 		AppliedAt: st.AppliedAt, Reload: st.LastAttempt, Endpoints: pageEndpoints(st.Endpoints), Unrouted: &st.Unrouted,
 		Agents: st.Agents, StateStore: st.StateStore, HTTPListen: st.HTTPListen, Tunnel: st.Tunnel}
-	if d.opts.Tunnel != nil {
-		p.Title = "tlsd edge"
-	}
 	for _, e := range st.Endpoints {
 		if e.AgentLive != nil && !*e.AgentLive {
 			p.NoAgent = append(p.NoAgent, e.Name+" (agent "+e.Agent+")")
@@ -159,15 +155,14 @@ func (d *Daemon) daemonPage() page {
 	return p
 }
 
-// agentPage is the page of tlsd agent.
-func (a *Agent) agentPage() page {
-	st := a.Status()
-	return page{Title: "tlsd agent " + st.Agent, Build: st.Build, Uptime: ago(time.Since(a.started)), Generation: st.Generation,
+// AgentPage is the page of tlsd agent, up since started.
+func AgentPage(st AgentStatus, started time.Time) Page {
+	return Page{Title: "tlsd agent " + st.Agent, Build: st.Build, Uptime: ago(time.Since(started)), Generation: st.Generation,
 		AppliedAt: st.AppliedAt, Reload: st.LastAttempt, Endpoints: pageEndpoints(st.Endpoints), Sessions: st.Edges, Tunnel: st.TunnelCertificate}
 }
 
-// servePage writes p as HTML that can run no script and load nothing else.
-func servePage(w http.ResponseWriter, r *http.Request, p page) {
+// ServePage writes p as HTML that can run no script and load nothing else.
+func ServePage(w http.ResponseWriter, r *http.Request, p Page) {
 	if r.URL.Path != "/" {
 		http.NotFound(w, r)
 		return
