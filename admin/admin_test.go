@@ -9,8 +9,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel/server"
 )
 
 func TestCheckAddr(t *testing.T) {
@@ -92,7 +92,7 @@ func TestStatusPageEscapes(t *testing.T) {
 		Diagnostics: schema.Diagnostics{{File: "x.yaml", Line: 1, Column: 1, Severity: schema.SeverityError, Code: "unknown-field", Message: hostile}}},
 		Endpoints: pageEndpoints([]EndpointStatus{{Name: "e", Domain: "e.test", TerminateAt: "edge", Upstream: hostile,
 			Certificate: &CertificateStatus{State: "failed", Error: hostile, Issuer: hostile, NotAfter: time.Now().Add(time.Hour)}}}),
-		Agents: []edge.AgentStatus{{Name: hostile, Address: hostile, Since: time.Now()}}}
+		Agents: []server.AgentStatus{{Name: hostile, Address: hostile, Since: time.Now()}}}
 	rec := httptest.NewRecorder()
 	ServePage(rec, httptest.NewRequest("GET", "/", nil), p)
 	body := rec.Body.String()

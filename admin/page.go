@@ -9,9 +9,9 @@ import (
 	"strings"
 	"time"
 
-	"github.com/tlsd/tlsd/agent"
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel/client"
+	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/version"
 )
 
@@ -42,10 +42,10 @@ type Page struct {
 	Reload     Attempt
 	Endpoints  []pageEndpoint
 	Unrouted   *EndpointTotals
-	Agents     []edge.AgentStatus   // an edge's agent sessions
-	Sessions   []agent.TunnelStatus // an agent's sessions to its edges
-	NoAgent    []string             // endpoints whose agent has no live session
-	Tunnel     *CertificateStatus   // this process's own tunnel certificate
+	Agents     []server.AgentStatus  // an edge's agent sessions
+	Sessions   []client.TunnelStatus // an agent's sessions to its edges
+	NoAgent    []string              // endpoints whose agent has no live session
+	Tunnel     *CertificateStatus    // this process's own tunnel certificate
 	StateStore *StateStoreStatus
 	HTTPListen string
 }

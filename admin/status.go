@@ -3,9 +3,10 @@ package admin
 import (
 	"time"
 
-	"github.com/tlsd/tlsd/agent"
-	"github.com/tlsd/tlsd/edge"
+	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel/client"
+	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/version"
 )
 
@@ -41,7 +42,7 @@ type Status struct {
 	// Draining are endpoints no longer configured whose connections are still open.
 	Draining []DrainingStatus `json:"draining,omitempty"`
 	// Agents are the tunnel sessions of an edge.
-	Agents []edge.AgentStatus `json:"agents,omitempty"`
+	Agents []server.AgentStatus `json:"agents,omitempty"`
 	// StateStore is the fleet's shared store, when there is one.
 	StateStore *StateStoreStatus `json:"state_store,omitempty"`
 	// HTTPListen is the bound address of --http-listen, when given.
@@ -116,7 +117,7 @@ type CertificateStatus struct {
 type UpstreamStatus struct {
 	Address           string `json:"address"`
 	ActiveConnections int64  `json:"active_connections"`
-	agent.HealthStatus
+	upstream.HealthStatus
 }
 
 // EndpointTotals are an endpoint's connections since tlsd started, every generation's.
@@ -127,15 +128,15 @@ type EndpointTotals struct {
 
 // AgentStatus is what the agent's /status reports.
 type AgentStatus struct {
-	Build       version.Info       `json:"build"`
-	Agent       string             `json:"agent"`
-	Generation  uint64             `json:"generation"`
-	AppliedAt   time.Time          `json:"applied_at"`
-	LastAttempt Attempt            `json:"last_attempt"`
-	Tunnel      agent.TunnelStatus `json:"tunnel"` // every session summed up: connected while any is
+	Build       version.Info        `json:"build"`
+	Agent       string              `json:"agent"`
+	Generation  uint64              `json:"generation"`
+	AppliedAt   time.Time           `json:"applied_at"`
+	LastAttempt Attempt             `json:"last_attempt"`
+	Tunnel      client.TunnelStatus `json:"tunnel"` // every session summed up: connected while any is
 	// Edges are the sessions, one per edge address.
-	Edges     []agent.TunnelStatus `json:"edges"`
-	Endpoints []EndpointStatus     `json:"endpoints"`
+	Edges     []client.TunnelStatus `json:"edges"`
+	Endpoints []EndpointStatus      `json:"endpoints"`
 	// TunnelCertificate is the client certificate the agent dials its edges with.
 	TunnelCertificate *CertificateStatus `json:"tunnel_certificate,omitempty"`
 }

@@ -14,12 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel"
+	"github.com/tlsd/tlsd/tunnel/client"
 	"github.com/tlsd/tlsd/version"
 )
 
@@ -32,14 +33,14 @@ type Agent struct {
 	started time.Time
 	log     *slog.Logger
 	gen     atomic.Pointer[agentGeneration]
-	Tunnel  *agent.Tunnels
+	Tunnel  *client.Tunnels
 	// stopping is set when a shutdown begins: /readyz says 503 from then on.
 	stopping atomic.Bool
 
 	mu      sync.Mutex // serialises Apply; guards attempt, health and acme
 	attempt admin.Attempt
-	health  map[string]*agent.Health // by upstream address, kept across generations
-	checks  agent.Checks             // active health checks of the generation served
+	health  map[string]*upstream.Health // by upstream address, kept across generations
+	checks  upstream.Checks             // active health checks of the generation served
 	// acme orders the certificates of endpoints naming an issuer, by DNS-01 (the agent
 	// may have no inbound port); orders counts them for /metrics.
 	acme   accounts
@@ -61,7 +62,7 @@ func NewAgent(name string, opts Options) *Agent {
 	if opts.HandshakeTimeout <= 0 {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
-	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*agent.Health{}, started: time.Now(),
+	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*upstream.Health{}, started: time.Now(),
 		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsd_acme_orders_total", Help: MetricHelp["tlsd_acme_orders_total"]},
 			[]string{"issuer", "challenge", "result"})}
 	a.acme.options = acmeOptions(opts, func(issuer, challenge string, ok bool) {
@@ -111,7 +112,7 @@ func (a *Agent) apply(cfg *schema.Config) (reconcile.Plan, error) {
 	var routes map[string]*builtRoute
 	if err == nil {
 		b := &builder{role: roleAgent, agent: a.name, opts: a.opts, log: a.log, acme: managers,
-			health: func(addr string) *agent.Health { return healthOf(a.health, addr) }}
+			health: func(addr string) *upstream.Health { return healthOf(a.health, addr) }}
 		routes, err = b.build(cur.routes, cfg, plan, sameIssuers(a.acme.running, managers))
 	}
 	if err != nil {
@@ -123,7 +124,7 @@ func (a *Agent) apply(cfg *schema.Config) (reconcile.Plan, error) {
 	a.gen.Store(next)
 	a.acme.commit(managers, acmeDomains(routes))
 	pruneHealth(a.health, cfg)
-	a.checks.Set(healthChecks(routes), func(addr string) *agent.Health { return healthOf(a.health, addr) })
+	a.checks.Set(healthChecks(routes), func(addr string) *upstream.Health { return healthOf(a.health, addr) })
 	a.recordLocked(true, nil, nil)
 	a.log.Info("generation applied", "generation", next.n, "agent", a.name, "endpoints", len(next.routes))
 	if len(next.routes) == 0 {

@@ -14,8 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/agent"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel/client"
 	"github.com/tlsd/tlsd/watch"
 )
 
@@ -52,7 +52,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	}
 	defer w.Close()
 	w.Arm(initial)
-	a.Tunnel = &agent.Tunnels{Edges: o.Edges, TLS: o.TLS, Config: tunnelConfig(o.TunnelPKI), Report: a.CertificateReport, Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
+	a.Tunnel = &client.Tunnels{Edges: o.Edges, TLS: o.TLS, Config: tunnelConfig(o.TunnelPKI), Report: a.CertificateReport, Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Window: o.Window}
 	tctx, stopTunnel := context.WithCancel(context.Background())
 	tunnelDone := make(chan struct{})
@@ -116,7 +116,7 @@ func upgradeAgent(a *Agent, o RunOptions, adminLn net.Listener) (int, bool) {
 // awaitTunnel holds the readiness of an agent that took over from another until its own
 // session to the edge is up (or agentWait passes), so no moment passes with neither
 // taking streams.
-func awaitTunnel(t *agent.Tunnels, in *Inherited, log *slog.Logger) {
+func awaitTunnel(t *client.Tunnels, in *Inherited, log *slog.Logger) {
 	if in == nil || in.ready == nil {
 		return
 	}
@@ -129,7 +129,7 @@ func awaitTunnel(t *agent.Tunnels, in *Inherited, log *slog.Logger) {
 }
 
 // allConnected: every edge session is up (and there is one).
-func allConnected(t *agent.Tunnels) bool {
+func allConnected(t *client.Tunnels) bool {
 	n := t.Connected()
 	return n > 0 && n == len(t.Sessions())
 }

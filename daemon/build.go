@@ -12,8 +12,9 @@ import (
 	"strings"
 
 	"github.com/tlsd/tlsd/iprange"
+	"github.com/tlsd/tlsd/tunnel/server"
 
-	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/certs"
 	"github.com/tlsd/tlsd/edge"
@@ -55,7 +56,7 @@ type builder struct {
 	// limiter is the connection counter of an endpoint name, kept across generations;
 	// health is the health of an upstream address, likewise (nil: fresh each build).
 	limiter func(name string) *edge.Limiter
-	health  func(addr string) *agent.Health
+	health  func(addr string) *upstream.Health
 	// tickets are a fleet's shared session-ticket secrets; nil: each endpoint's own keys.
 	tickets termination.SharedTickets
 }
@@ -136,12 +137,12 @@ func (b *builder) back(ep *schema.Endpoint, cfg *tls.Config) (relay.Handler, err
 	if err != nil {
 		return nil, fmt.Errorf("endpoint %s: upstream_tls: %w", ep.Name, err)
 	}
-	up := &agent.Upstream{Pool: b.pool(ep), ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol), TLS: upTLS}
+	up := &upstream.Upstream{Pool: b.pool(ep), ProxyProtocol: proxyVersion(ep.UpstreamProxyProtocol), TLS: upTLS}
 	switch ep.TerminateAt {
 	case schema.TerminateUpstream:
 		up.FirstByteTimeout = b.opts.HandshakeTimeout
 	case schema.TerminateAgent:
-		return &agent.Terminator{TLS: cfg, Next: up}, nil
+		return &upstream.Terminator{TLS: cfg, Next: up}, nil
 	}
 	return up, nil
 }
@@ -195,21 +196,21 @@ func (b *builder) front(ep *schema.Endpoint, br *builtRoute) (*edge.Route, error
 		r.TLS = br.tls
 	}
 	if b.role == roleEdge && ep.Agent != "" {
-		r.Handler = &edge.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil}
+		r.Handler = &server.AgentForwarder{Pool: b.opts.Tunnel, Agent: ep.Agent, Endpoint: ep.Name, Plain: r.TLS != nil}
 	}
 	return r, nil
 }
 
 // pool is the endpoint's upstream entries, each with the health of its address.
-func (b *builder) pool(ep *schema.Endpoint) *agent.Pool {
-	p := &agent.Pool{Policy: ep.LoadBalancing}
+func (b *builder) pool(ep *schema.Endpoint) *upstream.Pool {
+	p := &upstream.Pool{Policy: ep.LoadBalancing}
 	for _, u := range ep.Pool() {
 		addr := strings.TrimPrefix(u, schema.UpstreamTLSPrefix)
-		h := &agent.Health{}
+		h := &upstream.Health{}
 		if b.health != nil {
 			h = b.health(addr)
 		}
-		p.Entries = append(p.Entries, &agent.Entry{Addr: addr, Health: h})
+		p.Entries = append(p.Entries, &upstream.Entry{Addr: addr, Health: h})
 	}
 	return p
 }
@@ -328,8 +329,8 @@ func proxyVersion(v string) byte {
 
 // healthChecks are the active checks the routes ask for, where this process dials their
 // upstreams: one per address (the first endpoint by name that checks it decides how).
-func healthChecks(routes map[string]*builtRoute) []agent.Check {
-	var out []agent.Check
+func healthChecks(routes map[string]*builtRoute) []upstream.Check {
+	var out []upstream.Check
 	for _, name := range slices.Sorted(maps.Keys(routes)) {
 		br := routes[name]
 		h, up := br.ep.HealthCheck, dialerOf(br.back)
@@ -337,7 +338,7 @@ func healthChecks(routes map[string]*builtRoute) []agent.Check {
 			continue
 		}
 		for _, e := range up.Pool.Entries {
-			c := agent.Check{Addr: e.Addr, Interval: schema.Duration(h.Interval), Timeout: schema.Duration(h.Timeout),
+			c := upstream.Check{Addr: e.Addr, Interval: schema.Duration(h.Interval), Timeout: schema.Duration(h.Timeout),
 				Handshake: h.Type == "tls", TLS: up.TLS, ServerName: strings.TrimPrefix(br.ep.Domain, "*.")}
 			if up.TLS != nil {
 				c.ServerName, _, _ = net.SplitHostPort(e.Addr)
@@ -349,10 +350,10 @@ func healthChecks(routes map[string]*builtRoute) []agent.Check {
 }
 
 // dialerOf is the upstream handler behind back, if this process dials the upstream.
-func dialerOf(back relay.Handler) *agent.Upstream {
-	if t, ok := back.(*agent.Terminator); ok {
+func dialerOf(back relay.Handler) *upstream.Upstream {
+	if t, ok := back.(*upstream.Terminator); ok {
 		back = t.Next
 	}
-	up, _ := back.(*agent.Upstream)
+	up, _ := back.(*upstream.Upstream)
 	return up
 }

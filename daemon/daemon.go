@@ -15,13 +15,14 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/agent"
+	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/statestore"
+	"github.com/tlsd/tlsd/tunnel/server"
 )
 
 // Options configure a Daemon.
@@ -37,7 +38,7 @@ type Options struct {
 	ACMERetryBase time.Duration
 	// Tunnel, when set, makes this daemon an edge: endpoints naming an agent are served
 	// through that agent's tunnel sessions.
-	Tunnel *edge.AgentPool
+	Tunnel *server.AgentPool
 	Logger *slog.Logger
 	// Now is the clock session ticket keys age by; nil means time.Now.
 	Now func() time.Time
@@ -95,8 +96,8 @@ type Daemon struct {
 	// limiters count each endpoint name's connections across generations; guarded by mu.
 	limiters map[string]*edge.Limiter
 	// health is each upstream address's health, kept across generations; guarded by mu.
-	health map[string]*agent.Health
-	checks agent.Checks // active health checks of the generation being served
+	health map[string]*upstream.Health
+	checks upstream.Checks // active health checks of the generation being served
 	// tickets are the fleet's session-ticket secrets, nil without a state store.
 	tickets *statestore.Tickets
 	gen     atomic.Pointer[generation]
@@ -139,7 +140,7 @@ func New(opts Options) (*Daemon, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	d := &Daemon{proxies: proxies, opts: opts, log: opts.Logger, ctx: ctx, cancel: cancel, started: time.Now(), hellos: edge.NewHelloBudget(edge.DefaultHelloBudget),
-		limiters: map[string]*edge.Limiter{}, health: map[string]*agent.Health{},
+		limiters: map[string]*edge.Limiter{}, health: map[string]*upstream.Health{},
 		servers: map[string]*edge.Server{}, draining: map[*edge.Server]struct{}{}}
 	if opts.MaxConnections > 0 {
 		d.conns = edge.NewConnectionBudget(opts.MaxConnections)
@@ -243,7 +244,7 @@ func (d *Daemon) apply(cfg *schema.Config) (reconcile.Plan, error) {
 		}
 	}
 	pruneHealth(d.health, next.config)
-	d.checks.Set(healthChecks(next.routes), func(addr string) *agent.Health { return healthOf(d.health, addr) })
+	d.checks.Set(healthChecks(next.routes), func(addr string) *upstream.Health { return healthOf(d.health, addr) })
 	d.recordLocked(true, nil, nil)
 	d.metrics.reloads.WithLabelValues("applied").Inc()
 	return plan, nil
@@ -268,7 +269,7 @@ func (d *Daemon) buildLocked(cur *generation, cfg *schema.Config, plan reconcile
 // for tlsd edge.
 func (d *Daemon) builder(managers map[string]*autocert.Manager) *builder {
 	b := &builder{role: roleAll, opts: d.opts, log: d.log, internalCA: d.internalCALocked, acme: managers, limiter: d.limiterLocked,
-		health: func(addr string) *agent.Health { return healthOf(d.health, addr) }}
+		health: func(addr string) *upstream.Health { return healthOf(d.health, addr) }}
 	if d.opts.Tunnel != nil {
 		b.role = roleEdge
 	}
@@ -286,17 +287,17 @@ func (d *Daemon) listenAddr(listen string) string {
 }
 
 // healthOf is the health of addr in m, made on first use.
-func healthOf(m map[string]*agent.Health, addr string) *agent.Health {
+func healthOf(m map[string]*upstream.Health, addr string) *upstream.Health {
 	h := m[addr]
 	if h == nil {
-		h = &agent.Health{}
+		h = &upstream.Health{}
 		m[addr] = h
 	}
 	return h
 }
 
 // pruneHealth forgets the addresses cfg no longer names.
-func pruneHealth(m map[string]*agent.Health, cfg *schema.Config) {
+func pruneHealth(m map[string]*upstream.Health, cfg *schema.Config) {
 	used := map[string]bool{}
 	for _, ep := range cfg.Endpoints {
 		for _, u := range ep.Pool() {

@@ -9,8 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/version"
 )
 
@@ -284,7 +284,7 @@ func tunnelCertExpiry(p *TunnelPKI) prometheus.Collector {
 // agentCertExpiry reports, at scrape time, each connected agent's earliest client
 // certificate expiry.
 type agentCertExpiry struct {
-	pool *edge.AgentPool
+	pool *server.AgentPool
 	desc *prometheus.Desc
 }
 

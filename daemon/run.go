@@ -16,6 +16,7 @@ import (
 	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/watch"
 )
 
@@ -125,7 +126,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 // startTunnel opens (or takes over) an edge's tunnel listener and serves agents on it. A
 // process taking over from another edge first waits for that one's agents, so that its
 // endpoints find them from its first connection on.
-func startTunnel(o *RunOptions) (*edge.AgentPool, net.Listener, error) {
+func startTunnel(o *RunOptions) (*server.AgentPool, net.Listener, error) {
 	if o.Tunnel == nil {
 		return nil, nil, nil
 	}
@@ -133,7 +134,7 @@ func startTunnel(o *RunOptions) (*edge.AgentPool, net.Listener, error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("tunnel listener: %w", err)
 	}
-	pool := edge.NewAgentPool(o.Logger)
+	pool := server.NewAgentPool(o.Logger)
 	pool.Window = o.Tunnel.Window
 	o.Options.Tunnel = pool
 	go pool.Serve(ln, o.Tunnel.TLS)
@@ -158,7 +159,7 @@ func (o *RunOptions) inheritListeners() {
 // process's when it serves, and ok says this one should drain now. An edge first stops
 // accepting agents and tells its agents to connect to the new process, which serves once
 // they have; a failed hand-over takes the agents back.
-func upgradeDaemon(d *Daemon, o RunOptions, adminLn, tunnelLn net.Listener, pool *edge.AgentPool) (pid int, ok bool) {
+func upgradeDaemon(d *Daemon, o RunOptions, adminLn, tunnelLn net.Listener, pool *server.AgentPool) (pid int, ok bool) {
 	if o.Executable == "" {
 		d.log.Warn("upgrade requested, but this process does not know the binary it was started from")
 		return 0, false
@@ -216,7 +217,7 @@ func duplicate(ln net.Listener) (net.Listener, error) {
 
 // awaitAgents holds the readiness of an edge that took over from another until the
 // agents the old one told to come have connected.
-func awaitAgents(pool *edge.AgentPool, in *Inherited, log *slog.Logger) {
+func awaitAgents(pool *server.AgentPool, in *Inherited, log *slog.Logger) {
 	if pool == nil || in == nil || len(in.agents) == 0 {
 		return
 	}

@@ -11,10 +11,10 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/agent"
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/tunnel"
+	"github.com/tlsd/tlsd/tunnel/client"
+	"github.com/tlsd/tlsd/tunnel/server"
 )
 
 // capturingConn keeps the first bytes the agent reads from a stream.
@@ -69,7 +69,7 @@ func startSplitOn(tb testing.TB, config string, wrap func(h func(context.Context
 	agentCert, err := e.clientCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
 	must(tb, err)
 	e.leaf(e.agentCA, "ag", "ag.test")
-	tp := edge.NewAgentPool(slogTo(e.log))
+	tp := server.NewAgentPool(slogTo(e.log))
 	tp.Window = window
 	tunnelLn, err := net.Listen("tcp", "127.0.0.1:0")
 	must(tb, err)
@@ -98,7 +98,7 @@ func startSplitOn(tb testing.TB, config string, wrap func(h func(context.Context
 	if via != nil {
 		dialed = via(s.tunnelAddr)
 	}
-	s.agent.Tunnel = &agent.Tunnels{Edges: []string{dialed}, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS, Window: window,
+	s.agent.Tunnel = &client.Tunnels{Edges: []string{dialed}, Log: slogTo(e.log), Handle: handle, TLS: s.agentTLS, Window: window,
 		Report: s.agent.CertificateReport}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})

@@ -9,10 +9,10 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/statestore"
+	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/version"
 )
 
@@ -179,7 +179,7 @@ func (d *Daemon) lastAttemptOK() bool {
 
 // reportedCertificate is what agent said of the certificate it holds for endpoint, nil
 // when it said nothing (yet).
-func reportedCertificate(pool *edge.AgentPool, agent, endpoint string) *admin.CertificateStatus {
+func reportedCertificate(pool *server.AgentPool, agent, endpoint string) *admin.CertificateStatus {
 	rc, ok := pool.Reported(agent, endpoint)
 	if !ok {
 		return nil

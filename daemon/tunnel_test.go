@@ -12,10 +12,10 @@ import (
 
 	"github.com/hashicorp/yamux"
 
-	"github.com/tlsd/tlsd/agent"
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/tunnel"
+	"github.com/tlsd/tlsd/tunnel/client"
+	"github.com/tlsd/tlsd/tunnel/server"
 )
 
 // acceptTimes records when each connection was accepted.
@@ -52,7 +52,7 @@ func TestRejectedAgentBacksOff(t *testing.T) {
 
 	agentLog := &logBuffer{}
 	const base = 50 * time.Millisecond
-	client := &agent.TunnelClient{Edge: raw.Addr().String(), Log: slogTo(agentLog), BackoffBase: base, BackoffMax: 10 * time.Second,
+	client := &client.TunnelClient{Edge: raw.Addr().String(), Log: slogTo(agentLog), BackoffBase: base, BackoffMax: 10 * time.Second,
 		Handle: func(context.Context, tunnel.Header, net.Conn) {}, TLS: agentTLS}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -95,7 +95,7 @@ func edgeWithTunnel(t *testing.T, e *env, ln net.Listener, agentCA *testpki.Pair
 	must(t, err)
 	agentCert, err := agentCA.Issue(testpki.Options{CommonName: "api-agent", DNSNames: []string{"api-agent"}, Client: true})
 	must(t, err)
-	agents := edge.NewAgentPool(slogTo(e.log))
+	agents := server.NewAgentPool(slogTo(e.log))
 	ec, _ := tls.X509KeyPair(edgeCert.CertPEM(), edgeCert.KeyPEM())
 	go agents.Serve(ln, &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ec},
 		ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool(e.clientCA)})
@@ -156,7 +156,7 @@ func TestSessionsPerAgentBounded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t)
 	addr, cfg := edgeTunnel(t, e)
-	for range edge.MaxSessionsPerAgent {
+	for range server.MaxSessionsPerAgent {
 		rogueSession(t, addr, cfg)
 	}
 	c, err := tls.Dial("tcp", addr, cfg)
@@ -165,7 +165,7 @@ func TestSessionsPerAgentBounded(t *testing.T) {
 	must(t, err)
 	defer s.Close()
 	if _, err := s.Ping(); err == nil {
-		t.Errorf("session %d of one agent name was accepted", edge.MaxSessionsPerAgent+1)
+		t.Errorf("session %d of one agent name was accepted", server.MaxSessionsPerAgent+1)
 	}
 	e.log.waitFor(t, "agent session refused", "the most one name may hold")
 }

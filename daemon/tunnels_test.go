@@ -10,10 +10,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsd/tlsd/agent"
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/tunnel"
+	"github.com/tlsd/tlsd/tunnel/client"
+	"github.com/tlsd/tlsd/tunnel/server"
 )
 
 // resolver answers a name with the addresses the test sets, or fails.
@@ -63,9 +63,9 @@ func TestAgentKeepsASessionPerEdgeAddress(t *testing.T) {
 	_, port, _ := net.SplitHostPort(first.Addr().String())
 	second, err := net.Listen("tcp", "127.0.0.2:"+port)
 	must(t, err)
-	var pools []*edge.AgentPool
+	var pools []*server.AgentPool
 	for _, ln := range []net.Listener{first, second} {
-		p := edge.NewAgentPool(slogTo(e.log))
+		p := server.NewAgentPool(slogTo(e.log))
 		go p.Serve(ln, serverTLS)
 		t.Cleanup(p.Close)
 		pools = append(pools, p)
@@ -74,7 +74,7 @@ func TestAgentKeepsASessionPerEdgeAddress(t *testing.T) {
 	ac, _ := tls.X509KeyPair(agentCert.CertPEM(), agentCert.KeyPEM())
 	res := &resolver{}
 	res.set(nil, "127.0.0.1", "127.0.0.2")
-	tunnels := &agent.Tunnels{Edges: []string{net.JoinHostPort("edge.test", port)}, Log: slogTo(e.log), Lookup: res.lookup,
+	tunnels := &client.Tunnels{Edges: []string{net.JoinHostPort("edge.test", port)}, Log: slogTo(e.log), Lookup: res.lookup,
 		Resolve: 50 * time.Millisecond, Handle: func(context.Context, tunnel.Header, net.Conn) {},
 		TLS: &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{ac}, RootCAs: pool(tunnelCA)}}
 	ctx, cancel := context.WithCancel(context.Background())

@@ -34,28 +34,32 @@ func imports(t *testing.T) map[string][]string {
 func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 
 // allowed is the layout's arrows: what each package may import from the module. The data
-// plane (edge, agent, relay, termination, tunnel) takes plain values and never sees the
-// configuration; edge and agent are two halves that share relay, termination and the
-// tunnel's wire format but not each other; internal/ serves development only.
+// plane (edge, upstream, relay, termination, the tunnel's tree) takes plain values and
+// never sees the configuration; edge and upstream are two halves that share relay and
+// termination but not each other, and neither knows the tunnel, whose handlers the
+// daemon plugs into them; internal/ serves development only. ARCHITECTURE.md says the
+// same in prose: TestArchitectureNamesEveryPackage keeps the two together.
 var allowed = map[string][]string{
-	"cmd/tlsd":    {"admin", "certs", "daemon", "iprange", "localca", "ngrok", "reconcile", "schema", "statestore", "tunnel", "version"},
-	"daemon":      {"admin", "agent", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "version", "watch"},
-	"reconcile":   {"schema"},
-	"ngrok":       {"schema"},
-	"schema":      {"certs", "iprange"},
-	"edge":        {"iprange", "relay", "termination", "tunnel"},
-	"agent":       {"relay", "termination", "tunnel"},
-	"termination": {"relay"},
-	"relay":       {},
-	"tunnel":      {},
-	"autocert":    {"certs", "termination"},
-	"localca":     {"certs"},
-	"statestore":  {"certs", "termination"},
-	"certs":       {},
-	"iprange":     {},
-	"version":     {},
-	"watch":       {"reconcile", "schema"},
-	"admin":       {"agent", "edge", "schema", "version"},
+	"cmd/tlsd":      {"admin", "certs", "daemon", "iprange", "localca", "ngrok", "reconcile", "schema", "statestore", "tunnel", "version"},
+	"daemon":        {"admin", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "tunnel/client", "tunnel/server", "upstream", "version", "watch"},
+	"admin":         {"edge", "schema", "tunnel/client", "tunnel/server", "upstream", "version"},
+	"watch":         {"reconcile", "schema"},
+	"reconcile":     {"schema"},
+	"ngrok":         {"schema"},
+	"schema":        {"certs", "iprange"},
+	"edge":          {"iprange", "relay", "termination"},
+	"upstream":      {"relay", "termination"},
+	"tunnel/server": {"relay", "tunnel"},
+	"tunnel/client": {"tunnel"},
+	"tunnel":        {},
+	"termination":   {"relay"},
+	"relay":         {},
+	"iprange":       {},
+	"autocert":      {"certs", "termination"},
+	"localca":       {"certs"},
+	"statestore":    {"certs", "termination"},
+	"certs":         {},
+	"version":       {},
 
 	"bench":                      {"internal/testpki"},
 	"bench/cmd/benchrun":         {"bench"},
@@ -109,7 +113,7 @@ func TestForbiddenDependencies(t *testing.T) {
 		forbidden []string
 	}{
 		{module + "/edge", []string{yaml, watch}},
-		{module + "/agent", []string{yaml, watch}},
+		{module + "/upstream", []string{yaml, watch}},
 		{module + "/schema", []string{watch}},
 		{module + "/reconcile", []string{watch}},
 	}
@@ -123,6 +127,31 @@ func TestForbiddenDependencies(t *testing.T) {
 	for _, d := range deps(t, module+"/cmd/tlsd") {
 		if strings.HasPrefix(d, module+"/internal/") {
 			t.Errorf("the tlsd binary depends on %s: internal/ is for development only", d)
+		}
+	}
+}
+
+// TestYamuxOnlyInTheTunnel: the multiplexer is the tunnel's business. No package outside
+// the tunnel's tree (tunnel, tunnel/server, tunnel/client) imports it, and none but those that wire or show the tunnel (daemon, admin,
+// the binary) depends on it at all.
+func TestYamuxOnlyInTheTunnel(t *testing.T) {
+	const yamux = "github.com/hashicorp/yamux"
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}} {{join .Imports \" \"}}", module+"/...").Output()
+	if err != nil {
+		t.Fatalf("go list: %v", err)
+	}
+	wiring := []string{"daemon", "admin", "cmd/tlsd"}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		fields := strings.Fields(line)
+		pkg := rel(fields[0])
+		if pkg == "tunnel" || strings.HasPrefix(pkg, "tunnel/") {
+			continue
+		}
+		if slices.Contains(fields[1:], yamux) {
+			t.Errorf("%s imports yamux: only the tunnel's packages may", pkg)
+		}
+		if !slices.Contains(wiring, pkg) && slices.Contains(deps(t, fields[0]), yamux) {
+			t.Errorf("%s depends on yamux", pkg)
 		}
 	}
 }

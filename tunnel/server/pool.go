@@ -1,4 +1,9 @@
-package edge
+// Package server is the tunnel's edge side: the listener agents dial, their
+// authenticated yamux sessions grouped in pools by agent name, the choice of a session
+// for each client connection (ranked, probed, raced), the handler that carries a
+// connection through a stream, certificate reports and the hand-over of sessions on an
+// upgrade.
+package server
 
 import (
 	"cmp"
@@ -130,7 +135,7 @@ func (p *AgentPool) Serve(ln net.Listener, cfg *tls.Config) error {
 			if errors.Is(err, net.ErrClosed) {
 				return nil
 			}
-			backoff = nextBackoff(backoff) // the same as the client listeners'
+			backoff = nextBackoff(backoff)
 			p.log.Warn("tunnel accept failed; retrying", "error", err, "retry_in", backoff)
 			time.Sleep(backoff)
 			continue
@@ -465,4 +470,13 @@ func (p *AgentPool) Close() {
 		s.mux.Close()
 	}
 	p.wg.Wait()
+}
+
+// nextBackoff is the wait after a failed accept: 5 ms doubling to 1 s, as the client
+// listeners'.
+func nextBackoff(d time.Duration) time.Duration {
+	if d == 0 {
+		return 5 * time.Millisecond
+	}
+	return min(2*d, time.Second)
 }

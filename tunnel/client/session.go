@@ -1,4 +1,8 @@
-package agent
+// Package client is the tunnel's agent side: it dials every edge it is given (every
+// address an edge name resolves to), keeps an authenticated yamux session to each with
+// backoff and jitter, reads the stream header of each stream an edge opens and hands the
+// stream on, answers certificate-report streams, and drains on an upgrade.
+package client
 
 import (
 	"cmp"
