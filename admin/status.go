@@ -3,10 +3,10 @@ package admin
 import (
 	"time"
 
-	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel/client"
 	"github.com/tlsd/tlsd/tunnel/server"
+	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/version"
 )
 

@@ -14,13 +14,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/tunnel/client"
+	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/version"
 )
 

@@ -14,7 +14,6 @@ import (
 	"github.com/tlsd/tlsd/iprange"
 	"github.com/tlsd/tlsd/tunnel/server"
 
-	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/certs"
 	"github.com/tlsd/tlsd/edge"
@@ -23,6 +22,7 @@ import (
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/termination"
+	"github.com/tlsd/tlsd/upstream"
 )
 
 // role is the part of the data plane a daemon runs, and so what the builder makes.

@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/upstream"
 	"github.com/tlsd/tlsd/autocert"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/localca"
@@ -23,6 +22,7 @@ import (
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/statestore"
 	"github.com/tlsd/tlsd/tunnel/server"
+	"github.com/tlsd/tlsd/upstream"
 )
 
 // Options configure a Daemon.
