@@ -14,9 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/tlsd/tlsd/admin"
-	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/reconcile"
-	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/tunnel/client"
@@ -147,108 +145,13 @@ func (a *Agent) RecordFailedLoad(diags schema.Diagnostics, err error) {
 	a.recordLocked(false, diags, err)
 }
 
-// Handle serves one stream from the edge: the tunnel's Agent calls it.
+// Handle serves one stream from the edge: the tunnel's client calls it.
 func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
-	info := &relay.Info{Endpoint: h.Endpoint, Client: addr(h.Client), Local: addr(h.Local), SNI: h.SNI, Start: time.Now()}
-	if t := h.TLS; t != nil && h.Plain {
-		info.TLSVersion, info.ALPN, info.Resumed, info.ClientCert, info.ClientCN = t.Version, t.ALPN, t.Resumed, t.ClientCert, t.ClientCN
+	var route *client.Route
+	if r := a.gen.Load().routes[h.Endpoint]; r != nil {
+		route = &client.Route{Mode: r.ep.TerminateAt, Timeouts: timeouts(r.ep.Timeouts), Back: r.back}
 	}
-	defer relay.LogEnd(a.log, info)
-	r := a.gen.Load().routes[h.Endpoint]
-	switch {
-	case r == nil:
-		info.Fail("unknown_endpoint", fmt.Sprintf("the edge sent a connection for endpoint %s, which agent %s does not serve", h.Endpoint, a.name))
-		st.Close()
-		return
-	case h.Plain != (r.ep.TerminateAt == schema.TerminateEdge):
-		info.Fail("config_mismatch", fmt.Sprintf("edge and agent disagree on endpoint %s (the edge sent %s, this agent serves terminate_at: %s); deploy the same configuration to both",
-			h.Endpoint, map[bool]string{true: "plaintext", false: "TLS"}[h.Plain], r.ep.TerminateAt))
-		st.Close()
-		return
-	}
-	info.Mode = r.ep.TerminateAt
-	conn := &addrConn{Conn: st, remote: addr(h.Client), local: addr(h.Local)}
-	w := watchTimeouts(timeouts(r.ep.Timeouts), info.Start, st)
-	defer w.stop(info)
-	r.back.Serve(ctx, &relay.Conn{Conn: conn, Deadline: time.Now().Add(a.opts.HandshakeTimeout), Info: info, Dialed: w.dialed})
-}
-
-// streamWatch enforces an endpoint's timeouts on the agent's side of a stream, judged on
-// the upstream's socket (a stream is no socket): the edge does the same on the client's,
-// and whichever sees a timeout first ends the connection. A stream already holds the
-// goroutines of its copy, so one timer more is a small part of it.
-type streamWatch struct {
-	t       edge.Timeouts
-	since   time.Time
-	st      net.Conn
-	up      atomic.Pointer[net.Conn]
-	timer   *time.Timer
-	stopped atomic.Bool               // the stream is over: no more looks
-	why     atomic.Pointer[[2]string] // code and reason of the timeout that closed st
-}
-
-func watchTimeouts(t edge.Timeouts, since time.Time, st net.Conn) *streamWatch {
-	w := &streamWatch{t: t, since: since, st: st}
-	if t.Any() {
-		w.timer = time.AfterFunc(edge.SweepEvery, w.check)
-	}
-	return w
-}
-
-func (w *streamWatch) dialed(up net.Conn) { w.up.Store(&up) }
-
-// check closes the stream once a timeout has passed, else looks again when one may.
-func (w *streamWatch) check() {
-	if w.stopped.Load() {
-		return
-	}
-	var idle time.Duration
-	var half, known bool
-	if up := w.up.Load(); up != nil {
-		var err error
-		idle, half, err = relay.SocketActivity(*up)
-		known = err == nil
-	}
-	code, reason, wait := w.t.Verdict(time.Since(w.since), idle, half, known)
-	if code == "" {
-		w.timer.Reset(wait)
-		return
-	}
-	w.why.Store(&[2]string{code, reason})
-	w.st.Close()
-}
-
-// stop ends the watch; a timeout that closed the stream is what info says happened.
-func (w *streamWatch) stop(info *relay.Info) {
-	w.stopped.Store(true)
-	if w.timer != nil {
-		w.timer.Stop()
-	}
-	if why := w.why.Load(); why != nil {
-		info.Code, info.Reason = why[0], why[1]
-	}
-}
-
-// addrConn gives a tunnel stream the addresses of the client connection it carries, so
-// that PROXY headers and logs name the real client.
-type addrConn struct {
-	net.Conn
-	remote, local net.Addr
-}
-
-func (c *addrConn) RemoteAddr() net.Addr { return c.remote }
-func (c *addrConn) LocalAddr() net.Addr  { return c.local }
-
-type textAddr string
-
-func (a textAddr) Network() string { return "tcp" }
-func (a textAddr) String() string  { return string(a) }
-
-func addr(s string) net.Addr {
-	if ta, err := net.ResolveTCPAddr("tcp", s); err == nil {
-		return ta
-	}
-	return textAddr(s)
+	client.ServeStream(ctx, client.Stream{Agent: a.name, Header: h, Conn: st, Route: route, HandshakeTimeout: a.opts.HandshakeTimeout, Log: a.log})
 }
 
 // admin.Status reports the agent.

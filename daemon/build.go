@@ -216,8 +216,8 @@ func (b *builder) pool(ep *schema.Endpoint) *upstream.Pool {
 }
 
 // timeouts are the endpoint's, with the default half_close.
-func timeouts(t *schema.Timeouts) edge.Timeouts {
-	out := edge.Timeouts{HalfClose: schema.DefaultHalfClose}
+func timeouts(t *schema.Timeouts) relay.Timeouts {
+	out := relay.Timeouts{HalfClose: schema.DefaultHalfClose}
 	if t != nil {
 		out.Idle, out.MaxLifetime = schema.Duration(t.Idle), schema.Duration(t.MaxLifetime)
 		if t.HalfClose != "" {

@@ -114,7 +114,7 @@ type Daemon struct {
 	draining map[*edge.Server]struct{}
 	ca       *localca.CA
 	acme     accounts
-	http     *httpFront // --http-listen, nil without
+	http     *edge.HTTPFront // --http-listen, nil without
 	attempt  admin.Attempt
 	closed   bool
 }
@@ -180,7 +180,7 @@ func (d *Daemon) listeners() map[string]net.Listener {
 		out[addr] = s.Listener()
 	}
 	if d.http != nil {
-		out[d.http.addr] = d.http.ln
+		out[d.http.Addr] = d.http.Listener()
 	}
 	return out
 }
@@ -405,10 +405,10 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 		d.serveLocked(addr, ln, tables[addr])
 	}
 	if httpLn != nil {
-		f := newHTTPFront(d.opts.HTTPListen, httpLn, d.opts.HandshakeTimeout, d.log)
+		f := edge.NewHTTPFront(d.opts.HTTPListen, httpLn, d.opts.HandshakeTimeout, d.log)
 		d.http = f
 		d.bg.Add(1)
-		go func() { defer d.bg.Done(); f.serve() }()
+		go func() { defer d.bg.Done(); f.Serve() }()
 	}
 	for addr, s := range d.servers {
 		if tables[addr] == nil {
@@ -420,7 +420,7 @@ func (d *Daemon) switchLocked(next *generation, plan reconcile.Plan) error {
 	d.gen.Store(next)
 	d.acme.commit(next.acme, acmeDomains(next.routes))
 	if d.http != nil {
-		d.http.set(d.httpRoutesLocked(next))
+		d.http.Set(d.httpRoutesLocked(next))
 	}
 	d.metrics.generationApplied(next)
 	d.logApplied(next, plan)
@@ -528,7 +528,7 @@ func (d *Daemon) Shutdown(ctx context.Context) error {
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	wg.Add(1)
-	go func() { defer wg.Done(); front.shutdown(ctx) }()
+	go func() { defer wg.Done(); front.Shutdown(ctx) }()
 	for _, s := range all {
 		wg.Add(1)
 		go func() {

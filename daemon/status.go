@@ -77,7 +77,7 @@ func (d *Daemon) Status() admin.Status {
 	d.mu.Lock()
 	st := admin.Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt, StateStore: storeStatus(d.opts.StateStore)}
 	if d.http != nil {
-		st.HTTPListen = d.http.ln.Addr().String()
+		st.HTTPListen = d.http.Listener().Addr().String()
 	}
 	st.StartedAt, st.UptimeSeconds = d.started, time.Since(d.started).Round(time.Millisecond).Seconds()
 	st.Tunnel = d.opts.TunnelPKI.Status()

@@ -26,7 +26,7 @@ type Route struct {
 	// endpoint's name) against Limits; Timeouts close its open ones.
 	Limiter  *Limiter
 	Limits   LimitSettings
-	Timeouts Timeouts
+	Timeouts relay.Timeouts
 	// Fallback makes the route take the listener's connections whose SNI is missing or
 	// names no route.
 	Fallback bool

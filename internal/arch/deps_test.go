@@ -50,7 +50,7 @@ var allowed = map[string][]string{
 	"edge":          {"iprange", "relay", "termination"},
 	"upstream":      {"relay", "termination"},
 	"tunnel/server": {"relay", "tunnel"},
-	"tunnel/client": {"tunnel"},
+	"tunnel/client": {"relay", "tunnel"},
 	"tunnel":        {},
 	"termination":   {"relay"},
 	"relay":         {},

@@ -1,4 +1,4 @@
-package edge
+package relay
 
 import (
 	"testing"
