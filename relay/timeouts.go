@@ -46,4 +46,3 @@ func (t Timeouts) Verdict(age, idle time.Duration, halfClosed, known bool) (code
 	}
 	return "", "", max(wait, SweepEvery)
 }
-
