@@ -63,3 +63,17 @@ func diagAt(p Pos, path string, sev Severity, code, format string, args ...any) 
 	return Diagnostic{File: p.File, Line: p.Line, Column: p.Column, Path: path, Code: code,
 		Severity: sev, Message: fmt.Sprintf(format, args...)}
 }
+
+// Summary is the one-line count that ends a text report.
+func (r *Result) Summary() string {
+	errs, warns := r.Diagnostics.Count()
+	return fmt.Sprintf("%s, %s: %s, %s", plural(r.Files, "file"), plural(r.Endpoints, "endpoint"),
+		plural(errs, "error"), plural(warns, "warning"))
+}
+
+func plural(n int, word string) string {
+	if n == 1 {
+		return "1 " + word
+	}
+	return fmt.Sprintf("%d %ss", n, word)
+}

@@ -87,8 +87,8 @@ func readRef(path string) ([]byte, string, error) {
 		return nil, "file-unreadable", fmt.Errorf("cannot read %s: %w", path, unwrapPathError(err))
 	case fi.IsDir():
 		return nil, "file-unreadable", fmt.Errorf("%s is a directory, not a PEM file", path)
-	case fi.Size() > maxFileSize:
-		return nil, "file-unreadable", fmt.Errorf("%s is larger than %d MiB; it is not a PEM file", path, maxFileSize>>20)
+	case fi.Size() > MaxFileSize:
+		return nil, "file-unreadable", fmt.Errorf("%s is larger than %d MiB; it is not a PEM file", path, MaxFileSize>>20)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {

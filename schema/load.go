@@ -10,8 +10,8 @@ import (
 	"time"
 )
 
-// maxFileSize bounds one configuration file; endpoint files are a few hundred bytes each.
-const maxFileSize = 8 << 20
+// MaxFileSize bounds one configuration file; endpoint files are a few hundred bytes each.
+const MaxFileSize = 8 << 20
 
 // Result is what Load found.
 type Result struct {
@@ -66,12 +66,12 @@ func readConfigFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	defer f.Close()
-	data, err := io.ReadAll(io.LimitReader(f, maxFileSize+1))
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
 	if err != nil {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
-	if len(data) > maxFileSize {
-		return nil, fmt.Errorf("read %s: file is larger than %d MiB", path, maxFileSize>>20)
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("read %s: file is larger than %d MiB", path, MaxFileSize>>20)
 	}
 	return data, nil
 }
@@ -160,8 +160,7 @@ func (l *loader) addDocument(d *document) {
 	case "Issuer":
 		l.issuers = append(l.issuers, &issuerDoc{is: buildIssuer(d, m), doc: d})
 	case "IPPolicy":
-		l.policies = append(l.policies, &policyDoc{p: &IPPolicy{Name: name, AllowCIDRs: strs(m, "allow_cidrs"),
-			DenyCIDRs: strs(m, "deny_cidrs"), Pos: d.nodePos(d.root)}, doc: d})
+		l.policies = append(l.policies, &policyDoc{p: buildPolicy(d, m), doc: d})
 	}
 }
 
@@ -322,6 +321,10 @@ func buildMutualTLS(d *document, mt map[string]any) *MutualTLS {
 			EmailAddresses: strs(a, "email_addresses"), OrganizationalUnits: strs(a, "organizational_units")}
 	}
 	return m
+}
+
+func buildPolicy(d *document, m map[string]any) *IPPolicy {
+	return &IPPolicy{Name: str(m, "name"), AllowCIDRs: strs(m, "allow_cidrs"), DenyCIDRs: strs(m, "deny_cidrs"), Pos: d.nodePos(d.root)}
 }
 
 func buildIssuer(d *document, m map[string]any) *Issuer {

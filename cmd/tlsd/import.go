@@ -9,6 +9,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/tlsd/tlsd/ngrok"
+	"github.com/tlsd/tlsd/report"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -117,7 +118,7 @@ func writeImport(stdout, stderr io.Writer, res *ngrok.Result, out string, force,
 		return &exitError{exitUsage, err}
 	}
 	fmt.Fprintf(stdout, "validating %s:\n", out)
-	schema.WriteReport(stdout, v, schema.ReportOptions{Format: schema.FormatText})
+	report.Write(stdout, v, report.Options{Format: report.FormatText})
 	if v.Diagnostics.HasErrors() {
 		return &exitError{code: exitInvalid}
 	}

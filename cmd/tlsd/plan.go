@@ -10,6 +10,7 @@ import (
 
 	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/reconcile"
+	"github.com/tlsd/tlsd/report"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -105,7 +106,7 @@ func loadForPlan(cmd *cobra.Command, load schema.Options, paths ...string) (*sch
 		return nil, &exitError{exitUsage, err}
 	}
 	if res.Config == nil {
-		schema.WriteReport(cmd.ErrOrStderr(), res, schema.ReportOptions{Format: schema.FormatText})
+		report.Write(cmd.ErrOrStderr(), res, report.Options{Format: report.FormatText})
 		return nil, &exitError{exitInvalid, fmt.Errorf("%s is not a valid configuration", strings.Join(paths, " "))}
 	}
 	return res.Config, nil

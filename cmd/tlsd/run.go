@@ -23,6 +23,7 @@ import (
 	"github.com/tlsd/tlsd/daemon"
 	"github.com/tlsd/tlsd/iprange"
 	"github.com/tlsd/tlsd/localca"
+	"github.com/tlsd/tlsd/report"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -134,7 +135,7 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 	}
 	refused := fmt.Errorf("refusing to start: the configuration has errors")
 	if res.Diagnostics.HasErrors() && f.logFormat != "json" {
-		schema.WriteReport(cmd.ErrOrStderr(), res, schema.ReportOptions{Format: schema.FormatText})
+		report.Write(cmd.ErrOrStderr(), res, report.Options{Format: report.FormatText})
 		return nil, nil, &exitError{exitInvalid, refused}
 	}
 	for _, d := range res.Diagnostics {

@@ -11,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/tlsd/tlsd/report"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -44,8 +45,8 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
   git show HEAD:endpoints/billing.yaml | tlsd validate --skip-files -`,
 		Args: pathArgs("check", "tlsd validate endpoints/"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			if !slices.Contains(schema.Formats, format) {
-				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want %s)", format, strings.Join(schema.Formats, ", "))}
+			if !slices.Contains(report.Formats, format) {
+				return &exitError{exitUsage, fmt.Errorf("--format: unknown format %q (want %s)", format, strings.Join(report.Formats, ", "))}
 			}
 			useColor, err := wantColor(color, cmd.OutOrStdout())
 			if err != nil {
@@ -68,7 +69,7 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
-			if err := schema.WriteReport(cmd.OutOrStdout(), res, schema.ReportOptions{Format: format, Color: useColor}); err != nil {
+			if err := report.Write(cmd.OutOrStdout(), res, report.Options{Format: format, Color: useColor}); err != nil {
 				return &exitError{exitUsage, err}
 			}
 			if res.Diagnostics.HasErrors() {
@@ -78,14 +79,14 @@ Exit status: 0 valid (warnings allowed), 1 invalid, 2 usage or I/O error.`,
 		},
 	}
 	f := cmd.Flags()
-	f.StringVar(&format, "format", schema.FormatText, "output format: text, json or github (workflow annotations)")
+	f.StringVar(&format, "format", report.FormatText, "output format: text, json or github (workflow annotations)")
 	f.StringVar(&color, "color", "auto", "colour text output: auto (on a terminal, unless NO_COLOR is set), always or never")
 	f.BoolVar(&skipFiles, "skip-files", false, "check everything but the referenced certificate, key and CA files (for CI without secrets)")
 	f.StringVar(&role, "role", schema.RoleAll, "check only the files this side of a split deployment reads: edge, agent or all")
 	f.StringVar(&agentName, "agent", "", "with --role agent: only the endpoints of this agent")
 	f.StringVar(&httpListen, "http-listen", "", "the --http-listen `ADDR` the daemons run with: issuers offering http-01 then draw no warning")
 	addExcludeFlag(f, &exclude)
-	completeValues(cmd, "format", schema.Formats...)
+	completeValues(cmd, "format", report.Formats...)
 	completeValues(cmd, "color", "auto", "always", "never")
 	completeValues(cmd, "role", schema.RoleAll, schema.RoleEdge, schema.RoleAgent)
 	return cmd

@@ -1,4 +1,7 @@
-package schema
+// Package report writes what tlsd validate found: diagnostics with their source line and
+// a caret (text, optionally coloured), one JSON object for tools, or GitHub workflow
+// annotations; each ends with the summary line.
+package report
 
 import (
 	"bufio"
@@ -8,9 +11,11 @@ import (
 	"io"
 	"os"
 	"strings"
+
+	"github.com/tlsd/tlsd/schema"
 )
 
-// Output formats of WriteReport.
+// Output formats of Write.
 const (
 	FormatText   = "text"
 	FormatJSON   = "json"
@@ -20,14 +25,14 @@ const (
 // Formats lists the report formats, for flag help and validation.
 var Formats = []string{FormatText, FormatJSON, FormatGitHub}
 
-// ReportOptions tune WriteReport.
-type ReportOptions struct {
+// Options tune Write.
+type Options struct {
 	Format string
 	Color  bool // ANSI colours in text output (only when writing to a terminal)
 }
 
-// WriteReport prints the diagnostics of r and a summary.
-func WriteReport(w io.Writer, r *Result, o ReportOptions) error {
+// Write prints the diagnostics of r and a summary.
+func Write(w io.Writer, r *schema.Result, o Options) error {
 	bw := bufio.NewWriter(w)
 	switch o.Format {
 	case FormatJSON:
@@ -42,20 +47,6 @@ func WriteReport(w io.Writer, r *Result, o ReportOptions) error {
 	return bw.Flush()
 }
 
-// Summary is the one-line count that ends a text report.
-func (r *Result) Summary() string {
-	errs, warns := r.Diagnostics.Count()
-	return fmt.Sprintf("%s, %s: %s, %s", plural(r.Files, "file"), plural(r.Endpoints, "endpoint"),
-		plural(errs, "error"), plural(warns, "warning"))
-}
-
-func plural(n int, word string) string {
-	if n == 1 {
-		return "1 " + word
-	}
-	return fmt.Sprintf("%d %ss", n, word)
-}
-
 const (
 	ansiReset  = "\x1b[0m"
 	ansiBold   = "\x1b[1m"
@@ -65,7 +56,7 @@ const (
 	ansiBlue   = "\x1b[1;34m"
 )
 
-func writeText(w *bufio.Writer, r *Result, color bool) {
+func writeText(w *bufio.Writer, r *schema.Result, color bool) {
 	paint := func(code, s string) string {
 		if !color {
 			return s
@@ -75,7 +66,7 @@ func writeText(w *bufio.Writer, r *Result, color bool) {
 	src := sourceCache{}
 	for _, d := range r.Diagnostics {
 		sevColor := ansiRed
-		if d.Severity == SeverityWarning {
+		if d.Severity == schema.SeverityWarning {
 			sevColor = ansiYellow
 		}
 		fmt.Fprintf(w, "%s %s %s [%s]\n", paint(ansiBold, fmt.Sprintf("%s:%d:%d:", d.File, d.Line, d.Column)),
@@ -119,7 +110,7 @@ func (c sourceCache) line(file string, n int) (string, bool) {
 	lines, ok := c[file]
 	if !ok {
 		data, err := os.ReadFile(file)
-		if err == nil && len(data) <= maxFileSize {
+		if err == nil && len(data) <= schema.MaxFileSize {
 			lines = strings.Split(string(bytes.ReplaceAll(data, []byte("\r\n"), []byte("\n"))), "\n")
 		}
 		c[file] = lines
@@ -131,8 +122,8 @@ func (c sourceCache) line(file string, n int) (string, bool) {
 }
 
 type jsonReport struct {
-	Diagnostics Diagnostics `json:"diagnostics"`
-	Summary     jsonSummary `json:"summary"`
+	Diagnostics schema.Diagnostics `json:"diagnostics"`
+	Summary     jsonSummary        `json:"summary"`
 }
 
 type jsonSummary struct {
@@ -142,11 +133,11 @@ type jsonSummary struct {
 	Warnings  int `json:"warnings"`
 }
 
-func writeJSON(w *bufio.Writer, r *Result) {
+func writeJSON(w *bufio.Writer, r *schema.Result) {
 	errs, warns := r.Diagnostics.Count()
 	diags := r.Diagnostics
 	if diags == nil {
-		diags = Diagnostics{}
+		diags = schema.Diagnostics{}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
@@ -156,7 +147,7 @@ func writeJSON(w *bufio.Writer, r *Result) {
 
 // writeGitHub prints workflow commands, which GitHub Actions shows as annotations on the
 // pull request's lines.
-func writeGitHub(w *bufio.Writer, r *Result) {
+func writeGitHub(w *bufio.Writer, r *schema.Result) {
 	for _, d := range r.Diagnostics {
 		fmt.Fprintf(w, "::%s file=%s,line=%d,col=%d,title=%s::%s\n", d.Severity,
 			ghProperty(d.File), d.Line, d.Column, ghProperty("tlsd "+d.Code), ghData(d.Message))
