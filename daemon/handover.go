@@ -7,10 +7,11 @@ import (
 	"log/slog"
 	"net"
 	"os"
-	"os/exec"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 )
 
@@ -190,27 +191,65 @@ func handOver(exe string, args, env []string, sockets map[string]net.Listener, t
 		return 0, err
 	}
 	defer readyR.Close()
-	cmd := exec.Command(exe, args...)
-	cmd.Stdout, cmd.Stderr = os.Stdout, os.Stderr
-	cmd.ExtraFiles = append(files, readyW)
-	cmd.Env = append(append(os.Environ(), env...), envListenFDs+"="+spec, envReadyFD+"="+strconv.Itoa(3+len(files)))
-	err = cmd.Start()
+	env = append(append(os.Environ(), env...), envListenFDs+"="+spec, envReadyFD+"="+strconv.Itoa(3+len(files)))
+	proc, err := startWith(exe, args, env, append(files, readyW))
 	readyW.Close() // the child has its own
 	if err != nil {
 		return 0, fmt.Errorf("start %s: %w", exe, err)
 	}
-	log.Info("upgrade: started the new process; waiting for it to serve", "pid", cmd.Process.Pid, "binary", exe)
-	if err := waitReady(cmd, readyR, timeout); err != nil {
-		cmd.Process.Kill()
+	log.Info("upgrade: started the new process; waiting for it to serve", "pid", proc.Pid, "binary", exe)
+	if err := waitReady(proc, readyR, timeout); err != nil {
+		proc.Kill()
 		return 0, err
 	}
-	go cmd.Wait() // reap it if it ends before this process does
-	return cmd.Process.Pid, nil
+	go proc.Wait() // reap it if it ends before this process does
+	return proc.Pid, nil
+}
+
+// startWith starts exe with this process's standard output and error and extra as
+// descriptors 3 and on. It passes the raw descriptors: os/exec would take each through
+// File.Fd, which puts a descriptor in blocking mode, and a listener's copy shares that
+// mode with the listener itself. This process's accept would then block in the kernel,
+// and closing the listener after the hand-over would wait for a connection that may
+// never come (seen: the HTTP listener, which gets few).
+func startWith(exe string, args, env []string, extra []*os.File) (*os.Process, error) {
+	devNull, err := os.Open(os.DevNull)
+	if err != nil {
+		return nil, err
+	}
+	defer devNull.Close()
+	fds := make([]uintptr, 0, 3+len(extra))
+	for _, f := range append([]*os.File{devNull, os.Stdout, os.Stderr}, extra...) {
+		fd, err := rawFd(f)
+		if err != nil {
+			return nil, err
+		}
+		fds = append(fds, fd)
+	}
+	pid, _, err := syscall.StartProcess(exe, append([]string{exe}, args...), &syscall.ProcAttr{Env: env, Files: fds})
+	runtime.KeepAlive(extra) // open until the child has its copies
+	if err != nil {
+		return nil, err
+	}
+	return os.FindProcess(pid)
+}
+
+// rawFd is f's descriptor, leaving its blocking mode as it is (unlike File.Fd).
+func rawFd(f *os.File) (uintptr, error) {
+	rc, err := f.SyscallConn()
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	var fd uintptr
+	if err := rc.Control(func(d uintptr) { fd = d }); err != nil {
+		return 0, fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	return fd, nil
 }
 
 // waitReady waits for the child's word on the pipe; its exit or the timeout comes first
 // on failure.
-func waitReady(cmd *exec.Cmd, ready *os.File, timeout time.Duration) error {
+func waitReady(proc *os.Process, ready *os.File, timeout time.Duration) error {
 	got := make(chan error, 1)
 	go func() {
 		buf := make([]byte, 16)
@@ -227,7 +266,7 @@ func waitReady(cmd *exec.Cmd, ready *os.File, timeout time.Duration) error {
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			return fmt.Errorf("the new process did not serve within %s", timeout)
 		}
-		state, _ := cmd.Process.Wait()
+		state, _ := proc.Wait()
 		return fmt.Errorf("the new process ended before serving (%v)", state)
 	}
 	return nil

@@ -1,6 +1,7 @@
 package arch
 
 import (
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -167,6 +168,34 @@ func TestEveryPackageHasADocComment(t *testing.T) {
 		path, doc, _ := strings.Cut(line, "\t")
 		if strings.TrimSpace(doc) == "" {
 			t.Errorf("package %s has no package doc comment", path)
+		}
+	}
+}
+
+// TestArchitectureNamesEveryPackage: ARCHITECTURE.md's package table names every package
+// of the module, and no package that is gone.
+func TestArchitectureNamesEveryPackage(t *testing.T) {
+	doc, err := os.ReadFile("../../ARCHITECTURE.md")
+	if err != nil {
+		t.Fatalf("ARCHITECTURE.md: %v", err)
+	}
+	listed := map[string]bool{}
+	for _, line := range strings.Split(string(doc), "\n") {
+		if cell, _, ok := strings.Cut(strings.TrimPrefix(line, "| "), " |"); ok && strings.HasPrefix(line, "| `") {
+			for _, name := range strings.Split(cell, ", ") {
+				listed[strings.Trim(name, "`")] = true
+			}
+		}
+	}
+	pkgs := imports(t)
+	for pkg := range pkgs {
+		if !listed[pkg] {
+			t.Errorf("package %s is not in ARCHITECTURE.md's table: give it a line saying its one job", pkg)
+		}
+	}
+	for name := range listed {
+		if _, ok := pkgs[name]; !ok {
+			t.Errorf("ARCHITECTURE.md lists %s, which is no package of the module", name)
 		}
 	}
 }
