@@ -287,7 +287,9 @@ func TestPoolPolicies(t *testing.T) {
 	before := free.hits.Load()
 	for range 6 {
 		must(t, echoVia(e, "least.test"))
-		eventually(5*time.Second, func() bool { return activeOf(e, "least") == 2 })
+		if !eventually(5*time.Second, func() bool { return activeOf(e, "least") == 2 }) {
+			t.Fatalf("%d connections open on least.test's entries, want the 2 long ones once the short one ended", activeOf(e, "least"))
+		}
 	}
 	if got := free.hits.Load() - before; got != 6 {
 		t.Errorf("least_connections sent %d of 6 short connections to the entry with none open", got)

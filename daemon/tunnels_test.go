@@ -90,7 +90,9 @@ func TestAgentKeepsASessionPerEdgeAddress(t *testing.T) {
 
 	res.set(errors.New("SERVFAIL"))
 	calls := res.called()
-	eventually(10*time.Second, func() bool { return res.called() >= calls+3 }) // three failed rounds
+	if !eventually(10*time.Second, func() bool { return res.called() >= calls+3 }) { // three failed rounds
+		t.Fatalf("the resolver was asked %d times after it began to fail, want 3 rounds", res.called()-calls)
+	}
 	if sessions(0) != 1 || sessions(1) != 1 {
 		t.Fatalf("a failed lookup cut sessions: %d and %d", sessions(0), sessions(1))
 	}

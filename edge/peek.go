@@ -63,18 +63,13 @@ func (b *HelloBudget) give(n int) {
 // buffer; what the connection keeps is an exact copy of the bytes read.
 var peekBufs = sync.Pool{New: func() any { b := make([]byte, 4096); return &b }}
 
-// PeekClientHello reads the client's ClientHello and returns what tlsd routes by with
-// every byte read, which the caller must replay to whatever handles the connection next.
-// It reads nothing past the bytes the client has sent with its hello, and allocates
-// little: this runs for every connection. The caller sets the deadline.
-func PeekClientHello(conn net.Conn) (*tls.ClientHelloInfo, []byte, error) {
-	return peekWithin(conn, nil, nil)
-}
-
-// peekWithin is PeekClientHello with the memory beyond the first buffer taken from
-// budget (nil: unbounded); a hello that finds the budget spent fails with errBusy. The
-// hello begins with start, bytes already read (past a PROXY header), shorter than the
-// first buffer.
+// peekWithin reads the client's ClientHello and returns what tlsd routes by with every
+// byte read, which the caller must replay to whatever handles the connection next. It
+// reads nothing past the bytes the client has sent with its hello, and allocates little:
+// this runs for every connection. The caller sets the deadline. Memory beyond the first
+// buffer comes from budget (nil: unbounded); a hello that finds the budget spent fails
+// with errBusy. The hello begins with start, bytes already read (past a PROXY header),
+// shorter than the first buffer.
 func peekWithin(conn net.Conn, budget *HelloBudget, start []byte) (*tls.ClientHelloInfo, []byte, error) {
 	bp := peekBufs.Get().(*[]byte)
 	defer peekBufs.Put(bp)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -141,18 +142,9 @@ func startRole(t *testing.T, role, dir, listen, cfg string) *lockedBuffer {
 // waitOutput waits until one line of out holds every part.
 func waitOutput(t *testing.T, out *lockedBuffer, parts ...string) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second) // a race-built child reloads slowly on a loaded machine
-	for {
-		for _, line := range strings.Split(out.String(), "\n") {
-			if containsEvery(line, parts) {
-				return
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no line with %q in:\n%s", parts, out)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitUntil(t, fmt.Sprintf("a line with %q", parts), func() bool {
+		return slices.ContainsFunc(strings.Split(out.String(), "\n"), func(line string) bool { return containsEvery(line, parts) })
+	}, out)
 }
 
 func containsEvery(s string, parts []string) bool {

@@ -134,6 +134,14 @@ func (w *upgradeWorld) tlsEcho() string {
 
 // load opens long-lived connections on both endpoints that echo continuously, and a
 // stream of new connections.
+// moreServed waits until n more new connections have ended, well or not: the load has
+// reached the process now serving.
+func (w *upgradeWorld) moreServed(n int64) {
+	w.t.Helper()
+	from := w.newOK.Load() + w.newFailed.Load()
+	waitUntil(w.t, "new connections", func() bool { return w.newOK.Load()+w.newFailed.Load() >= from+n })
+}
+
 func (w *upgradeWorld) load() {
 	w.loadOn([]string{"term.test", "pt.test", "term.test", "pt.test"}, "term.test", "pt.test")
 }
@@ -241,7 +249,7 @@ func TestUpgradeUnderLoad(t *testing.T) {
 		}
 		pids = append(pids, readPID(w.pidFile))
 	}
-	time.Sleep(200 * time.Millisecond) // some new connections on the last process
+	w.moreServed(5) // some new connections on the last process
 	close(w.stop)
 	w.wg.Wait()
 	if v := w.servedVersion(); v != "v-new" {
@@ -290,17 +298,18 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 	good, _ := os.ReadFile(filepath.Join(conf, "e.yaml"))
 	cases := []struct {
 		name    string
+		refused bool // the running process reloads and refuses the change
 		prepare func()
 	}{
-		{"the new binary exits at once", func() {
+		{"the new binary exits at once", false, func() {
 			mustT(t, os.Rename(w.bin, w.bin+".real"))
 			mustT(t, os.WriteFile(w.bin, []byte("#!/bin/sh\nexit 3\n"), 0o755))
 		}},
-		{"the configuration became invalid", func() {
+		{"the configuration became invalid", true, func() {
 			mustT(t, os.Rename(w.bin+".real", w.bin))
 			mustT(t, os.WriteFile(filepath.Join(conf, "broken.yaml"), []byte("apiVersion: tlsd/v1\nkind: Endpoint\n"), 0o644))
 		}},
-		{"the new process cannot bind", func() {
+		{"the new process cannot bind", true, func() {
 			mustT(t, os.Remove(filepath.Join(conf, "broken.yaml")))
 			busyEP := strings.NewReplacer("name: pt", "name: busy", "pt.test", "busy.test").Replace(string(good[bytes.Index(good, []byte("---\n"))+4:])) +
 				"listen: " + busy.Addr().String() + "\n"
@@ -308,8 +317,11 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 		}},
 	}
 	for i, c := range cases {
+		refusals := strings.Count(w.out.String(), "reload failed")
 		c.prepare()
-		time.Sleep(300 * time.Millisecond) // the running process has seen the change (and refused it)
+		if c.refused { // the running process has seen the change and refused it
+			waitUntil(t, "a refused reload", func() bool { return strings.Count(w.out.String(), "reload failed") > refusals })
+		}
 		mustT(t, syscall.Kill(pid, syscall.SIGUSR2))
 		deadline := time.Now().Add(30 * time.Second)
 		for strings.Count(w.out.String(), "upgrade failed; this process keeps serving") <= i {
@@ -322,7 +334,7 @@ func TestFailedUpgradeKeepsServing(t *testing.T) {
 			t.Fatalf("%s: the old process stopped serving", c.name)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	w.moreServed(5)
 	close(w.stop)
 	w.wg.Wait()
 	t.Logf("3 failed upgrades: %d new connections ok, %d failed", w.newOK.Load(), w.newFailed.Load())
@@ -380,7 +392,7 @@ func TestRestartNegativeControl(t *testing.T) {
 			t.Fatalf("the restarted tlsd never served\n%s", w.out)
 		}
 	}
-	time.Sleep(100 * time.Millisecond)
+	w.moreServed(5)
 	close(w.stop)
 	w.wg.Wait()
 	t.Logf("kill and start: %d new connections ok, %d failures (first: %v)", w.newOK.Load(), w.newFailed.Load(), w.firstFailure.Load())
@@ -469,7 +481,7 @@ func TestEdgeUpgradeWithAgent(t *testing.T) {
 		}
 		pid = readPID(pidFile)
 	}
-	time.Sleep(200 * time.Millisecond)
+	load.moreServed(5)
 	close(load.stop)
 	load.wg.Wait()
 	t.Logf("%d edge upgrades: %d new connections ok, %d failed; %d long-lived connections", edgeUpgrades, load.newOK.Load(), load.newFailed.Load(), len(load.longs))
@@ -517,7 +529,7 @@ func TestAgentUpgrade(t *testing.T) {
 		}
 		pid = readPID(pidFile)
 	}
-	time.Sleep(200 * time.Millisecond)
+	load.moreServed(5)
 	close(load.stop)
 	load.wg.Wait()
 	t.Logf("3 agent upgrades: %d new connections ok, %d failed; %d long-lived connections", load.newOK.Load(), load.newFailed.Load(), len(load.longs))
