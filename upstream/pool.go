@@ -114,29 +114,40 @@ func (h *Health) Status(now time.Time) HealthStatus {
 }
 
 // candidates are the entries to try for one connection, in order: the policy's choice
-// first, then the others; entries that are down are left out.
+// first, then the others; entries that are down are left out before the turn is taken,
+// so a down entry's share spreads over the others instead of falling on its successor.
+// Least connections takes turns too, so that ties (connections arriving together) spread.
 func (p *Pool) candidates(now time.Time) []*Entry {
-	n := len(p.Entries)
-	order := make([]*Entry, 0, n)
+	up := p.usable(now)
+	n := len(up)
+	if n == 0 {
+		return up
+	}
 	start := 0
 	switch p.Policy {
-	case RoundRobin, "":
-		start = int(p.next.Add(1)-1) % n
+	case RoundRobin, "", LeastConnections:
+		start = int((p.next.Add(1) - 1) % uint64(n))
 	case Random:
 		start = rand.IntN(n)
 	}
-	for i := range n {
-		order = append(order, p.Entries[(start+i)%n])
-	}
+	order := append(append(make([]*Entry, 0, n), up[start:]...), up[:start]...)
 	if p.Policy == LeastConnections {
-		slices.SortStableFunc(order, func(a, b *Entry) int { return int(a.Active.Load() - b.Active.Load()) })
+		slices.SortStableFunc(order, func(a, b *Entry) int { return cmp.Compare(a.Active.Load(), b.Active.Load()) })
 	}
-	if n == 1 {
-		// A single upstream is dialed despite failed dials (there is nothing to fail over
-		// to), but not when its active check fails.
-		return slices.DeleteFunc(order, func(e *Entry) bool { return !e.Health.checkedUp() })
+	return order
+}
+
+// usable are the entries that may be dialed now, in list order. A single upstream is
+// dialed despite failed dials (there is nothing to fail over to), but not when its active
+// check fails.
+func (p *Pool) usable(now time.Time) []*Entry {
+	up := make([]*Entry, 0, len(p.Entries))
+	for _, e := range p.Entries {
+		if (len(p.Entries) == 1 && e.Health.checkedUp()) || (len(p.Entries) > 1 && e.Health.Up(now)) {
+			up = append(up, e)
+		}
 	}
-	return slices.DeleteFunc(order, func(e *Entry) bool { return !e.Health.Up(now) })
+	return up
 }
 
 // dial connects to the first entry of the pool that answers. A failed dial marks its
