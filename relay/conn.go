@@ -1,6 +1,6 @@
 // Package relay carries a client connection to its destination once tlsd knows where it
 // goes: the Conn a Handler receives (with the bytes already peeked from it), the Info that
-// becomes its log line, and the byte-moving engine both edge and agent use: the epoll relay
+// becomes its log line, and the byte-moving engine both edge and upstream use: the epoll relay
 // loop (an idle passthrough connection holds no goroutine and no buffer), splice through
 // pooled pipes, half-close, and the copies that tell a peer that left from a broken one.
 package relay

@@ -2,7 +2,7 @@
 // to the edge (TLS 1.3, both sides authenticated) and keeps one yamux session, with the
 // configuration both sides use; the edge opens a stream per client connection, starting
 // with the small Header that names the endpoint and the client, before the client's
-// bytes. The edge's side lives in package edge, the agent's in package agent.
+// bytes. The edge's side lives in tunnel/server, the agent's in tunnel/client.
 package tunnel
 
 import (
