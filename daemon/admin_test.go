@@ -107,7 +107,7 @@ func TestAdminEndpoints(t *testing.T) {
 			t.Errorf("/metrics lacks %s", want)
 		}
 	}
-	for name := range MetricHelp {
+	for name := range admin.MetricHelp {
 		if name == "tlsd_acme_orders_total" || strings.HasPrefix(name, "tlsd_tunnel_") || strings.HasPrefix(name, "tlsd_agent_") ||
 			name == "tlsd_upstream_tls_handshake_duration_seconds" || name == "tlsd_state_store_up" || name == "tlsd_endpoint_agent_up" {
 			continue // no ACME issuer, tunnel, tls:// upstream or state store here: the ACME, split, upstream and fleet tests see those

@@ -61,7 +61,7 @@ func NewAgent(name string, opts Options) *Agent {
 		opts.HandshakeTimeout = 10 * time.Second
 	}
 	a := &Agent{name: name, opts: opts, log: opts.Logger, health: map[string]*upstream.Health{}, started: time.Now(),
-		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsd_acme_orders_total", Help: MetricHelp["tlsd_acme_orders_total"]},
+		orders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tlsd_acme_orders_total", Help: admin.MetricHelp["tlsd_acme_orders_total"]},
 			[]string{"issuer", "challenge", "result"})}
 	a.acme.options = acmeOptions(opts, func(issuer, challenge string, ok bool) {
 		a.orders.WithLabelValues(issuer, challenge, map[bool]string{true: "ok", false: "failed"}[ok]).Inc()

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
@@ -16,7 +15,6 @@ import (
 	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/tunnel/client"
-	"github.com/tlsd/tlsd/watch"
 )
 
 // AgentRunOptions configure RunAgent.
@@ -35,6 +33,9 @@ type AgentRunOptions struct {
 // RunAgent serves the agent's endpoints through its tunnel to the edge and applies
 // configuration changes, until ctx ends.
 func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) error {
+	if o.Watcher != nil {
+		defer o.Watcher.Close()
+	}
 	adminLn, err := listenAdmin(o.RunOptions)
 	if err != nil {
 		return err
@@ -45,12 +46,14 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 		closeIf(adminLn)
 		return err
 	}
-	w, err := watch.New(o.watchOptions(a.log, func() (int, bool) { return upgradeAgent(a, o.RunOptions, adminLn) }))
+	w, err := o.watcher(a.log)
 	if err != nil {
 		closeIf(adminLn)
-		return fmt.Errorf("watch configuration: %w", err)
+		return err
 	}
-	defer w.Close()
+	if o.Watcher == nil {
+		defer w.Close()
+	}
 	w.Arm(initial)
 	a.Tunnel = &client.Tunnels{Edges: o.Edges, TLS: o.TLS, Config: tunnelConfig(o.TunnelPKI), Report: a.CertificateReport, Handle: a.Handle, Log: a.log, Resolve: o.Resolve,
 		BackoffBase: o.BackoffBase, BackoffMax: o.BackoffMax, Window: o.Window}
@@ -65,7 +68,7 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	o.Inherited.closeUnused(a.log)
 	awaitTunnel(a.Tunnel, o.Inherited, a.log)
 	o.Inherited.Ready()
-	if successor := w.Run(ctx, a); successor != 0 {
+	if successor := w.Run(ctx, a, o.reload(a.log, func() (int, bool) { return upgradeAgent(a, o.RunOptions, adminLn) })); successor != 0 {
 		stopAdmin() // the new process's now
 		ictx, stopIgnoring := context.WithCancel(context.Background())
 		defer stopIgnoring()
@@ -137,28 +140,28 @@ func allConnected(t *client.Tunnels) bool {
 // AdminHandler serves the agent's /healthz, /readyz, /status, /config, /metrics and
 // /debug/pprof/.
 func (a *Agent) AdminHandler() http.Handler {
-	reg := newRegistry()
+	reg := admin.NewRegistry()
 	reg.MustRegister(a.orders, newCertExpiry(func() map[string]*builtRoute { return a.gen.Load().routes }))
 	if p := a.opts.TunnelPKI; p != nil {
 		reg.MustRegister(tunnelCertExpiry(p))
 	}
 	reg.MustRegister(
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_connected", Help: MetricHelp["tlsd_agent_connected"]}, func() float64 {
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_connected", Help: admin.MetricHelp["tlsd_agent_connected"]}, func() float64 {
 			return boolGauge(a.Tunnel != nil && a.Tunnel.Status().Connected)
 		}),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_sessions", Help: MetricHelp["tlsd_agent_sessions"]}, func() float64 {
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_agent_sessions", Help: admin.MetricHelp["tlsd_agent_sessions"]}, func() float64 {
 			if a.Tunnel == nil {
 				return 0
 			}
 			return float64(a.Tunnel.Connected())
 		}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_agent_reconnects_total", Help: MetricHelp["tlsd_agent_reconnects_total"]}, func() float64 {
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_agent_reconnects_total", Help: admin.MetricHelp["tlsd_agent_reconnects_total"]}, func() float64 {
 			if a.Tunnel == nil {
 				return 0
 			}
 			return float64(a.Tunnel.Status().Reconnects)
 		}),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_agent_streams_total", Help: MetricHelp["tlsd_agent_streams_total"]}, func() float64 {
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_agent_streams_total", Help: admin.MetricHelp["tlsd_agent_streams_total"]}, func() float64 {
 			if a.Tunnel == nil {
 				return 0
 			}

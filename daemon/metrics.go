@@ -6,12 +6,10 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/tunnel/server"
-	"github.com/tlsd/tlsd/version"
 )
 
 // metrics are the daemon's Prometheus metrics, in a registry of its own.
@@ -64,60 +62,15 @@ func (t *totals) of(endpoint string) admin.EndpointTotals {
 	return admin.EndpointTotals{Connections: c.connections.Load(), Failed: c.failed.Load()}
 }
 
-// MetricHelp documents every metric; the README lists the same names.
-var MetricHelp = map[string]string{
-	"tlsd_connections_total":                                 "Connections that ended, by endpoint, mode, result (ok or failed) and reason (empty when ok).",
-	"tlsd_handshakes_total":                                  "TLS handshakes tlsd performed (edge and agent endpoints), by endpoint and result.",
-	"tlsd_connection_failures_total":                         "Failed connections by endpoint and reason (unknown_sni, version, no_client_cert, upstream_refused, ...).",
-	"tlsd_bytes_total":                                       "Bytes forwarded, by endpoint and direction (in: client to upstream, out: upstream to client).",
-	"tlsd_active_connections":                                "Open connections by endpoint, including those of previous generations still draining.",
-	"tlsd_reloads_total":                                     "Configuration applies by result: applied, unchanged (no-op) or failed.",
-	"tlsd_generation":                                        "The number of the configuration generation being served.",
-	"tlsd_last_reload_success_timestamp_seconds":             "When the last configuration was applied (Unix time).",
-	"tlsd_last_reload_successful":                            "1 when the last configuration load and apply worked (or changed nothing), 0 while the running generation serves on after a failed one.",
-	"tlsd_tunnel_sessions":                                   "Edge: live tunnel sessions of agents.",
-	"tlsd_tunnel_streams_total":                              "Edge: streams opened to agents, one per client connection.",
-	"tlsd_tunnel_certificate_expiry_timestamp_seconds":       "NotAfter of this process's own tunnel certificate (edge: the one agents verify; agent: its client certificate), Unix time.",
-	"tlsd_tunnel_agent_certificate_expiry_timestamp_seconds": "Edge: NotAfter of the client certificate each agent's sessions were opened with (the earliest of its sessions), Unix time.",
-	"tlsd_endpoint_agent_up":                                 "Edge: 1 while the agent an endpoint names has a live tunnel session, else 0 (its clients are refused).",
-	"tlsd_agent_connected":                                   "Agent: 1 while a tunnel session to an edge is up.",
-	"tlsd_agent_sessions":                                    "Agent: tunnel sessions up, one per edge address (alert when below the number of edges).",
-	"tlsd_agent_reconnects_total":                            "Agent: connection attempts to the edge after the first.",
-	"tlsd_agent_streams_total":                               "Agent: streams received from the edge.",
-	"tlsd_acme_orders_total":                                 "ACME certificate orders by issuer, challenge type (the one that validated; the last tried for a failed order) and result (ok or failed).",
-	"tlsd_certificate_expiry_timestamp_seconds":              "NotAfter of the certificate tlsd presents for an endpoint (Unix time); alert on it minus time().",
-	"tlsd_upstream_up":                                       "1 while an upstream entry of an endpoint may be dialed (its active check passes and no failed dial holds it back), else 0.",
-	"tlsd_upstream_connections_total":                        "Connections dialed to an upstream entry (or refused before), by endpoint, upstream and result (ok or failed).",
-	"tlsd_upstream_dial_duration_seconds":                    "Time to connect to an upstream, by endpoint and mode.",
-	"tlsd_upstream_tls_handshake_duration_seconds":           "Time of the TLS handshake with a tls:// upstream, by endpoint and mode.",
-	"tlsd_handshake_duration_seconds":                        "Time of the TLS handshakes tlsd ran with clients (edge termination), by endpoint and mode, failed ones included.",
-	"tlsd_connection_duration_seconds":                       "How long connections lasted, from accept to close, by endpoint and mode (endpoint \"none\", mode \"none\": no endpoint took it).",
-	"tlsd_state_store_up":                                    "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
-	"tlsd_build_info":                                        "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
-}
-
-// newRegistry is a registry with the Go runtime's and the process's standard metrics
-// (go_goroutines, go_memstats_*, process_resident_memory_bytes, process_open_fds, ...)
-// and tlsd_build_info.
-func newRegistry() *prometheus.Registry {
-	reg := prometheus.NewRegistry()
-	v := version.Get()
-	build := prometheus.NewGauge(prometheus.GaugeOpts{Name: "tlsd_build_info", Help: MetricHelp["tlsd_build_info"],
-		ConstLabels: prometheus.Labels{"version": v.Version, "revision": v.Revision, "go_version": v.GoVersion}})
-	build.Set(1)
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), build)
-	return reg
-}
-
 func newMetrics(d *Daemon) *metrics {
-	m := &metrics{reg: newRegistry()}
+	m := &metrics{reg: admin.NewRegistry()}
 	counter := func(name string, labels ...string) *prometheus.CounterVec {
-		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: MetricHelp[name]}, labels)
+		c := prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: admin.MetricHelp[name]}, labels)
 		m.reg.MustRegister(c)
 		return c
 	}
 	gauge := func(name string) prometheus.Gauge {
-		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: MetricHelp[name]})
+		g := prometheus.NewGauge(prometheus.GaugeOpts{Name: name, Help: admin.MetricHelp[name]})
 		m.reg.MustRegister(g)
 		return g
 	}
@@ -127,34 +80,34 @@ func newMetrics(d *Daemon) *metrics {
 	m.bytes = counter("tlsd_bytes_total", "endpoint", "direction")
 	m.reloads = counter("tlsd_reloads_total", "result")
 	m.acmeOrders = counter("tlsd_acme_orders_total", "issuer", "challenge", "result")
-	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsd_active_connections", Help: MetricHelp["tlsd_active_connections"]}, []string{"endpoint"})
+	m.active = prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "tlsd_active_connections", Help: admin.MetricHelp["tlsd_active_connections"]}, []string{"endpoint"})
 	m.reg.MustRegister(m.active)
 	m.generation = gauge("tlsd_generation")
 	m.lastReload = gauge("tlsd_last_reload_success_timestamp_seconds")
 	if pool := d.opts.Tunnel; pool != nil {
 		m.reg.MustRegister(
-			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_sessions", Help: MetricHelp["tlsd_tunnel_sessions"]},
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_sessions", Help: admin.MetricHelp["tlsd_tunnel_sessions"]},
 				func() float64 { return float64(len(pool.Agents())) }),
-			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_tunnel_streams_total", Help: MetricHelp["tlsd_tunnel_streams_total"]},
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tlsd_tunnel_streams_total", Help: admin.MetricHelp["tlsd_tunnel_streams_total"]},
 				func() float64 { return float64(pool.Streams()) }))
 	}
 	if p := d.opts.TunnelPKI; p != nil {
 		m.reg.MustRegister(tunnelCertExpiry(p))
 	}
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_last_reload_successful", Help: MetricHelp["tlsd_last_reload_successful"]},
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_last_reload_successful", Help: admin.MetricHelp["tlsd_last_reload_successful"]},
 		func() float64 { return boolGauge(d.lastAttemptOK()) }))
 	if pool := d.opts.Tunnel; pool != nil {
-		m.reg.MustRegister(&endpointAgentUp{d: d, desc: prometheus.NewDesc("tlsd_endpoint_agent_up", MetricHelp["tlsd_endpoint_agent_up"], []string{"endpoint", "agent"}, nil)})
+		m.reg.MustRegister(&endpointAgentUp{d: d, desc: prometheus.NewDesc("tlsd_endpoint_agent_up", admin.MetricHelp["tlsd_endpoint_agent_up"], []string{"endpoint", "agent"}, nil)})
 		m.reg.MustRegister(&agentCertExpiry{pool: pool, desc: prometheus.NewDesc("tlsd_tunnel_agent_certificate_expiry_timestamp_seconds",
-			MetricHelp["tlsd_tunnel_agent_certificate_expiry_timestamp_seconds"], []string{"agent"}, nil)})
+			admin.MetricHelp["tlsd_tunnel_agent_certificate_expiry_timestamp_seconds"], []string{"agent"}, nil)})
 	}
 	if st := d.opts.StateStore; st != nil {
-		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_state_store_up", Help: MetricHelp["tlsd_state_store_up"]},
+		m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_state_store_up", Help: admin.MetricHelp["tlsd_state_store_up"]},
 			func() float64 { return boolGauge(st.Health().Up) }))
 	}
 	m.upstreams = counter("tlsd_upstream_connections_total", "endpoint", "upstream", "result")
 	histogram := func(name string, buckets []float64) *prometheus.HistogramVec {
-		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: MetricHelp[name], Buckets: buckets}, []string{"endpoint", "mode"})
+		h := prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: admin.MetricHelp[name], Buckets: buckets}, []string{"endpoint", "mode"})
 		m.reg.MustRegister(h)
 		return h
 	}
@@ -162,7 +115,7 @@ func newMetrics(d *Daemon) *metrics {
 	m.upstreamTLS = histogram("tlsd_upstream_tls_handshake_duration_seconds", latencyBuckets)
 	m.handshake = histogram("tlsd_handshake_duration_seconds", latencyBuckets)
 	m.duration = histogram("tlsd_connection_duration_seconds", lifetimeBuckets)
-	m.reg.MustRegister(&upstreamUp{d: d, desc: prometheus.NewDesc("tlsd_upstream_up", MetricHelp["tlsd_upstream_up"], []string{"endpoint", "upstream"}, nil)})
+	m.reg.MustRegister(&upstreamUp{d: d, desc: prometheus.NewDesc("tlsd_upstream_up", admin.MetricHelp["tlsd_upstream_up"], []string{"endpoint", "upstream"}, nil)})
 	m.reg.MustRegister(newCertExpiry(func() map[string]*builtRoute { return d.gen.Load().routes }))
 	return m
 }
@@ -226,7 +179,7 @@ type certExpiry struct {
 
 func newCertExpiry(routes func() map[string]*builtRoute) *certExpiry {
 	return &certExpiry{routes: routes, desc: prometheus.NewDesc("tlsd_certificate_expiry_timestamp_seconds",
-		MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint", "source"}, nil)}
+		admin.MetricHelp["tlsd_certificate_expiry_timestamp_seconds"], []string{"endpoint", "source"}, nil)}
 }
 
 func (c *certExpiry) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
@@ -278,7 +231,7 @@ func (u *upstreamUp) Collect(ch chan<- prometheus.Metric) {
 
 func tunnelCertExpiry(p *TunnelPKI) prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_certificate_expiry_timestamp_seconds",
-		Help: MetricHelp["tlsd_tunnel_certificate_expiry_timestamp_seconds"]}, func() float64 { return float64(p.Leaf().NotAfter.Unix()) })
+		Help: admin.MetricHelp["tlsd_tunnel_certificate_expiry_timestamp_seconds"]}, func() float64 { return float64(p.Leaf().NotAfter.Unix()) })
 }
 
 // agentCertExpiry reports, at scrape time, each connected agent's earliest client

@@ -33,9 +33,12 @@ type TunnelListen struct {
 type RunOptions struct {
 	Tunnel *TunnelListen // nil for tlsd run
 	Options
-	Paths []string       // what to load and watch
-	Load  schema.Options // how to load it
-	Admin string         // admin API address, or "off"
+	Paths []string // what to load and watch
+	// Watcher, made by NewWatcher before the initial configuration was loaded, watches
+	// Paths (nil: Run watches them from its start on). Run closes it.
+	Watcher *watch.Watcher
+	Load    schema.Options // how to load it
+	Admin   string         // admin API address, or "off"
 	// AdminHosts are further host names the admin API answers to (see admin.Guard);
 	// AdminPprof serves /debug/pprof/ on an admin address beyond loopback too.
 	AdminHosts      []string
@@ -61,6 +64,9 @@ type RunOptions struct {
 // Run serves initial, then watches the configuration and applies every valid change
 // without dropping connections, until ctx ends; then it drains for ShutdownTimeout.
 func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
+	if o.Watcher != nil {
+		defer o.Watcher.Close()
+	}
 	adminLn, err := listenAdmin(o)
 	if err != nil {
 		return err
@@ -80,14 +86,16 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	if pool != nil {
 		pool.SetServes(d.EndpointsOf)
 	}
-	w, err := watch.New(o.watchOptions(d.log, func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn, pool) }))
+	w, err := o.watcher(d.log)
 	if err != nil {
 		d.Shutdown(context.Background())
 		closeIf(adminLn)
 		pool.Close()
-		return fmt.Errorf("watch configuration: %w", err)
+		return err
 	}
-	defer w.Close()
+	if o.Watcher == nil {
+		defer w.Close()
+	}
 	w.Arm(initial)
 	actx, stopAdmin := context.WithCancel(context.Background())
 	adminDone := serveAdminOn(actx, adminLn, o.guard(d.AdminHandler()), d.log)
@@ -99,7 +107,7 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	// After an upgrade the new process is the service's main one; systemd must be told
 	// (and allow it: NotifyAccess=all).
 	notifySystemd("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
-	if successor := w.Run(ctx, d); successor != 0 {
+	if successor := w.Run(ctx, d, o.reload(d.log, func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn, pool) })); successor != 0 {
 		stopAdmin() // the admin API is the new process's now; this one only drains
 		ictx, stopIgnoring := context.WithCancel(context.Background())
 		defer stopIgnoring()
@@ -284,11 +292,31 @@ func serveAdminOn(ctx context.Context, ln net.Listener, h http.Handler, log *slo
 	return done
 }
 
-// watchOptions are the watcher's settings of o; handOver runs on an upgrade request.
-func (o RunOptions) watchOptions(log *slog.Logger, handOver func() (int, bool)) watch.Options {
-	return watch.Options{Paths: o.Paths, Load: o.Load, StateDir: o.StateDir, Extra: o.TunnelPKI.Files(),
-		Debounce: o.Debounce, DebounceCap: o.DebounceCap, Reload: o.Reload, Upgrade: o.Upgrade, HandOver: handOver,
-		InitialWarnings: o.InitialWarnings, BeforeReload: func() { o.TunnelPKI.Reload(log) }, Notify: notifySystemd, Logger: log}
+// NewWatcher watches what o names (the roots, the tunnel's files), ignoring the state
+// directory. Make it before loading the initial configuration and give it to Run as
+// Watcher, so that no change made while the configuration is first read is lost.
+func (o RunOptions) NewWatcher(log *slog.Logger) (*watch.Watcher, error) {
+	w, err := watch.New(watch.Options{Paths: o.Paths, StateDir: o.StateDir, Extra: o.TunnelPKI.Files(), Logger: log})
+	if err != nil {
+		return nil, fmt.Errorf("watch configuration: %w", err)
+	}
+	return w, nil
+}
+
+// watcher is o.Watcher, or a new one (its watches begin now, after the initial load),
+// which the caller closes.
+func (o RunOptions) watcher(log *slog.Logger) (*watch.Watcher, error) {
+	if o.Watcher != nil {
+		return o.Watcher, nil
+	}
+	return o.NewWatcher(log)
+}
+
+// reload is how the watcher reloads, as o configures it; handOver runs on an upgrade
+// request.
+func (o RunOptions) reload(log *slog.Logger, handOver func() (int, bool)) watch.Reload {
+	return watch.Reload{Load: o.Load, Debounce: o.Debounce, DebounceCap: o.DebounceCap, Requests: o.Reload, Upgrade: o.Upgrade,
+		HandOver: handOver, InitialWarnings: o.InitialWarnings, BeforeReload: func() { o.TunnelPKI.Reload(log) }, Notify: notifySystemd}
 }
 
 // guard puts the admin API's exposure policy, as o configures it, in front of h.

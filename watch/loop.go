@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/tlsd/tlsd/reconcile"
@@ -36,18 +37,23 @@ type Target interface {
 	Config() *schema.Config
 }
 
-// Options configure a Watcher.
+// Options say what a Watcher watches.
 type Options struct {
-	Paths []string       // what to load and watch
-	Load  schema.Options // how to load it
+	Paths []string // the configuration's roots, as the loader is given them
 	// StateDir is tlsd's own (--state-dir): its writes there never reload anything.
 	StateDir string
 	// Extra are files watched whatever the configuration says (the tunnel's
 	// credentials): a change to them reloads.
-	Extra       []string
+	Extra  []string
+	Logger *slog.Logger
+}
+
+// Reload says how a Watcher reloads its target.
+type Reload struct {
+	Load        schema.Options  // how to load the roots
 	Debounce    time.Duration   // quiet period after the last file event; 0: DefaultDebounce
 	DebounceCap time.Duration   // longest wait after the first event; 0: DefaultDebounceCap
-	Reload      <-chan struct{} // e.g. SIGHUP: reload now, re-arming every watch
+	Requests    <-chan struct{} // e.g. SIGHUP: reload now, re-arming every watch
 	// Upgrade (SIGUSR2) calls HandOver, which returns the new process's PID and true
 	// when this process should stop serving; Run then returns that PID.
 	Upgrade  <-chan struct{}
@@ -60,16 +66,18 @@ type Options struct {
 	// ("RELOADING=1", then "READY=1"). Both may be nil.
 	BeforeReload func()
 	Notify       func(state string)
-	Logger       *slog.Logger
 }
 
 // Watcher watches the configuration and reloads it into a Target.
 type Watcher struct {
-	w *watcher
-	o Options
+	w     *watcher
+	o     Options
+	close sync.Once
 }
 
-// New starts watching nothing yet: Arm sets the watches.
+// New watches the roots at once: make it before the configuration is first read, so
+// that a change made while it is read is an event the first Run sees (the kernel queues
+// it), never lost between that read and the watches.
 func New(o Options) (*Watcher, error) {
 	if o.Logger == nil {
 		o.Logger = slog.Default()
@@ -78,6 +86,7 @@ func New(o Options) (*Watcher, error) {
 	if err != nil {
 		return nil, err
 	}
+	w.arm(nil, false)
 	return &Watcher{w: w, o: o}, nil
 }
 
@@ -87,25 +96,32 @@ func (x *Watcher) Arm(cfg *schema.Config) { x.w.arm(cfg, false) }
 
 // Run reloads t on every change until ctx ends (it returns 0) or an upgrade handed this
 // process's sockets over (it returns the new process's PID).
-func (x *Watcher) Run(ctx context.Context, t Target) int { return newReloader(t, x.w, x.o).loop(ctx) }
+func (x *Watcher) Run(ctx context.Context, t Target, r Reload) int {
+	return newReloader(t, x.w, x.o, r).loop(ctx)
+}
 
-// Close stops watching.
-func (x *Watcher) Close() error { return x.w.close() }
+// Close stops watching; later calls do nothing.
+func (x *Watcher) Close() error {
+	var err error
+	x.close.Do(func() { err = x.w.close() })
+	return err
+}
 
 // reloader turns file events and reload requests into reloads: debounced, held while a
 // file is being written, and logged so an operator reads each thing once.
 type reloader struct {
-	d   Target
-	log *slog.Logger
-	w   *watcher
-	o   Options
+	d     Target
+	log   *slog.Logger
+	w     *watcher
+	paths []string
+	o     Reload
 
 	failing bool            // the last attempt failed
 	warned  map[string]bool // the warnings of the last load, already logged
 	waiting string          // the files the last held reload waited for, as logged
 }
 
-func newReloader(d Target, w *watcher, o Options) *reloader {
+func newReloader(d Target, w *watcher, wo Options, o Reload) *reloader {
 	if o.Debounce <= 0 {
 		o.Debounce = DefaultDebounce
 	}
@@ -118,7 +134,7 @@ func newReloader(d Target, w *watcher, o Options) *reloader {
 	if o.Notify == nil {
 		o.Notify = func(string) {}
 	}
-	r := &reloader{d: d, log: o.Logger, w: w, o: o, warned: map[string]bool{}}
+	r := &reloader{d: d, log: wo.Logger, w: w, paths: wo.Paths, o: o, warned: map[string]bool{}}
 	for _, diag := range o.InitialWarnings {
 		r.warned[warningKey(diag)] = true
 	}
@@ -151,7 +167,7 @@ func (r *reloader) loop(ctx context.Context) int {
 		select {
 		case <-ctx.Done():
 			return 0
-		case <-r.o.Reload:
+		case <-r.o.Requests:
 			r.o.Notify("RELOADING=1")
 			fire(whyRequested, true)
 			r.o.Notify("READY=1")
@@ -249,7 +265,7 @@ func (r *reloader) reload(why string, force bool) time.Duration {
 // load reads and validates the configuration; nil means it is not one to apply (the
 // failure is logged and recorded).
 func (r *reloader) load(why string) *schema.Config {
-	res, err := schema.Load(r.o.Load, r.o.Paths...)
+	res, err := schema.Load(r.o.Load, r.paths...)
 	if err != nil {
 		r.d.RecordFailedLoad(nil, err)
 		r.failed("reload failed; still serving generation "+fmt.Sprint(r.d.Generation()), "why", why, "error", err)

@@ -107,21 +107,20 @@ type running struct {
 	done   chan int
 }
 
-func start(t *testing.T, dir string, o Options) *running {
+func start(t *testing.T, dir string, rl Reload) *running {
 	t.Helper()
 	res, err := schema.Load(schema.Options{}, dir)
 	if err != nil || res.Config == nil {
 		t.Fatalf("initial load: %v %v", err, res.Diagnostics)
 	}
 	r := &running{target: newFakeTarget(res.Config), log: &syncBuffer{}, done: make(chan int, 1)}
-	o.Paths, o.Logger = []string{dir}, slog.New(slog.NewTextHandler(r.log, nil))
-	w, err := New(o)
+	w, err := New(Options{Paths: []string{dir}, Logger: slog.New(slog.NewTextHandler(r.log, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
 	w.Arm(res.Config)
 	ctx, cancel := context.WithCancel(context.Background())
-	go func() { r.done <- w.Run(ctx, r.target) }()
+	go func() { r.done <- w.Run(ctx, r.target, rl) }()
 	t.Cleanup(func() {
 		cancel()
 		<-r.done
@@ -135,7 +134,7 @@ func start(t *testing.T, dir string, o Options) *running {
 func TestReloadsIntoTarget(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "a.yaml"), endpoint("a"))
-	r := start(t, dir, Options{})
+	r := start(t, dir, Reload{})
 	write(t, filepath.Join(dir, "b.yaml"), endpoint("b"))
 	r.target.until(t, "b applied", func() bool { return r.target.endpoints() == 2 })
 	write(t, filepath.Join(dir, "c.yaml"), "apiVersion: tlsd/v1\nkind: Endpoint\nname: c\n")
@@ -152,7 +151,7 @@ func TestReloadsIntoTarget(t *testing.T) {
 func TestManyFilesOneReload(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "a.yaml"), endpoint("a"))
-	r := start(t, dir, Options{Debounce: 300 * time.Millisecond, DebounceCap: 5 * time.Second})
+	r := start(t, dir, Reload{Debounce: 300 * time.Millisecond, DebounceCap: 5 * time.Second})
 	for i := range 20 {
 		write(t, filepath.Join(dir, fmt.Sprintf("n%02d.yaml", i)), endpoint(fmt.Sprintf("n%02d", i)))
 	}
@@ -169,7 +168,7 @@ func TestManyFilesOneReload(t *testing.T) {
 func TestFileBeingWrittenIsHeld(t *testing.T) {
 	dir := t.TempDir()
 	write(t, filepath.Join(dir, "a.yaml"), endpoint("a"))
-	r := start(t, dir, Options{})
+	r := start(t, dir, Reload{})
 	f, err := os.Create(filepath.Join(dir, "b.yaml"))
 	if err != nil {
 		t.Fatal(err)
@@ -195,7 +194,7 @@ func TestRequestedReloadAndUpgrade(t *testing.T) {
 	reload, upgrade := make(chan struct{}), make(chan struct{})
 	var mu sync.Mutex
 	var notes []string
-	r := start(t, dir, Options{Reload: reload, Upgrade: upgrade, HandOver: func() (int, bool) { return 4242, true },
+	r := start(t, dir, Reload{Requests: reload, Upgrade: upgrade, HandOver: func() (int, bool) { return 4242, true },
 		Notify: func(s string) { mu.Lock(); notes = append(notes, s); mu.Unlock() }})
 	reload <- struct{}{}
 	r.target.until(t, "the requested reload applied", func() bool { return r.target.Generation() == 2 })
@@ -218,4 +217,32 @@ func waitLog(t *testing.T, log *syncBuffer, text string) {
 			t.Fatalf("no %q in the log:\n%s", text, log)
 		}
 	}
+}
+
+// TestChangeWhileFirstReadIsNotLost: a watcher made before the configuration is first
+// read sees a change made after that read and before Run, and Run applies it (the
+// kernel queued the event). Watches armed after the read lost such a change for good.
+func TestChangeWhileFirstReadIsNotLost(t *testing.T) {
+	dir := t.TempDir()
+	write(t, filepath.Join(dir, "a.yaml"), endpoint("a"))
+	w, err := New(Options{Paths: []string{dir}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.Close()
+	res, err := schema.Load(schema.Options{}, dir)
+	if err != nil || res.Config == nil {
+		t.Fatalf("initial load: %v %v", err, res.Diagnostics)
+	}
+	write(t, filepath.Join(dir, "b.yaml.tmp"), endpoint("b"))
+	if err := os.Rename(filepath.Join(dir, "b.yaml.tmp"), filepath.Join(dir, "b.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	w.Arm(res.Config)
+	target := newFakeTarget(res.Config)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan int)
+	go func() { done <- w.Run(ctx, target, Reload{}) }()
+	defer func() { cancel(); <-done }()
+	target.until(t, "b, renamed in after the first read, applied", func() bool { return target.endpoints() == 2 })
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/report"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/watch"
 )
 
 type runFlags struct {
@@ -118,25 +119,34 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 
 // loadForRun makes the logger and loads the configuration a serving command starts
 // with; an invalid configuration is refused with validate's diagnostics.
-func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Options) (*slog.Logger, *schema.Result, error) {
+// loadForRun makes the logger and the configuration's watcher (from o: its paths, state
+// directory and tunnel files) before it loads the configuration the first time, so that
+// no change made while it reads is lost; the caller closes the watcher.
+func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Options, o daemon.RunOptions) (*slog.Logger, *schema.Result, *watch.Watcher, error) {
 	logger, err := newLogger(cmd.ErrOrStderr(), f.logFormat, f.logLevel)
 	if err != nil {
-		return nil, nil, &exitError{exitUsage, err}
+		return nil, nil, nil, &exitError{exitUsage, err}
 	}
 	if _, _, err := admin.CheckAddr(f.admin); err != nil {
-		return nil, nil, &exitError{exitUsage, err}
+		return nil, nil, nil, &exitError{exitUsage, err}
 	}
 	if err := checkExcludes(f.exclude); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
+	}
+	w, err := o.NewWatcher(logger)
+	if err != nil {
+		return nil, nil, nil, err
 	}
 	res, err := schema.Load(load, args...)
 	if err != nil {
-		return nil, nil, &exitError{exitUsage, err}
+		w.Close()
+		return nil, nil, nil, &exitError{exitUsage, err}
 	}
 	refused := fmt.Errorf("refusing to start: the configuration has errors")
 	if res.Diagnostics.HasErrors() && f.logFormat != "json" {
+		w.Close()
 		report.Write(cmd.ErrOrStderr(), res, report.Options{Format: report.FormatText})
-		return nil, nil, &exitError{exitInvalid, refused}
+		return nil, nil, nil, &exitError{exitInvalid, refused}
 	}
 	for _, d := range res.Diagnostics {
 		level, msg := slog.LevelWarn, "configuration warning"
@@ -147,9 +157,10 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 			"file", d.File, "line", d.Line, "column", d.Column, "path", d.Path, "code", d.Code, "message", d.Message)
 	}
 	if res.Diagnostics.HasErrors() {
-		return nil, nil, failed(logger, f.logFormat, refused)
+		w.Close()
+		return nil, nil, nil, failed(logger, f.logFormat, refused)
 	}
-	return logger, res, nil
+	return logger, res, w, nil
 }
 
 // hupChannel turns SIGHUP into reload requests until ctx ends.
@@ -199,10 +210,12 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *da
 		return err
 	}
 	load := schema.Options{Role: role, Exclude: f.exclude, HTTPListen: f.httpListen != ""}
-	logger, res, err := loadForRun(cmd, f, args, load)
+	watched := daemon.RunOptions{Options: daemon.Options{StateDir: f.stateDir, TunnelPKI: tunnelPKI(t)}, Paths: args}
+	logger, res, w, err := loadForRun(cmd, f, args, load, watched)
 	if err != nil {
 		return err
 	}
+	defer w.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	store, err := f.store.open(ctx, logger)
@@ -216,7 +229,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *da
 		Options: daemon.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom,
 			MaxConnections: max(f.maxConnections, 0), StateStore: store, HTTPListen: f.httpListen, TunnelPKI: tunnelPKI(t)},
-		Paths: args, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
+		Paths: args, Watcher: w, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
 	if err := upgradeOptions(ctx, &opts); err != nil {

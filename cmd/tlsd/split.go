@@ -119,10 +119,12 @@ func checkEdges(edges []string) error {
 
 // runAgent loads the agent's view of the configuration and serves it until a signal.
 func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, pki *daemon.TunnelPKI, window uint32) error {
-	logger, res, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude})
+	watched := daemon.RunOptions{Options: daemon.Options{StateDir: f.stateDir, TunnelPKI: pki}, Paths: args}
+	logger, res, w, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, watched)
 	if err != nil {
 		return err
 	}
+	defer w.Close()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	logger.Info("agent starting", "agent", name, "edges", edges)
@@ -136,7 +138,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges 
 	o := daemon.AgentRunOptions{
 		RunOptions: daemon.RunOptions{
 			Options: daemon.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger, StateStore: store, TunnelPKI: pki},
-			Paths:   args, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
+			Paths:   args, Watcher: w, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
 			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 		},

@@ -48,7 +48,7 @@ func leafOf(t *testing.T, file string) *x509.Certificate {
 
 func waitUntil(t *testing.T, what string, cond func() bool, outs ...*lockedBuffer) {
 	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
+	deadline := time.Now().Add(60 * time.Second) // bounds a hang only: a race-built child loading thousands of endpoints on a loaded machine is slow
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("never: %s\n%v", what, outs)

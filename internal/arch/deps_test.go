@@ -41,7 +41,7 @@ func rel(pkg string) string { return strings.TrimPrefix(pkg, module+"/") }
 // daemon plugs into them; internal/ serves development only. ARCHITECTURE.md says the
 // same in prose: TestArchitectureNamesEveryPackage keeps the two together.
 var allowed = map[string][]string{
-	"cmd/tlsd":      {"admin", "certs", "daemon", "iprange", "localca", "ngrok", "reconcile", "report", "schema", "statestore", "tunnel", "version"},
+	"cmd/tlsd":      {"admin", "certs", "daemon", "iprange", "localca", "ngrok", "reconcile", "report", "schema", "statestore", "tunnel", "version", "watch"},
 	"daemon":        {"admin", "autocert", "certs", "edge", "iprange", "localca", "reconcile", "relay", "schema", "statestore", "termination", "tunnel", "tunnel/client", "tunnel/server", "upstream", "version", "watch"},
 	"admin":         {"edge", "schema", "tunnel/client", "tunnel/server", "upstream", "version"},
 	"watch":         {"reconcile", "schema"},

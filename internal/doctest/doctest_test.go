@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tlsd/tlsd/daemon"
+	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/internal/testpki"
 	"github.com/tlsd/tlsd/schema"
 )
@@ -229,7 +229,7 @@ func TestReadmeDocumentsEveryCode(t *testing.T) {
 // TestReadmeDocumentsEveryMetric: every metric /metrics serves is in the README's table.
 func TestReadmeDocumentsEveryMetric(t *testing.T) {
 	doc := readme(t)
-	for name := range daemon.MetricHelp {
+	for name := range admin.MetricHelp {
 		if !strings.Contains(doc, "| `"+name+"` |") {
 			t.Errorf("README.md does not document the metric %s", name)
 		}
