@@ -88,12 +88,7 @@ func (a *Agent) Config() *schema.Config { return a.gen.Load().config }
 // Apply builds handlers for this agent's endpoints and switches to them; a failure
 // leaves the running generation. Open streams keep the handler they started with.
 func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
-	before := endpoints(a.gen.Load().config)
-	plan, err := a.apply(cfg)
-	if err == nil {
-		giveBackIfShrunk(a.log, before, endpoints(cfg))
-	}
-	return plan, err
+	return applyGivingBack(a.log, a.gen.Load().config, cfg, a.apply)
 }
 
 func (a *Agent) apply(cfg *schema.Config) (reconcile.Plan, error) {

@@ -203,12 +203,7 @@ func (d *Daemon) Addr(listen string) net.Addr {
 // Apply makes cfg the served configuration and returns what changed. An unchanged
 // configuration is a no-op: the generation stays. On error nothing changed.
 func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
-	before := endpoints(d.gen.Load().config)
-	plan, err := d.apply(cfg)
-	if err == nil {
-		giveBackIfShrunk(d.log, before, endpoints(cfg))
-	}
-	return plan, err
+	return applyGivingBack(d.log, d.gen.Load().config, cfg, d.apply)
 }
 
 func (d *Daemon) apply(cfg *schema.Config) (reconcile.Plan, error) {

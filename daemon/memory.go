@@ -5,6 +5,7 @@ import (
 	"runtime/debug"
 	"time"
 
+	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 )
 
@@ -19,6 +20,16 @@ func endpoints(cfg *schema.Config) int {
 		return 0
 	}
 	return len(cfg.Endpoints)
+}
+
+// applyGivingBack applies next over running, then returns the memory freed if the
+// configuration shrank (see giveBackIfShrunk).
+func applyGivingBack(log *slog.Logger, running, next *schema.Config, apply func(*schema.Config) (reconcile.Plan, error)) (reconcile.Plan, error) {
+	plan, err := apply(next)
+	if err == nil {
+		giveBackIfShrunk(log, endpoints(running), endpoints(next))
+	}
+	return plan, err
 }
 
 // giveBackIfShrunk returns the memory a configuration that shrank by more than half

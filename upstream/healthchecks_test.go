@@ -106,21 +106,12 @@ func tlsServer(t *testing.T, cfg *tls.Config) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				c.(*tls.Conn).Handshake()
-			}(c)
-		}
-	}()
-	t.Cleanup(func() { ln.Close(); <-done })
+	serveEach(t, ln, func(c net.Conn) {
+		go func() {
+			defer c.Close()
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			c.(*tls.Conn).Handshake()
+		}()
+	})
 	return ln.Addr().String()
 }

@@ -111,6 +111,12 @@ func listen(t *testing.T) net.Listener {
 	if err != nil {
 		t.Fatal(err)
 	}
+	serveEach(t, ln, func(c net.Conn) { c.Close() })
+	return ln
+}
+
+// serveEach hands every connection ln accepts to handle, until the test ends.
+func serveEach(t *testing.T, ln net.Listener, handle func(net.Conn)) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -119,11 +125,10 @@ func listen(t *testing.T) net.Listener {
 			if err != nil {
 				return
 			}
-			c.Close()
+			handle(c)
 		}
 	}()
 	t.Cleanup(func() { ln.Close(); <-done })
-	return ln
 }
 
 // deadAddr is a loopback address that refuses connections: a listener's, closed.
