@@ -99,7 +99,7 @@ func (f *AgentForwarder) race(c *relay.Conn, h tunnel.Header) (*attempt, int, er
 	done := make(chan *attempt, MaxSessionsPerAgent)
 	var running []*attempt
 	launch := func() bool {
-		if len(tried) >= MaxSessionsPerAgent { // done's room: every attempt can report
+		if len(tried) >= MaxSessionsPerAgent || pastDeadline(c.Deadline) { // done's room; no time left
 			return false
 		}
 		st, s, err := f.Pool.open(f.Agent, h, tried)
@@ -194,3 +194,7 @@ func (f *AgentForwarder) noAgent(c *relay.Conn, tried int) {
 	}
 	c.Conn.Close()
 }
+
+// pastDeadline reports whether d (zero: none) has passed: a session tried then would be
+// blamed for the client's own timeout.
+func pastDeadline(d time.Time) bool { return !d.IsZero() && !time.Now().Before(d) }
