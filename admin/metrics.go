@@ -36,6 +36,7 @@ var MetricHelp = map[string]string{
 	"tlsd_handshake_duration_seconds":                        "Time of the TLS handshakes tlsd ran with clients (edge termination), by endpoint and mode, failed ones included.",
 	"tlsd_connection_duration_seconds":                       "How long connections lasted, from accept to close, by endpoint and mode (endpoint \"none\", mode \"none\": no endpoint took it).",
 	"tlsd_state_store_up":                                    "1 while the last call to the shared state store (--state-store) reached it, else 0; absent without one.",
+	"tlsd_config_info":                                       "Always 1; its labels say which configuration is served: revision (the roots' git commit or REVISION file, empty if none or they differ) and digest.",
 	"tlsd_build_info":                                        "Always 1; its labels say which build of tlsd runs: version, revision, go_version.",
 }
 

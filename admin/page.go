@@ -39,6 +39,7 @@ type Page struct {
 	Uptime     string
 	Generation uint64
 	AppliedAt  time.Time
+	Config     *ConfigStatus // the configuration served: revision and digest
 	Reload     Attempt
 	Endpoints  []pageEndpoint
 	Unrouted   *EndpointTotals
@@ -144,7 +145,7 @@ func pageEndpoints(eps []EndpointStatus) []pageEndpoint {
 
 // DaemonPage is the page of tlsd run (title "tlsd run") and tlsd edge.
 func DaemonPage(st Status, title string) Page {
-	p := Page{Title: title, Build: st.Build, Uptime: ago(time.Since(st.StartedAt)), Generation: st.Generation,
+	p := Page{Title: title, Build: st.Build, Uptime: ago(time.Since(st.StartedAt)), Generation: st.Generation, Config: st.Config,
 		AppliedAt: st.AppliedAt, Reload: st.LastAttempt, Endpoints: pageEndpoints(st.Endpoints), Unrouted: &st.Unrouted,
 		Agents: st.Agents, StateStore: st.StateStore, HTTPListen: st.HTTPListen, Tunnel: st.Tunnel}
 	for _, e := range st.Endpoints {
@@ -157,7 +158,7 @@ func DaemonPage(st Status, title string) Page {
 
 // AgentPage is the page of tlsd agent, up since started.
 func AgentPage(st AgentStatus, started time.Time) Page {
-	return Page{Title: "tlsd agent " + st.Agent, Build: st.Build, Uptime: ago(time.Since(started)), Generation: st.Generation,
+	return Page{Title: "tlsd agent " + st.Agent, Build: st.Build, Uptime: ago(time.Since(started)), Generation: st.Generation, Config: st.Config,
 		AppliedAt: st.AppliedAt, Reload: st.LastAttempt, Endpoints: pageEndpoints(st.Endpoints), Sessions: st.Edges, Tunnel: st.TunnelCertificate}
 }
 

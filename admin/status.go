@@ -21,10 +21,32 @@ const (
 
 // Attempt is the outcome of the last load-and-apply.
 type Attempt struct {
-	OK          bool               `json:"ok"`
+	OK bool `json:"ok"`
+	// Revision is the revision of the files this attempt read (see ConfigStatus).
+	Revision    string             `json:"revision,omitempty"`
 	At          time.Time          `json:"at"`
 	Error       string             `json:"error,omitempty"`
 	Diagnostics schema.Diagnostics `json:"diagnostics"`
+}
+
+// ConfigStatus identifies the configuration being served: Digest is what it means
+// (identical trees give identical digests wherever they are checked out), Revision where
+// it comes from: the git commit (or REVISION file) its roots are at, when they all agree.
+// Dirty: the files differ from that commit.
+type ConfigStatus struct {
+	Revision  string         `json:"revision,omitempty"`
+	Dirty     bool           `json:"dirty,omitempty"`
+	Digest    string         `json:"digest"`
+	Roots     []RootRevision `json:"roots"`
+	AppliedAt time.Time      `json:"applied_at"`
+}
+
+// RootRevision is the revision one root is at.
+type RootRevision struct {
+	Path     string `json:"path"`
+	Revision string `json:"revision,omitempty"`
+	Dirty    bool   `json:"dirty,omitempty"`
+	Source   string `json:"source,omitempty"` // git or REVISION
 }
 
 // Status is what /status reports.
@@ -37,6 +59,7 @@ type Status struct {
 	Unrouted    EndpointTotals   `json:"unrouted"`
 	Generation  uint64           `json:"generation"`
 	AppliedAt   time.Time        `json:"applied_at"`
+	Config      *ConfigStatus    `json:"config,omitempty"`
 	LastAttempt Attempt          `json:"last_attempt"`
 	Endpoints   []EndpointStatus `json:"endpoints"`
 	// Draining are endpoints no longer configured whose connections are still open.
@@ -132,6 +155,7 @@ type AgentStatus struct {
 	Agent       string              `json:"agent"`
 	Generation  uint64              `json:"generation"`
 	AppliedAt   time.Time           `json:"applied_at"`
+	Config      *ConfigStatus       `json:"config,omitempty"`
 	LastAttempt Attempt             `json:"last_attempt"`
 	Tunnel      client.TunnelStatus `json:"tunnel"` // every session summed up: connected while any is
 	// Edges are the sessions, one per edge address.

@@ -37,6 +37,7 @@ type Agent struct {
 
 	mu      sync.Mutex // serialises Apply; guards attempt, health and acme
 	attempt admin.Attempt
+	served  identity                    // the configuration served: digest and revision
 	health  map[string]*upstream.Health // by upstream address, kept across generations
 	checks  upstream.Checks             // active health checks of the generation served
 	// acme orders the certificates of endpoints naming an issuer, by DNS-01 (the agent
@@ -88,7 +89,15 @@ func (a *Agent) Config() *schema.Config { return a.gen.Load().config }
 // Apply builds handlers for this agent's endpoints and switches to them; a failure
 // leaves the running generation. Open streams keep the handler they started with.
 func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
-	return applyGivingBack(a.log, a.gen.Load().config, cfg, a.apply)
+	plan, err := applyGivingBack(a.log, a.gen.Load().config, cfg, a.apply)
+	id := identify(cfg) // after the switch: the new generation does not wait for git
+	a.mu.Lock()
+	a.attempt.Revision = id.Revision
+	a.mu.Unlock()
+	if err == nil {
+		a.served.served(a.log, id, a.Generation())
+	}
+	return plan, err
 }
 
 func (a *Agent) apply(cfg *schema.Config) (reconcile.Plan, error) {
@@ -132,12 +141,14 @@ func (a *Agent) recordLocked(ok bool, diags schema.Diagnostics, err error) {
 
 // RecordFailedLoad notes an invalid configuration; the running generation stays.
 func (a *Agent) RecordFailedLoad(diags schema.Diagnostics, err error) {
+	rev := revisionOf(a.Config())
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err == nil {
 		err = fmt.Errorf("configuration invalid: %d errors", countErrors(diags))
 	}
 	a.recordLocked(false, diags, err)
+	a.attempt.Revision = rev
 }
 
 // Handle serves one stream from the edge: the tunnel's client calls it.
@@ -153,7 +164,7 @@ func (a *Agent) Handle(ctx context.Context, h tunnel.Header, st net.Conn) {
 func (a *Agent) Status() admin.AgentStatus {
 	g := a.gen.Load()
 	a.mu.Lock()
-	st := admin.AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Endpoints: []admin.EndpointStatus{},
+	st := admin.AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Config: a.served.get(), Endpoints: []admin.EndpointStatus{},
 		TunnelCertificate: a.opts.TunnelPKI.Status()}
 	a.mu.Unlock()
 	if a.Tunnel != nil {

@@ -141,6 +141,7 @@ func allConnected(t *client.Tunnels) bool {
 // /debug/pprof/.
 func (a *Agent) AdminHandler() http.Handler {
 	reg := admin.NewRegistry()
+	reg.MustRegister(configInfo(a.served.get))
 	reg.MustRegister(a.orders, newCertExpiry(func() map[string]*builtRoute { return a.gen.Load().routes }))
 	if p := a.opts.TunnelPKI; p != nil {
 		reg.MustRegister(tunnelCertExpiry(p))

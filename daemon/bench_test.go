@@ -132,8 +132,9 @@ func BenchmarkReloadLatency(b *testing.B) {
 	b.ReportMetric(float64(lat[(len(lat)*99)/100].Milliseconds()), "ms-p99")
 }
 
-// BenchmarkApplyOneChange is the apply step (build, bind, switch; loading excluded) for
-// one changed endpoint in a 10,000-endpoint configuration.
+// BenchmarkApplyOneChange is the apply step (build, bind, switch; loading excluded, and
+// the configuration's identity, computed after the switch) for one changed endpoint in a
+// 10,000-endpoint configuration; BenchmarkIdentify is that identity.
 func BenchmarkApplyOneChange(b *testing.B) {
 	e := newEnv(b)
 	configs := [2]*schema.Config{}
@@ -158,7 +159,7 @@ func BenchmarkApplyOneChange(b *testing.B) {
 	n := 0
 	for b.Loop() {
 		n++
-		if _, err := d.Apply(configs[n%2]); err != nil {
+		if _, err := d.apply(configs[n%2]); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -166,6 +167,21 @@ func BenchmarkApplyOneChange(b *testing.B) {
 		b.Fatal("nothing applied")
 	}
 	b.ReportMetric(float64(rssKB(b))/1024, "MB-RSS")
+}
+
+// BenchmarkIdentify is the configuration's identity (digest and revision) of 10,000
+// endpoints, computed after each applied reload.
+func BenchmarkIdentify(b *testing.B) {
+	e := newEnv(b)
+	var sb strings.Builder
+	for i := range 10_000 {
+		sb.WriteString(yamlEndpoint(fmt.Sprintf("ep-%d", i), fmt.Sprintf("ep-%d.example.com", i), "127.0.0.1:9000", "", ""))
+	}
+	writeFile(b, e.path("big.yaml"), sb.String())
+	cfg := loadConfig(b, e.path("big.yaml"))
+	for b.Loop() {
+		identify(cfg)
+	}
 }
 
 func rssKB(b *testing.B) int {

@@ -116,6 +116,7 @@ type Daemon struct {
 	acme     accounts
 	http     *edge.HTTPFront // --http-listen, nil without
 	attempt  admin.Attempt
+	served   identity // the configuration served: digest and revision
 	closed   bool
 }
 
@@ -203,7 +204,15 @@ func (d *Daemon) Addr(listen string) net.Addr {
 // Apply makes cfg the served configuration and returns what changed. An unchanged
 // configuration is a no-op: the generation stays. On error nothing changed.
 func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
-	return applyGivingBack(d.log, d.gen.Load().config, cfg, d.apply)
+	plan, err := applyGivingBack(d.log, d.gen.Load().config, cfg, d.apply)
+	id := identify(cfg) // after the switch: the new generation does not wait for git
+	d.mu.Lock()
+	d.attempt.Revision = id.Revision
+	d.mu.Unlock()
+	if err == nil {
+		d.served.served(d.log, id, d.Generation())
+	}
+	return plan, err
 }
 
 func (d *Daemon) apply(cfg *schema.Config) (reconcile.Plan, error) {

@@ -94,6 +94,7 @@ func newMetrics(d *Daemon) *metrics {
 	if p := d.opts.TunnelPKI; p != nil {
 		m.reg.MustRegister(tunnelCertExpiry(p))
 	}
+	m.reg.MustRegister(configInfo(d.served.get))
 	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_last_reload_successful", Help: admin.MetricHelp["tlsd_last_reload_successful"]},
 		func() float64 { return boolGauge(d.lastAttemptOK()) }))
 	if pool := d.opts.Tunnel; pool != nil {
@@ -280,5 +281,23 @@ func (c *endpointAgentUp) Collect(ch chan<- prometheus.Metric) {
 		if a := br.ep.Agent; a != "" {
 			ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, boolGauge(live[a]), name, a)
 		}
+	}
+}
+
+// configInfo is tlsd_config_info{revision,digest} 1 for the configuration served.
+func configInfo(get func() *admin.ConfigStatus) prometheus.Collector {
+	return &infoCollector{get: get, desc: prometheus.NewDesc("tlsd_config_info", admin.MetricHelp["tlsd_config_info"], []string{"revision", "digest"}, nil)}
+}
+
+type infoCollector struct {
+	get  func() *admin.ConfigStatus
+	desc *prometheus.Desc
+}
+
+func (c *infoCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+func (c *infoCollector) Collect(ch chan<- prometheus.Metric) {
+	if id := c.get(); id != nil {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, 1, id.Revision, id.Digest)
 	}
 }

@@ -31,12 +31,14 @@ func (d *Daemon) recordLocked(ok bool, diags schema.Diagnostics, err error) {
 // RecordFailedLoad notes a configuration that could not be loaded or was invalid: the
 // running generation stays, and /status and the metrics say why.
 func (d *Daemon) RecordFailedLoad(diags schema.Diagnostics, err error) {
+	rev := revisionOf(d.Config())
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if err == nil {
 		err = fmt.Errorf("configuration invalid: %d errors", countErrors(diags))
 	}
 	d.recordLocked(false, diags, err)
+	d.attempt.Revision = rev
 	d.metrics.reloads.WithLabelValues("failed").Inc()
 }
 
@@ -75,7 +77,8 @@ func (d *Daemon) Config() *schema.Config { return d.gen.Load().config }
 func (d *Daemon) Status() admin.Status {
 	g := d.gen.Load()
 	d.mu.Lock()
-	st := admin.Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt, StateStore: storeStatus(d.opts.StateStore)}
+	st := admin.Status{Build: version.Get(), Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: d.attempt, StateStore: storeStatus(d.opts.StateStore),
+		Config: d.served.get()}
 	if d.http != nil {
 		st.HTTPListen = d.http.Listener().Addr().String()
 	}

@@ -18,10 +18,12 @@ import (
 
 func newStatusCmd() *cobra.Command {
 	var (
-		admin  string
-		format string
-		asJSON bool
-		ready  bool
+		admins  []string
+		format  string
+		asJSON  bool
+		ready   bool
+		waitRev string
+		timeout time.Duration
 	)
 	cmd := &cobra.Command{
 		Use:   "status",
@@ -31,9 +33,26 @@ and when it was applied, whether the last reload worked (and if not, its
 diagnostics), and every endpoint with its open connections and certificate.
 
 With --ready it asks /readyz only and exits 0 when tlsd serves and is not shutting
-down, 1 otherwise: a health check for containers (the image has no curl).`,
+down, 1 otherwise: a health check for containers (the image has no curl).
+
+With --wait-revision REV it waits until every --admin daemon serves REV (a commit,
+7 hex digits at least, a digest, or a REVISION file's line) from a successful
+reload: exit 0 once all do, 1 at once (with the diagnostics) if one refused that
+revision, 3 when --timeout passes first. A deploy pipeline's last step:
+
+  tlsd status --admin edge-a:9180 --admin edge-b:9180 --wait-revision "$(git rev-parse HEAD)"`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			if waitRev != "" {
+				if err := checkRevision(waitRev); err != nil {
+					return &exitError{exitUsage, err}
+				}
+				return revisionWait{rev: waitRev, admins: admins, timeout: timeout, poll: 200 * time.Millisecond}.run(cmd.OutOrStdout())
+			}
+			if len(admins) != 1 {
+				return &exitError{exitUsage, fmt.Errorf("--admin: give one address, or use --wait-revision to check several")}
+			}
+			admin := admins[0]
 			if ready {
 				return checkReady(cmd.OutOrStdout(), admin)
 			}
@@ -65,7 +84,9 @@ down, 1 otherwise: a health check for containers (the image has no curl).`,
 			return nil
 		},
 	}
-	cmd.Flags().StringVar(&admin, "admin", "127.0.0.1:9180", "the admin API address of the running tlsd")
+	cmd.Flags().StringArrayVar(&admins, "admin", []string{"127.0.0.1:9180"}, "the admin API `ADDR` of the running tlsd (repeatable with --wait-revision: every daemon of a fleet)")
+	cmd.Flags().StringVar(&waitRev, "wait-revision", "", "wait until every --admin daemon serves `REV` (a commit, a digest, a REVISION line); exit 0, 1 if refused, 3 on timeout")
+	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "how long --wait-revision waits")
 	cmd.Flags().StringVar(&format, "format", "text", "output format: text, or json (the raw /status JSON)")
 	cmd.Flags().BoolVar(&asJSON, "json", false, "the same as --format json")
 	cmd.Flags().MarkDeprecated("json", "use --format json, as validate and plan do")
@@ -132,6 +153,9 @@ func printStatus(w io.Writer, st statusView) {
 		fmt.Fprintf(w, "agent %s\n", st.Agent)
 	}
 	fmt.Fprintf(w, "generation %d, applied %s\n", st.Generation, st.AppliedAt.Local().Format(time.RFC3339))
+	if c := st.Config; c != nil {
+		fmt.Fprintf(w, "configuration %s, digest %s\n", revisionText(c.Revision, c.Dirty), c.Digest)
+	}
 	a := st.LastAttempt
 	if a.OK {
 		fmt.Fprintf(w, "last reload: ok at %s\n", a.At.Local().Format(time.RFC3339))
@@ -244,4 +268,15 @@ func untilDays(t time.Time) string {
 		return "EXPIRED"
 	}
 	return fmt.Sprintf("in %d days", int(d.Hours()/24))
+}
+
+// revisionText is a revision as the status says it.
+func revisionText(rev string, dirty bool) string {
+	switch {
+	case rev == "":
+		return "of no known revision"
+	case dirty:
+		return "at revision " + rev + " with local changes"
+	}
+	return "at revision " + rev
 }
