@@ -20,31 +20,13 @@ type identity struct {
 // identify reads what cfg is: its digest, and the revision each root is at (git runs
 // here: call it outside the daemon's lock).
 func identify(cfg *schema.Config) admin.ConfigStatus {
-	id := admin.ConfigStatus{Digest: cfg.Digest(), Roots: rootRevisions(cfg.Roots)}
-	id.Revision, id.Dirty = overall(id.Roots)
+	revs := watch.Revisions(cfg.Roots)
+	id := admin.ConfigStatus{Digest: cfg.Digest(), Roots: make([]admin.RootRevision, 0, len(revs))}
+	for _, r := range revs {
+		id.Roots = append(id.Roots, admin.RootRevision{Path: r.Path, Revision: r.Revision, Dirty: r.Dirty, Source: r.Source})
+	}
+	id.Revision, id.Dirty = watch.Overall(revs)
 	return id
-}
-
-func rootRevisions(roots []string) []admin.RootRevision {
-	out := []admin.RootRevision{}
-	for _, r := range watch.Revisions(roots) {
-		out = append(out, admin.RootRevision{Path: r.Path, Revision: r.Revision, Dirty: r.Dirty, Source: r.Source})
-	}
-	return out
-}
-
-// overall is the roots' revision when they all have the same one, and whether any is
-// dirty.
-func overall(roots []admin.RootRevision) (rev string, dirty bool) {
-	for i, r := range roots {
-		if i == 0 {
-			rev = r.Revision
-		} else if r.Revision != rev {
-			rev = ""
-		}
-		dirty = dirty || r.Dirty
-	}
-	return rev, dirty
 }
 
 // revisionOf is the revision of running's roots (the paths every load reads), for an
@@ -53,7 +35,7 @@ func revisionOf(running *schema.Config) string {
 	if running == nil {
 		return ""
 	}
-	rev, _ := overall(rootRevisions(running.Roots))
+	rev, _ := watch.Overall(watch.Revisions(running.Roots))
 	return rev
 }
 

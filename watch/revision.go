@@ -39,6 +39,20 @@ func Revisions(roots []string) []RootRevision {
 	return out
 }
 
+// Overall is the roots' revision when they all have the same one, and whether any is
+// dirty.
+func Overall(roots []RootRevision) (rev string, dirty bool) {
+	for i, r := range roots {
+		if i == 0 {
+			rev = r.Revision
+		} else if r.Revision != rev {
+			rev = ""
+		}
+		dirty = dirty || r.Dirty
+	}
+	return rev, dirty
+}
+
 func revisionOf(root string) RootRevision {
 	r := RootRevision{Path: root}
 	dir := root

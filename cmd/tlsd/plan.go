@@ -12,6 +12,7 @@ import (
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/report"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/watch"
 )
 
 const exitChanges = 3 // tlsd plan: the configurations differ
@@ -75,11 +76,14 @@ Exit status: 0 no changes, 3 changes, 1 a configuration is invalid, 2 usage or I
 			}
 			p := reconcile.Diff(running, desired)
 			if admin != "" {
-				open, err := openConnections(admin)
+				st, err := runningStatus(admin)
 				if err != nil {
 					return &exitError{exitUsage, err}
 				}
-				p = p.WithOpenConnections(open)
+				p = p.WithOpenConnections(openConnections(st))
+				if format == "text" {
+					fmt.Fprintf(cmd.OutOrStdout(), "Running at %s: %s; these files are %s.\n", admin, servedText(st.Config), filesRevision(desiredPaths))
+				}
 			}
 			if err := writePlan(cmd.OutOrStdout(), p, format); err != nil {
 				return &exitError{exitUsage, err}
@@ -112,17 +116,25 @@ func loadForPlan(cmd *cobra.Command, load schema.Options, paths ...string) (*sch
 	return res.Config, nil
 }
 
-// openConnections asks a running tlsd how many connections each endpoint has open.
-func openConnections(addr string) (map[string]int, error) {
+// runningStatus is /status of the tlsd at addr.
+func runningStatus(addr string) (admin.Status, error) {
 	var st admin.Status
-	if err := getJSON(addr, "/status", &st); err != nil {
-		return nil, err
-	}
+	err := getJSON(addr, "/status", &st)
+	return st, err
+}
+
+// openConnections is how many connections each endpoint of st has open.
+func openConnections(st admin.Status) map[string]int {
 	open := map[string]int{}
 	for _, e := range st.Endpoints {
 		open[e.Name] = e.ActiveConnections
 	}
-	return open, nil
+	return open
+}
+
+// filesRevision names the revision the paths are at, as the daemon would read it.
+func filesRevision(paths []string) string {
+	return revisionText(watch.Overall(watch.Revisions(paths)))
 }
 
 func writePlan(w io.Writer, p reconcile.Plan, format string) error {

@@ -119,7 +119,8 @@ func TestPlanAdminComparesMeaning(t *testing.T) {
 	}
 	code, plan, _ := tlsd(t, "plan", "--admin", admin, ".")
 	if code != 3 || !strings.Contains(plan, `- endpoint "b"`) || !strings.Contains(plan, "(0 connections open now)") ||
-		strings.Contains(plan, `~ endpoint "a"`) {
+		strings.Contains(plan, `~ endpoint "a"`) || !strings.Contains(plan, "Running at "+admin+": revision unknown, digest ") ||
+		!strings.Contains(plan, "these files are of no known revision") {
 		t.Errorf("plan --admin without b.yaml: exit %d\n%s", code, plan)
 	}
 	mustT(t, os.WriteFile(aFile, []byte(strings.Replace(validEndpoint, "127.0.0.1:9000", up.Addr().String(), 1)+"terminate_at: edge\ntls: {issuer: internal}\n"), 0o644))
