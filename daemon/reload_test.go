@@ -233,8 +233,8 @@ func TestDrainTimeoutPerConnection(t *testing.T) {
 	defer conn.Close()
 	must(t, e.apply(ep("b")+ep("c"))) // the first reload: a goes (its connection drains), b stays
 	time.Sleep(drain / 2)             // the second reload comes within the first one's drain
+	stale := time.Now()               // b goes stale during this apply: its drain starts after this
 	must(t, e.apply(ep("c")))
-	stale := time.Now()
 	var st admin.Status
 	want := []admin.DrainingStatus{{Name: "a", ActiveConnections: 1}, {Name: "b", ActiveConnections: 1}}
 	if !eventually(time.Second, func() bool { st = e.d.Status(); return slices.Equal(st.Draining, want) }) {
