@@ -68,29 +68,36 @@ func RunAgent(ctx context.Context, initial *schema.Config, o AgentRunOptions) er
 	o.Inherited.closeUnused(a.log)
 	awaitTunnel(a.Tunnel, o.Inherited, a.log)
 	o.Inherited.Ready()
-	if successor := w.Run(ctx, a, o.reload(a.log, func() (int, bool) { return upgradeAgent(a, o.RunOptions, adminLn) })); successor != 0 {
+	successor := w.Run(ctx, a, o.reload(a.log, func() (int, bool) { return upgradeAgent(a, o.RunOptions, adminLn) }))
+	if successor != 0 {
 		stopAdmin() // the new process's now
 		ictx, stopIgnoring := context.WithCancel(context.Background())
 		defer stopIgnoring()
 		go ignoreUpgrades(ictx, o.Upgrade, successor, a.log)
 	}
 	a.stopping.Store(true)
-	a.drain(o.ShutdownTimeout)
+	dctx, cancel, limit := o.drainContext(ctx, successor != 0)
+	defer cancel()
+	a.drain(dctx, limit)
 	stopTunnel()
 	<-tunnelDone
 	stopAdmin()
 	return <-adminDone
 }
 
-// drain asks the edge for no more streams and waits, at most timeout, for the open ones
+// drain asks the edge for no more streams and waits, until ctx ends, for the open ones
 // to end; the tunnel closes after.
-func (a *Agent) drain(timeout time.Duration) {
-	a.log.Info("shutting down: the edge sends no more streams; waiting for the open ones", "open", a.Tunnel.Active(), "timeout", timeout)
+func (a *Agent) drain(ctx context.Context, limit string) {
+	a.log.Info("shutting down: the edge sends no more streams; waiting for the open ones", "open", a.Tunnel.Active(), "timeout", limit)
 	a.Tunnel.Drain()
-	for deadline := time.Now().Add(timeout); a.Tunnel.Active() > 0; time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for a.Tunnel.Active() > 0 {
+		select {
+		case <-ctx.Done():
 			a.log.Warn("streams still open after the shutdown timeout: closing them", "open", a.Tunnel.Active())
 			return
+		case <-tick.C:
 		}
 	}
 	a.log.Info("stopped: every stream finished")

@@ -44,9 +44,13 @@ type RunOptions struct {
 	AdminHosts      []string
 	AdminPprof      bool
 	ShutdownTimeout time.Duration
-	Debounce        time.Duration   // quiet period after the last file event; 0: watch.DefaultDebounce
-	DebounceCap     time.Duration   // longest wait after the first event; 0: watch.DefaultDebounceCap
-	Reload          <-chan struct{} // e.g. SIGHUP: reload now, re-arming every watch
+	// UpgradeDrainTimeout bounds, after a hand-over, how long this process's open
+	// connections may continue (0: until they end); a stop signal then allows
+	// ShutdownTimeout more.
+	UpgradeDrainTimeout time.Duration
+	Debounce            time.Duration   // quiet period after the last file event; 0: watch.DefaultDebounce
+	DebounceCap         time.Duration   // longest wait after the first event; 0: watch.DefaultDebounceCap
+	Reload              <-chan struct{} // e.g. SIGHUP: reload now, re-arming every watch
 	// InitialWarnings are the warnings of the initial configuration, already logged: a
 	// reload logs a warning only when it is new.
 	InitialWarnings schema.Diagnostics
@@ -107,7 +111,8 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 	// After an upgrade the new process is the service's main one; systemd must be told
 	// (and allow it: NotifyAccess=all).
 	notifySystemd("READY=1\nMAINPID=" + strconv.Itoa(os.Getpid()))
-	if successor := w.Run(ctx, d, o.reload(d.log, func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn, pool) })); successor != 0 {
+	successor := w.Run(ctx, d, o.reload(d.log, func() (int, bool) { return upgradeDaemon(d, o, adminLn, tunnelLn, pool) }))
+	if successor != 0 {
 		stopAdmin() // the admin API is the new process's now; this one only drains
 		ictx, stopIgnoring := context.WithCancel(context.Background())
 		defer stopIgnoring()
@@ -116,13 +121,13 @@ func Run(ctx context.Context, initial *schema.Config, o RunOptions) error {
 		notifySystemd("STOPPING=1") // the service stops (not so after a hand-over)
 	}
 
-	d.log.Info("shutting down: no new connections; waiting for open ones", "timeout", o.ShutdownTimeout)
-	sctx, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+	sctx, cancel, limit := o.drainContext(ctx, successor != 0)
 	defer cancel()
+	d.log.Info("shutting down: no new connections; waiting for open ones", "timeout", limit)
 	// Cutting what is still open when the timeout ends is what the operator asked for:
 	// a warning, not a failed exit.
 	if err := d.Shutdown(sctx); err != nil {
-		d.log.Warn("stopped: the shutdown timeout closed connections still open", "timeout", o.ShutdownTimeout, "error", err)
+		d.log.Warn("stopped: the shutdown timeout closed connections still open", "timeout", limit, "error", err)
 	} else {
 		d.log.Info("stopped: every connection finished")
 	}
@@ -322,4 +327,23 @@ func (o RunOptions) reload(log *slog.Logger, handOver func() (int, bool)) watch.
 // guard puts the admin API's exposure policy, as o configures it, in front of h.
 func (o RunOptions) guard(h http.Handler) http.Handler {
 	return admin.Guard(h, o.Admin, o.AdminHosts, o.AdminPprof)
+}
+
+// drainContext bounds the last drain: ShutdownTimeout when the process stops; after a
+// hand-over UpgradeDrainTimeout (0: none), as HAProxy's old process serves its
+// connections to their end, until a stop signal (ctx) allows ShutdownTimeout more. limit
+// says which, for the log.
+func (o RunOptions) drainContext(ctx context.Context, handedOver bool) (context.Context, context.CancelFunc, string) {
+	if !handedOver {
+		c, cancel := context.WithTimeout(context.Background(), o.ShutdownTimeout)
+		return c, cancel, o.ShutdownTimeout.String()
+	}
+	c, cancel := context.WithCancel(context.Background())
+	limit := "until they end (--upgrade-drain-timeout)"
+	if o.UpgradeDrainTimeout > 0 {
+		c, cancel = context.WithTimeout(context.Background(), o.UpgradeDrainTimeout)
+		limit = o.UpgradeDrainTimeout.String()
+	}
+	stop := context.AfterFunc(ctx, func() { time.AfterFunc(o.ShutdownTimeout, cancel) })
+	return c, func() { stop(); cancel() }, limit
 }

@@ -35,6 +35,7 @@ type runFlags struct {
 	stateDir         string
 	handshakeTimeout time.Duration
 	shutdownTimeout  time.Duration
+	upgradeDrain     time.Duration
 	logFormat        string
 	logLevel         string
 	exclude          []string
@@ -67,7 +68,9 @@ accepting while their open connections drain. An invalid change is logged and sh
 by "tlsd status"; the running configuration stays. SIGHUP reloads at once.
 
 SIGTERM or SIGINT stops accepting at once and waits for open connections to finish,
-for at most --shutdown-timeout.
+for at most --shutdown-timeout. SIGUSR2 upgrades: the binary at the same path starts
+with every listening socket, and once it serves this process stops accepting and keeps
+its open connections until they end (--upgrade-drain-timeout bounds that).
 
 Each connection is logged when it ends: endpoint, mode, client address, SNI, TLS
 version, negotiated ALPN protocol, client identity (mutual TLS), bytes each way,
@@ -109,6 +112,7 @@ func addRunFlags(cmd *cobra.Command, f *runFlags, admin string) {
 	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir(), "directory for tlsd's state: the internal issuer's CA, ACME accounts and certificates ($STATE_DIRECTORY when systemd sets it, else .tlsd)")
 	fl.DurationVar(&f.handshakeTimeout, "handshake-timeout", 10*time.Second, "time a client has to send its ClientHello and finish the TLS handshake (and an upstream to answer)")
 	fl.DurationVar(&f.shutdownTimeout, "shutdown-timeout", 30*time.Second, "on SIGTERM/SIGINT, how long open connections may continue before they are closed")
+	fl.DurationVar(&f.upgradeDrain, "upgrade-drain-timeout", 0, "after an upgrade (SIGUSR2), how long the old process's open connections may continue (0: until they end; a SIGTERM to it then allows --shutdown-timeout more)")
 	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
 	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	completeValues(cmd, "log-format", "text", "json")
@@ -229,7 +233,7 @@ func runDaemon(cmd *cobra.Command, f runFlags, args []string, role string, t *da
 		Options: daemon.Options{Listen: f.listen, StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout,
 			DrainTimeout: f.drainTimeout, Logger: logger, MaxHandshakes: cmp.Or(max(f.maxHandshakes, 0), -1), ProxyProtocolFrom: f.proxyFrom,
 			MaxConnections: max(f.maxConnections, 0), StateStore: store, HTTPListen: f.httpListen, TunnelPKI: tunnelPKI(t)},
-		Paths: args, Watcher: w, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), Tunnel: t,
+		Paths: args, Watcher: w, Load: load, Admin: f.admin, ShutdownTimeout: f.shutdownTimeout, UpgradeDrainTimeout: f.upgradeDrain, Reload: hupChannel(ctx), Tunnel: t,
 		InitialWarnings: res.Diagnostics, AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 	}
 	if err := upgradeOptions(ctx, &opts); err != nil {

@@ -139,7 +139,7 @@ func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges 
 		RunOptions: daemon.RunOptions{
 			Options: daemon.Options{StateDir: f.stateDir, HandshakeTimeout: f.handshakeTimeout, Logger: logger, StateStore: store, TunnelPKI: pki},
 			Paths:   args, Watcher: w, Load: schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, Admin: f.admin,
-			ShutdownTimeout: f.shutdownTimeout, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
+			ShutdownTimeout: f.shutdownTimeout, UpgradeDrainTimeout: f.upgradeDrain, Reload: hupChannel(ctx), InitialWarnings: res.Diagnostics,
 			AdminHosts: f.adminHosts, AdminPprof: f.adminPprof,
 		},
 		Name: name, Edges: edges, BackoffBase: 200 * time.Millisecond, BackoffMax: 10 * time.Second, Window: window,

@@ -83,7 +83,10 @@ type upgradeWorld struct {
 	longs            []*tls.Conn
 }
 
-func newUpgradeWorld(t *testing.T) *upgradeWorld {
+func newUpgradeWorld(t *testing.T) *upgradeWorld { return newUpgradeWorldWith(t, "--shutdown-timeout", "5m") }
+
+// newUpgradeWorldWith starts tlsd with extra flags.
+func newUpgradeWorldWith(t *testing.T, extra ...string) *upgradeWorld {
 	w := &upgradeWorld{t: t, dir: t.TempDir(), addr: freeAddr(t), admin: freeAddr(t), http: freeAddr(t), out: &lockedBuffer{}, stop: make(chan struct{})}
 	w.bin, w.pidFile = filepath.Join(w.dir, "tlsd"), filepath.Join(w.dir, "tlsd.pid")
 	buildTLSD(t, w.bin, "v-old")
@@ -95,8 +98,9 @@ func newUpgradeWorld(t *testing.T) *upgradeWorld {
 		"\nterminate_at: edge\ntls: {issuer: internal}\n---\n" +
 		"apiVersion: tlsd/v1\nkind: Endpoint\nname: pt\ndomain: pt.test\nupstream: " + w.tlsEcho() + "\n"
 	mustT(t, os.WriteFile(filepath.Join(conf, "e.yaml"), []byte(cfg), 0o644))
-	cmd := exec.Command(w.bin, "run", "--listen", w.addr, "--admin", w.admin, "--http-listen", w.http, "--state-dir", filepath.Join(w.dir, "state"),
-		"--pid-file", w.pidFile, "--shutdown-timeout", "5m", "--log-format", "json", conf)
+	args := append([]string{"run", "--listen", w.addr, "--admin", w.admin, "--http-listen", w.http, "--state-dir", filepath.Join(w.dir, "state"),
+		"--pid-file", w.pidFile, "--log-format", "json"}, extra...)
+	cmd := exec.Command(w.bin, append(args, conf)...)
 	cmd.Stdout, cmd.Stderr = w.out, w.out
 	mustT(t, cmd.Start())
 	go cmd.Wait()
@@ -132,8 +136,6 @@ func (w *upgradeWorld) tlsEcho() string {
 	return echo(w.t, &tls.Config{Certificates: []tls.Certificate{pair}})
 }
 
-// load opens long-lived connections on both endpoints that echo continuously, and a
-// stream of new connections.
 // moreServed waits until n more new connections have ended, well or not: the load has
 // reached the process now serving.
 func (w *upgradeWorld) moreServed(n int64) {
@@ -142,6 +144,8 @@ func (w *upgradeWorld) moreServed(n int64) {
 	waitUntil(w.t, "new connections", func() bool { return w.newOK.Load()+w.newFailed.Load() >= from+n })
 }
 
+// load opens long-lived connections on both endpoints that echo continuously, and a
+// stream of new connections.
 func (w *upgradeWorld) load() {
 	w.loadOn([]string{"term.test", "pt.test", "term.test", "pt.test"}, "term.test", "pt.test")
 }
@@ -282,6 +286,41 @@ func TestUpgradeUnderLoad(t *testing.T) {
 			t.Errorf("process %d (of %v) still runs; the processes said (its goroutines last):\n%s", pid, pids, w.out)
 		}
 	}
+}
+
+// TestUpgradeKeepsLongLivedConnections: 10 long-lived connections echo across 5
+// upgrades with a 1 s --shutdown-timeout: none is cut (the old processes keep them, as
+// HAProxy's do, past the shutdown timeout, which bounds a stop, not an upgrade), and
+// each old process ends once its connections do.
+func TestUpgradeKeepsLongLivedConnections(t *testing.T) {
+	const shutdown = time.Second
+	w := newUpgradeWorldWith(t, "--shutdown-timeout", shutdown.String())
+	longs := []string{"term.test", "pt.test", "term.test", "pt.test", "term.test", "pt.test", "term.test", "pt.test", "term.test", "pt.test"}
+	w.loadOn(longs, "term.test", "pt.test")
+	pids := []int{readPID(w.pidFile)}
+	first := time.Now()
+	for i := range 5 {
+		old := pids[len(pids)-1]
+		mustT(t, syscall.Kill(old, syscall.SIGUSR2))
+		waitUntil(t, fmt.Sprintf("upgrade %d", i+1), func() bool { return readPID(w.pidFile) != old }, w.out)
+		pids = append(pids, readPID(w.pidFile))
+	}
+	// The old processes' shutdown timeout has passed twice over: their connections echo on.
+	time.Sleep(time.Until(first.Add(2 * shutdown)))
+	w.moreServed(5)
+	close(w.stop)
+	w.wg.Wait()
+	t.Logf("5 upgrades: %d new connections ok, %d failed; %d long-lived connections", w.newOK.Load(), w.newFailed.Load(), len(w.longs))
+	if n := w.newFailed.Load(); n > 0 {
+		t.Errorf("%d failures (a long-lived connection cut?), first: %v", n, w.firstFailure.Load())
+	}
+	for _, c := range w.longs {
+		c.Close()
+	}
+	for _, pid := range pids[:len(pids)-1] {
+		waitUntil(t, fmt.Sprintf("old process %d ends once its connections ended", pid), func() bool { return !alive(pid) }, w.out)
+	}
+	syscall.Kill(pids[len(pids)-1], syscall.SIGTERM)
 }
 
 // TestFailedUpgradeKeepsServing: a new binary that exits at once, a configuration that
