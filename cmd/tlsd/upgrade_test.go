@@ -83,7 +83,9 @@ type upgradeWorld struct {
 	longs            []*tls.Conn
 }
 
-func newUpgradeWorld(t *testing.T) *upgradeWorld { return newUpgradeWorldWith(t, "--shutdown-timeout", "5m") }
+func newUpgradeWorld(t *testing.T) *upgradeWorld {
+	return newUpgradeWorldWith(t, "--shutdown-timeout", "5m")
+}
 
 // newUpgradeWorldWith starts tlsd with extra flags.
 func newUpgradeWorldWith(t *testing.T, extra ...string) *upgradeWorld {
