@@ -165,7 +165,7 @@ func (a *Agent) Status() admin.AgentStatus {
 	g := a.gen.Load()
 	a.mu.Lock()
 	st := admin.AgentStatus{Build: version.Get(), Agent: a.name, Generation: g.n, AppliedAt: g.appliedAt, LastAttempt: a.attempt, Config: a.served.get(), Endpoints: []admin.EndpointStatus{},
-		TunnelCertificate: a.opts.TunnelPKI.Status()}
+		TunnelCertificate: tunnelCertStatus(a.opts.TunnelPKI)}
 	a.mu.Unlock()
 	if a.Tunnel != nil {
 		st.Tunnel, st.Edges = a.Tunnel.Status(), a.Tunnel.Sessions()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/tunnel/client"
 )
 
@@ -205,7 +206,7 @@ func closeIf(ln net.Listener) {
 
 // tunnelConfig is the agent's per-session TLS configuration from its tunnel files, nil
 // without them (the fixed TLS then).
-func tunnelConfig(p *TunnelPKI) func() *tls.Config {
+func tunnelConfig(p *tunnel.PKI) func() *tls.Config {
 	if p == nil {
 		return nil
 	}

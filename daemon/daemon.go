@@ -21,6 +21,7 @@ import (
 	"github.com/tlsd/tlsd/reconcile"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/statestore"
+	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/upstream"
 )
@@ -62,7 +63,7 @@ type Options struct {
 	HTTPListen string
 	// TunnelPKI, when set, is this process's tunnel certificate (edge or agent), read
 	// again on every reload and reported in /status and /metrics.
-	TunnelPKI *TunnelPKI
+	TunnelPKI *tunnel.PKI
 	// Bind opens the listener of an address a generation needs; nil means edge.Listen.
 	// It lets the caller hand over sockets it already holds (tests pass :0 listeners).
 	Bind func(ctx context.Context, addr string) (net.Listener, error)

@@ -21,7 +21,7 @@ type identity struct {
 // here: call it outside the daemon's lock).
 func identify(cfg *schema.Config) admin.ConfigStatus {
 	revs := watch.Revisions(cfg.Roots)
-	id := admin.ConfigStatus{Digest: cfg.Digest(), Roots: make([]admin.RootRevision, 0, len(revs))}
+	id := admin.ConfigStatus{Digest: watch.Digest(cfg), Roots: make([]admin.RootRevision, 0, len(revs))}
 	for _, r := range revs {
 		id.Roots = append(id.Roots, admin.RootRevision{Path: r.Path, Revision: r.Revision, Dirty: r.Dirty, Source: r.Source})
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/relay"
+	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/tunnel/server"
 )
 
@@ -230,7 +231,7 @@ func (u *upstreamUp) Collect(ch chan<- prometheus.Metric) {
 	}
 }
 
-func tunnelCertExpiry(p *TunnelPKI) prometheus.Collector {
+func tunnelCertExpiry(p *tunnel.PKI) prometheus.Collector {
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tlsd_tunnel_certificate_expiry_timestamp_seconds",
 		Help: admin.MetricHelp["tlsd_tunnel_certificate_expiry_timestamp_seconds"]}, func() float64 { return float64(p.Leaf().NotAfter.Unix()) })
 }

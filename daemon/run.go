@@ -16,6 +16,7 @@ import (
 	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/edge"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/watch"
 )
@@ -25,8 +26,8 @@ import (
 type TunnelListen struct {
 	Addr   string
 	TLS    *tls.Config
-	PKI    *TunnelPKI // the files TLS reads its credentials from, when it does
-	Window uint32     // each stream's receive window; 0: tunnel.DefaultWindow
+	PKI    *tunnel.PKI // the files TLS reads its credentials from, when it does
+	Window uint32      // each stream's receive window; 0: tunnel.DefaultWindow
 }
 
 // RunOptions configure Run.

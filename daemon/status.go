@@ -12,6 +12,7 @@ import (
 	"github.com/tlsd/tlsd/relay"
 	"github.com/tlsd/tlsd/schema"
 	"github.com/tlsd/tlsd/statestore"
+	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/tunnel/server"
 	"github.com/tlsd/tlsd/version"
 )
@@ -83,7 +84,7 @@ func (d *Daemon) Status() admin.Status {
 		st.HTTPListen = d.http.Listener().Addr().String()
 	}
 	st.StartedAt, st.UptimeSeconds = d.started, time.Since(d.started).Round(time.Millisecond).Seconds()
-	st.Tunnel = d.opts.TunnelPKI.Status()
+	st.Tunnel = tunnelCertStatus(d.opts.TunnelPKI)
 	st.Unrouted = d.metrics.totals.of(relay.ModeNone)
 	active, draining := d.connectionsLocked()
 	bound := map[string]string{} // a listen of port 0 says which port it got
@@ -215,4 +216,13 @@ func (d *Daemon) ready() error {
 		return errors.New("no configuration applied yet")
 	}
 	return nil
+}
+
+// tunnelCertStatus is p's certificate for /status, nil without a tunnel.
+func tunnelCertStatus(p *tunnel.PKI) *admin.CertificateStatus {
+	if p == nil {
+		return nil
+	}
+	leaf := p.Leaf()
+	return &admin.CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName, Error: p.LastError()}
 }

@@ -25,6 +25,7 @@ import (
 	"github.com/tlsd/tlsd/localca"
 	"github.com/tlsd/tlsd/report"
 	"github.com/tlsd/tlsd/schema"
+	"github.com/tlsd/tlsd/tunnel"
 	"github.com/tlsd/tlsd/watch"
 )
 
@@ -390,7 +391,7 @@ func checkHTTPListen(addr string) error {
 	return nil
 }
 
-func tunnelPKI(t *daemon.TunnelListen) *daemon.TunnelPKI {
+func tunnelPKI(t *daemon.TunnelListen) *tunnel.PKI {
 	if t == nil {
 		return nil
 	}

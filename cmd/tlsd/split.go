@@ -40,7 +40,7 @@ same name form a pool. Endpoints without "agent" are served by the edge itself.`
 			if tunnelListen == "" || tunnelCert == "" || tunnelKey == "" || agentCA == "" {
 				return &exitError{exitUsage, fmt.Errorf("--tunnel-listen, --tunnel-cert, --tunnel-key and --agent-ca are required")}
 			}
-			pki, err := daemon.LoadTunnelPKI(tunnelCert, tunnelKey, agentCA, false)
+			pki, err := tunnel.LoadPKI(tunnelCert, tunnelKey, agentCA, false)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -83,7 +83,7 @@ the configuration like "tlsd run".`,
 			if err := checkEdges(edges); err != nil {
 				return &exitError{exitUsage, err}
 			}
-			pki, err := daemon.LoadTunnelPKI(certFile, keyFile, caFile, true)
+			pki, err := tunnel.LoadPKI(certFile, keyFile, caFile, true)
 			if err != nil {
 				return &exitError{exitUsage, err}
 			}
@@ -118,7 +118,7 @@ func checkEdges(edges []string) error {
 }
 
 // runAgent loads the agent's view of the configuration and serves it until a signal.
-func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, pki *daemon.TunnelPKI, window uint32) error {
+func runAgent(cmd *cobra.Command, f runFlags, args []string, name string, edges []string, pki *tunnel.PKI, window uint32) error {
 	watched := daemon.RunOptions{Options: daemon.Options{StateDir: f.stateDir, TunnelPKI: pki}, Paths: args}
 	logger, res, w, err := loadForRun(cmd, f, args, schema.Options{Role: schema.RoleAgent, Agent: name, Exclude: f.exclude}, watched)
 	if err != nil {

@@ -53,7 +53,7 @@ var allowed = map[string][]string{
 	"upstream":      {"relay", "termination"},
 	"tunnel/server": {"relay", "tunnel"},
 	"tunnel/client": {"relay", "tunnel"},
-	"tunnel":        {},
+	"tunnel":        {"certs"},
 	"termination":   {"relay"},
 	"relay":         {},
 	"iprange":       {},

@@ -1,4 +1,4 @@
-package daemon
+package tunnel
 
 import (
 	"bytes"
@@ -11,34 +11,32 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/tlsd/tlsd/admin"
 	"github.com/tlsd/tlsd/certs"
-	"github.com/tlsd/tlsd/tunnel"
 )
 
-// TunnelPKI is one side's tunnel credentials: its certificate and key, and the CAs that
+// PKI is one side's tunnel credentials: its certificate and key, and the CAs that
 // sign the other side's. They are read from files and read again on every reload
 // (SIGHUP, or a change in their directories), like endpoint certificates: new sessions
 // use what the files hold now, open sessions carry on with what they began with, so a
 // rotation drops nothing. A change that does not load keeps the credentials in use.
-type TunnelPKI struct {
+type PKI struct {
 	certFile, keyFile, caFile string
 	agent                     bool // an agent's: its certificate names it, for good
-	cur                       atomic.Pointer[tunnelCreds]
+	cur                       atomic.Pointer[creds]
 	mu                        sync.Mutex // serialises Reload
 	lastErr                   atomic.Pointer[string]
 }
 
-type tunnelCreds struct {
+type creds struct {
 	cert  tls.Certificate
 	roots *x509.CertPool
 	sum   [32]byte // of the three files' contents: a reload that changes nothing says nothing
 }
 
-// LoadTunnelPKI reads the files; every later Reload reads them again. agent says they
+// LoadPKI reads the files; every later Reload reads them again. agent says they
 // are an agent's: a new certificate must then name the same agent.
-func LoadTunnelPKI(certFile, keyFile, caFile string, agent bool) (*TunnelPKI, error) {
-	p := &TunnelPKI{certFile: certFile, keyFile: keyFile, caFile: caFile, agent: agent}
+func LoadPKI(certFile, keyFile, caFile string, agent bool) (*PKI, error) {
+	p := &PKI{certFile: certFile, keyFile: keyFile, caFile: caFile, agent: agent}
 	c, err := p.read()
 	if err != nil {
 		return nil, err
@@ -47,7 +45,7 @@ func LoadTunnelPKI(certFile, keyFile, caFile string, agent bool) (*TunnelPKI, er
 	return p, nil
 }
 
-func (p *TunnelPKI) read() (*tunnelCreds, error) {
+func (p *PKI) read() (*creds, error) {
 	crt, err := os.ReadFile(p.certFile)
 	if err != nil {
 		return nil, fmt.Errorf("tunnel certificate: %w", err)
@@ -68,11 +66,11 @@ func (p *TunnelPKI) read() (*tunnelCreds, error) {
 	if err := certs.AddFiles(roots, p.caFile); err != nil {
 		return nil, fmt.Errorf("tunnel CA: %w", err)
 	}
-	return &tunnelCreds{cert: cert, roots: roots, sum: sha256.Sum256(bytes.Join([][]byte{crt, key, ca}, []byte{0}))}, nil
+	return &creds{cert: cert, roots: roots, sum: sha256.Sum256(bytes.Join([][]byte{crt, key, ca}, []byte{0}))}, nil
 }
 
 // Files are the files read, for the watcher.
-func (p *TunnelPKI) Files() []string {
+func (p *PKI) Files() []string {
 	if p == nil {
 		return nil
 	}
@@ -80,11 +78,11 @@ func (p *TunnelPKI) Files() []string {
 }
 
 // Leaf is the certificate in use.
-func (p *TunnelPKI) Leaf() *x509.Certificate { return p.cur.Load().cert.Leaf }
+func (p *PKI) Leaf() *x509.Certificate { return p.cur.Load().cert.Leaf }
 
 // Reload reads the files again. A certificate naming another agent than the one in use
 // is refused: an agent's name is its identity at the edge, fixed for the process.
-func (p *TunnelPKI) Reload(log *slog.Logger) {
+func (p *PKI) Reload(log *slog.Logger) {
 	if p == nil {
 		return
 	}
@@ -92,9 +90,9 @@ func (p *TunnelPKI) Reload(log *slog.Logger) {
 	defer p.mu.Unlock()
 	old := p.cur.Load()
 	c, err := p.read()
-	if err == nil && p.agent && tunnel.Identity(c.cert.Leaf) != tunnel.Identity(old.cert.Leaf) {
+	if err == nil && p.agent && Identity(c.cert.Leaf) != Identity(old.cert.Leaf) {
 		err = fmt.Errorf("the new certificate %s names %q, this process runs as %q: restart to change the name",
-			p.certFile, tunnel.Identity(c.cert.Leaf), tunnel.Identity(old.cert.Leaf))
+			p.certFile, Identity(c.cert.Leaf), Identity(old.cert.Leaf))
 	}
 	if err != nil {
 		msg := err.Error()
@@ -112,23 +110,18 @@ func (p *TunnelPKI) Reload(log *slog.Logger) {
 		"not_after", c.cert.Leaf.NotAfter, "serial", c.cert.Leaf.SerialNumber.Text(16))
 }
 
-// admin.Status is the certificate in use, with the error of the last reload that failed; nil
-// for a nil p (no tunnel).
-func (p *TunnelPKI) Status() *admin.CertificateStatus {
-	if p == nil {
-		return nil
-	}
-	leaf := p.Leaf()
-	st := &admin.CertificateStatus{NotAfter: leaf.NotAfter, Serial: leaf.SerialNumber.Text(16), Issuer: leaf.Issuer.CommonName}
+// LastError is why the files, changed, did not load ("" when they did): the
+// credentials in use are the earlier ones.
+func (p *PKI) LastError() string {
 	if e := p.lastErr.Load(); e != nil {
-		st.Error = *e
+		return *e
 	}
-	return st
+	return ""
 }
 
 // ServerTLS is the edge's tunnel listener configuration: TLS 1.3, a client certificate
 // signed by the agents' CA required, each handshake with the credentials of the moment.
-func (p *TunnelPKI) ServerTLS() *tls.Config {
+func (p *PKI) ServerTLS() *tls.Config {
 	return &tls.Config{MinVersion: tls.VersionTLS13, GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
 		c := p.cur.Load()
 		return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{c.cert},
@@ -139,7 +132,7 @@ func (p *TunnelPKI) ServerTLS() *tls.Config {
 // ClientTLS is the agent's dialing configuration as the files say now: TLS 1.3, its
 // client certificate, the CAs that sign the edge's. The agent takes a fresh one for every
 // session it dials.
-func (p *TunnelPKI) ClientTLS() *tls.Config {
+func (p *PKI) ClientTLS() *tls.Config {
 	c := p.cur.Load()
 	return &tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{c.cert}, RootCAs: c.roots}
 }

@@ -1,4 +1,4 @@
-package daemon
+package tunnel
 
 import (
 	"bytes"
@@ -32,7 +32,7 @@ func tunnelFiles(t *testing.T, ca *localca.CA, dir, name string, client bool) (c
 
 // handshake runs a real TLS handshake between the edge's and the agent's tunnel
 // configurations and returns the serials each side saw of the other.
-func handshake(t *testing.T, edgeSide, agentSide *TunnelPKI) (edgeSerial, agentSerial string, err error) {
+func handshake(t *testing.T, edgeSide, agentSide *PKI) (edgeSerial, agentSerial string, err error) {
 	t.Helper()
 	a, b := net.Pipe()
 	defer a.Close()
@@ -62,9 +62,9 @@ func TestTunnelPKIReloads(t *testing.T) {
 	must(t, err)
 	ecrt, ekey, cafile := tunnelFiles(t, ca, dir, "edge", false)
 	acrt, akey, _ := tunnelFiles(t, ca, dir, "api-agent", true)
-	edgeSide, err := LoadTunnelPKI(ecrt, ekey, cafile, false)
+	edgeSide, err := LoadPKI(ecrt, ekey, cafile, false)
 	must(t, err)
-	agentSide, err := LoadTunnelPKI(acrt, akey, cafile, true)
+	agentSide, err := LoadPKI(acrt, akey, cafile, true)
 	must(t, err)
 	var log bytes.Buffer
 	logger := slog.New(slog.NewTextHandler(&log, nil))
@@ -77,22 +77,22 @@ func TestTunnelPKIReloads(t *testing.T) {
 	agentSide.Reload(logger)
 	e2, a2, err := handshake(t, edgeSide, agentSide)
 	must(t, err)
-	if e2 == e1 || a2 == a1 || e2 != edgeSide.Status().Serial || a2 != agentSide.Status().Serial {
+	if e2 == e1 || a2 == a1 || e2 != serial(edgeSide) || a2 != serial(agentSide) {
 		t.Errorf("after the rotation the handshake saw edge %s (was %s), agent %s (was %s); status says %s and %s",
-			e2, e1, a2, a1, edgeSide.Status().Serial, agentSide.Status().Serial)
+			e2, e1, a2, a1, serial(edgeSide), serial(agentSide))
 	}
 
 	must(t, os.WriteFile(akey, []byte("not a key"), 0o600))
 	agentSide.Reload(logger)
-	if st := agentSide.Status(); st.Serial != a2 || !strings.Contains(st.Error, "api-agent.key") {
-		t.Errorf("a broken key file: status %+v, want the old certificate and the reason", st)
+	if serial(agentSide) != a2 || !strings.Contains(agentSide.LastError(), "api-agent.key") {
+		t.Errorf("a broken key file: serial %s, error %q; want the old certificate and the reason", serial(agentSide), agentSide.LastError())
 	}
 	tunnelFiles(t, ca, dir, "other-agent", true)
 	must(t, os.Rename(filepath.Join(dir, "other-agent.crt"), acrt))
 	must(t, os.Rename(filepath.Join(dir, "other-agent.key"), akey))
 	agentSide.Reload(logger)
-	if st := agentSide.Status(); st.Serial != a2 || !strings.Contains(st.Error, `names "other-agent"`) {
-		t.Errorf("a certificate for another agent: status %+v, want it refused", st)
+	if serial(agentSide) != a2 || !strings.Contains(agentSide.LastError(), `names "other-agent"`) {
+		t.Errorf("a certificate for another agent: serial %s, error %q; want it refused", serial(agentSide), agentSide.LastError())
 	}
 	if _, a3, err := handshake(t, edgeSide, agentSide); err != nil || a3 != a2 {
 		t.Errorf("after refused reloads the agent presented %s (%v), want %s", a3, err, a2)
@@ -102,10 +102,20 @@ func TestTunnelPKIReloads(t *testing.T) {
 	must(t, os.Rename(filepath.Join(dir, "edge2.crt"), ecrt))
 	must(t, os.Rename(filepath.Join(dir, "edge2.key"), ekey))
 	edgeSide.Reload(logger)
-	if st := edgeSide.Status(); st.Error != "" || edgeSide.Leaf().DNSNames[0] != "edge2" {
-		t.Errorf("an edge certificate for other names: status %+v, names %v; want it taken", st, edgeSide.Leaf().DNSNames)
+	if edgeSide.LastError() != "" || edgeSide.Leaf().DNSNames[0] != "edge2" {
+		t.Errorf("an edge certificate for other names: error %q, names %v; want it taken", edgeSide.LastError(), edgeSide.Leaf().DNSNames)
 	}
 	if !strings.Contains(log.String(), "tunnel credentials reloaded") || !strings.Contains(log.String(), "not reloaded") {
 		t.Errorf("the log does not tell the reloads:\n%s", log.String())
 	}
 }
+
+func must(t testing.TB, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serial is the serial of the certificate p presents now.
+func serial(p *PKI) string { return p.Leaf().SerialNumber.Text(16) }
