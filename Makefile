@@ -12,7 +12,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 DATE     ?= $(shell git log -1 --format=%cI 2>/dev/null)
 LDFLAGS  := -X github.com/tlsd/tlsd/version.stamp=$(VERSION) -X github.com/tlsd/tlsd/version.revision=$(REVISION) -X github.com/tlsd/tlsd/version.date=$(DATE)
 
-.PHONY: help build test tools lint fmt run validate-examples bench gobench soak fuzz fuzz-corpus dist clean
+.PHONY: help build test test-under-load tools lint fmt run validate-examples bench gobench soak fuzz fuzz-corpus dist clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  make %-18s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -22,6 +22,18 @@ build: ## build bin/tlsd, stamped with VERSION (git describe), the commit and it
 
 test: tools lint ## gofmt check, go vet, staticcheck, and every test with the race detector
 	$(GO) test -race -count=1 $(PKGS)
+
+RUNS ?= 3
+
+test-under-load: tools lint ## every test with the race detector, RUNS (3) times in a row while a busy loop per core keeps the machine loaded
+	@for run in $$(seq $(RUNS)); do \
+		burners=""; for core in $$(seq $$(nproc)); do sh -c 'while :; do :; done' & burners="$$burners $$!"; done; \
+		trap 'kill $$burners 2>/dev/null' EXIT INT TERM; \
+		echo "run $$run of $(RUNS), $$(nproc) cores busy"; \
+		$(GO) test -race -count=1 $(PKGS); status=$$?; \
+		kill $$burners; trap - EXIT INT TERM; \
+		[ $$status -eq 0 ] || exit $$status; \
+	done
 
 tools: ## install Pebble, the ACME test server the ACME tests run
 	$(GO) install github.com/letsencrypt/pebble/v2/cmd/pebble@$(PEBBLE_VERSION) github.com/letsencrypt/pebble/v2/cmd/pebble-challtestsrv@$(PEBBLE_VERSION)
