@@ -89,15 +89,14 @@ func (a *Agent) Config() *schema.Config { return a.gen.Load().config }
 // Apply builds handlers for this agent's endpoints and switches to them; a failure
 // leaves the running generation. Open streams keep the handler they started with.
 func (a *Agent) Apply(cfg *schema.Config) (reconcile.Plan, error) {
-	plan, err := applyGivingBack(a.log, a.gen.Load().config, cfg, a.apply)
-	id := identify(cfg) // after the switch: the new generation does not wait for git
+	return applyIdentified(a.log, a.gen.Load().config, cfg, a.apply, a.noteRevision, &a.served, a.Generation)
+}
+
+// noteRevision records in the last attempt the revision it read.
+func (a *Agent) noteRevision(rev string) {
 	a.mu.Lock()
-	a.attempt.Revision = id.Revision
-	a.mu.Unlock()
-	if err == nil {
-		a.served.served(a.log, id, a.Generation())
-	}
-	return plan, err
+	defer a.mu.Unlock()
+	a.attempt.Revision = rev
 }
 
 func (a *Agent) apply(cfg *schema.Config) (reconcile.Plan, error) {

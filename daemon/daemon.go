@@ -205,15 +205,14 @@ func (d *Daemon) Addr(listen string) net.Addr {
 // Apply makes cfg the served configuration and returns what changed. An unchanged
 // configuration is a no-op: the generation stays. On error nothing changed.
 func (d *Daemon) Apply(cfg *schema.Config) (reconcile.Plan, error) {
-	plan, err := applyGivingBack(d.log, d.gen.Load().config, cfg, d.apply)
-	id := identify(cfg) // after the switch: the new generation does not wait for git
+	return applyIdentified(d.log, d.gen.Load().config, cfg, d.apply, d.noteRevision, &d.served, d.Generation)
+}
+
+// noteRevision records in the last attempt the revision it read.
+func (d *Daemon) noteRevision(rev string) {
 	d.mu.Lock()
-	d.attempt.Revision = id.Revision
-	d.mu.Unlock()
-	if err == nil {
-		d.served.served(d.log, id, d.Generation())
-	}
-	return plan, err
+	defer d.mu.Unlock()
+	d.attempt.Revision = rev
 }
 
 func (d *Daemon) apply(cfg *schema.Config) (reconcile.Plan, error) {

@@ -22,12 +22,20 @@ func endpoints(cfg *schema.Config) int {
 	return len(cfg.Endpoints)
 }
 
-// applyGivingBack applies next over running, then returns the memory freed if the
-// configuration shrank (see giveBackIfShrunk).
-func applyGivingBack(log *slog.Logger, running, next *schema.Config, apply func(*schema.Config) (reconcile.Plan, error)) (reconcile.Plan, error) {
+// applyIdentified applies next over running, then (after the switch: the new
+// generation waits for neither) returns the memory freed if the configuration shrank,
+// and reads next's identity: note gets the revision the attempt read, and a
+// configuration applied becomes the one served (as generation gen()).
+func applyIdentified(log *slog.Logger, running, next *schema.Config, apply func(*schema.Config) (reconcile.Plan, error),
+	note func(rev string), served *identity, gen func() uint64) (reconcile.Plan, error) {
 	plan, err := apply(next)
 	if err == nil {
 		giveBackIfShrunk(log, endpoints(running), endpoints(next))
+	}
+	id := identify(next)
+	note(id.Revision)
+	if err == nil {
+		served.served(log, id, gen())
 	}
 	return plan, err
 }
