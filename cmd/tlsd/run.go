@@ -138,6 +138,9 @@ func loadForRun(cmd *cobra.Command, f runFlags, args []string, load schema.Optio
 	if err := checkExcludes(f.exclude); err != nil {
 		return nil, nil, nil, err
 	}
+	if f.upgradeDrain < 0 {
+		return nil, nil, nil, &exitError{exitUsage, fmt.Errorf("--upgrade-drain-timeout %s: give a duration, or 0 to keep connections until they end", f.upgradeDrain)}
+	}
 	w, err := o.NewWatcher(logger)
 	if err != nil {
 		return nil, nil, nil, err

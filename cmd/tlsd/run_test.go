@@ -212,6 +212,9 @@ func TestRunRejectsBadFlags(t *testing.T) {
 		{"tunnel", "agent-cert", "Bad_Name"},
 		{"tunnel", "edge-cert", "edge.example.com/path"},
 		{"status", "--format", "xml"},
+		{"status", "--wait-revision", "abc12"},
+		{"status", "--admin", "127.0.0.1:1", "--admin", "127.0.0.1:2"},
+		{"run", "--upgrade-drain-timeout", "-1s", dir},
 		{"validate", "--http-listen", "localhost", dir},
 		{"run", "--state-store", "http://127.0.0.1:1", dir},
 		{"run", "--state-store", "redis://" + testport.Unused(t) + "/0", dir}, // nothing listens: refuses to start
